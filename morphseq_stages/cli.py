@@ -1,0 +1,140 @@
+"""Command line: ``morphseq-stages list | demo | <stage> ...``.
+
+Bad input ends with one line on stderr and a non-zero exit; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__, logs
+from .errors import UserError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("logging")
+    g.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
+                   help="JSON lines or console rendering on stderr (default: console on a terminal, else JSON)")
+    g.add_argument("--log-file", help="also append every event as a JSON line to this file")
+    g.add_argument("--debug", action="store_true", help="show tracebacks and debug events")
+
+
+def build_parser(host) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="morphseq-stages",
+        description="Run morphseq pipeline stages provided by plugins.",
+    )
+    parser.add_argument("--version", action="version", version=f"morphseq-stages {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", help="show stages and embedders found, and plugins that failed to load")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _common(p)
+
+    p = sub.add_parser("demo", help="build a small synthetic pipeline root with a tiny legacy model and run build06 on it")
+    p.add_argument("dir", nargs="?", default="morphseq-demo", help="folder to create (default: ./morphseq-demo)")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    _common(p)
+
+    for name, entry in sorted(host.registry.stages.items()):
+        stage = entry.item
+        p = sub.add_parser(name, help=stage.help, description=stage.help)
+        stage.add_arguments(p)
+        g = p.add_argument_group("run")
+        g.add_argument("--dry-run", action="store_true", help="print the plan and write nothing at all")
+        g.add_argument("--json", action="store_true", help="print the plan or summary as JSON")
+        _common(p)
+        p.set_defaults(_stage=name)
+    return parser
+
+
+def _print_list(host, as_json: bool) -> None:
+    reg = host.registry
+
+    def row(kind, name, entry):
+        prov = entry.provider
+        return {"kind": kind, "name": name, "plugin": prov.plugin, "distribution": prov.distribution,
+                "version": prov.version, "help": entry.item.help}
+
+    rows = [row("stage", n, e) for n, e in sorted(reg.stages.items())]
+    rows += [row("embedder", n, e) for n, e in sorted(reg.embedders.items())]
+    failures = [{"plugin": f.name, "group": f.group, "distribution": f.distribution, "error": f.error} for f in reg.failures]
+    if as_json:
+        print(json.dumps({"plugins": rows, "failed": failures}, indent=2))
+        return
+    for kind in ("stage", "embedder"):
+        print(f"{kind}s:")
+        found = [r for r in rows if r["kind"] == kind]
+        for r in found:
+            dist = f"{r['distribution']} {r['version']}" if r["distribution"] else "not from a distribution"
+            print(f"  {r['name']:<12} {r['help']}  [plugin {r['plugin']}, {dist}]")
+        if not found:
+            print("  (none)")
+    if failures:
+        print("failed to load:")
+        for f in failures:
+            print(f"  {f['plugin']} ({f['distribution'] or 'unknown distribution'}, {f['group']}): {f['error']}")
+
+
+def _print_result(result, as_json: bool, dry_run: bool) -> None:
+    if dry_run:
+        print(json.dumps(result.plan.as_dict(), indent=2, default=str) if as_json else result.plan.render())
+    elif as_json:
+        print(json.dumps(dict(result.outcome.summary), indent=2, default=str))
+    else:
+        text = result.outcome.summary.get("text")
+        if text:
+            print(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        return _main(argv)
+    except UserError as exc:
+        print(f"morphseq-stages: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("morphseq-stages: interrupted; outputs are either unchanged or complete", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"morphseq-stages: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 70
+
+
+def _main(argv: list[str]) -> int:
+    from .plugins import get_host
+
+    # logging must exist before plugins load, so that load failures are reported
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--log-format", default="auto")
+    pre.add_argument("--log-file")
+    pre.add_argument("--debug", action="store_true")
+    early, _ = pre.parse_known_args(argv)
+    if early.log_format not in ("auto", "json", "console"):
+        early.log_format = "auto"  # argparse reports it properly below
+    logs.configure(early.log_format, early.log_file, "debug" if early.debug else "info")
+
+    host = get_host()
+    args = build_parser(host).parse_args(argv)
+    if args.command == "list":
+        _print_list(host, args.json)
+        return 0
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args, main)
+    from .runner import run_stage
+
+    options = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command",)}
+    result = run_stage(host, args._stage, options, dry_run=args.dry_run)
+    _print_result(result, args.json, args.dry_run)
+    return result.outcome.exit_code

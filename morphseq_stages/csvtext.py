@@ -1,0 +1,205 @@
+"""CSV tables kept as text: every input value is written back exactly as it was read.
+
+A table's records are kept as raw bytes, so that writing a row back (with new columns
+appended) reproduces the input byte for byte; only the columns a stage needs are parsed,
+by Arrow, as strings (``48.0`` stays ``48.0``, ``20240626`` stays a string, and a
+duplicated column name stays duplicated).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+import attrs
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from .errors import UserError
+
+WRITE_CHUNK_ROWS = 1 << 16
+
+
+@attrs.frozen(kw_only=True)
+class TextTable:
+    path: Path
+    header: bytes  # the raw header record, without its line end
+    names: tuple[str, ...]
+    records: pa.Array  # binary: each data record's raw bytes, without its line end
+    newline: bytes
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def index_of(self, name: str) -> int | None:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            return None
+
+
+def _split_records(data: bytes) -> tuple[list[bytes], bytes]:
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    newline = b"\r\n" if lines and lines[0].endswith(b"\r") else b"\n"
+    if newline == b"\r\n":
+        lines = [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+    if b'"' in data:
+        # a quoted value may hold a line end: a record goes on while its quotes are unbalanced
+        merged: list[bytes] = []
+        pending: list[bytes] = []
+        quotes = 0
+        for ln in lines:
+            pending.append(ln)
+            quotes += ln.count(b'"')
+            if quotes % 2 == 0:
+                merged.append(newline.join(pending))
+                pending, quotes = [], 0
+        if pending:
+            merged.append(newline.join(pending))
+        lines = merged
+    return [ln for ln in lines if ln], newline
+
+
+def parse_header(raw: bytes, path: Path) -> tuple[str, ...]:
+    try:
+        text = raw.decode("utf-8-sig")
+        return tuple(next(csv.reader([text])))
+    except (UnicodeDecodeError, StopIteration, csv.Error) as exc:
+        raise UserError(f"cannot read the header of {path}: {exc}") from None
+
+
+def read_text_table(path: Path, *, what: str = "table") -> TextTable:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    records, newline = _split_records(data)
+    if not records:
+        raise UserError(f"{what} {path} is empty (no header row)")
+    names = parse_header(records[0], path)
+    return TextTable(
+        path=path,
+        header=records[0],
+        names=names,
+        records=pa.array(records[1:], type=pa.binary()),
+        newline=newline,
+    )
+
+
+def read_columns(table: TextTable, names: Sequence[str]) -> dict[str, pa.Array]:
+    """Parse the named columns (first occurrence of each) as strings, one per record."""
+    indices = {}
+    for name in names:
+        idx = table.index_of(name)
+        if idx is not None:
+            indices[name] = idx
+    if not indices or len(table) == 0:
+        return {name: pa.array([""] * len(table), pa.string()) for name in indices}
+    generated = [f"c{i}" for i in range(len(table.names))]
+    body = _joined(table)
+    try:
+        parsed = pacsv.read_csv(
+            io.BytesIO(body),
+            read_options=pacsv.ReadOptions(column_names=generated, use_threads=True),
+            parse_options=pacsv.ParseOptions(newlines_in_values=b'"' in body),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=[generated[i] for i in indices.values()],
+                column_types={generated[i]: pa.string() for i in indices.values()},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot parse {table.path}: {_first_line(exc)}") from None
+    if parsed.num_rows != len(table):
+        raise UserError(f"cannot parse {table.path}: found {parsed.num_rows} rows, expected {len(table)}")
+    return {name: parsed.column(generated[i]).combine_chunks() for name, i in indices.items()}
+
+
+def _joined(table: TextTable) -> bytes:
+    return _rows_bytes(pc.binary_join_element_wise(table.records, pa.array([b""] * len(table), pa.binary()), table.newline))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _rows_bytes(lines: pa.Array) -> bytes:
+    """The concatenated bytes of a binary array's values (no separators)."""
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks()
+    if len(lines) == 0:
+        return b""
+    lines = lines.cast(pa.large_binary())
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    return memoryview(lines.buffers()[2])[offsets[0] : offsets[-1]].tobytes()
+
+
+def float_text(values: np.ndarray) -> pa.Array:
+    """Shortest round-trip text of each float (NaN -> empty), as binary."""
+    arr = pa.array(values, from_pandas=True)
+    return pc.cast(pc.cast(arr, pa.string()), pa.binary())
+
+
+def quote(value: str) -> str:
+    if any(c in value for c in ',"\n\r') or value != value.strip():
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def header_with(table_header: bytes, extra: Sequence[str]) -> bytes:
+    if not extra:
+        return table_header
+    return table_header + b"," + ",".join(quote(n) for n in extra).encode()
+
+
+def write_rows(
+    fh: IO[bytes],
+    header: bytes,
+    records: pa.Array,
+    newline: bytes,
+    extra: np.ndarray | Callable[[int, int], np.ndarray] | None = None,
+) -> None:
+    """Write ``header`` then each record with the float columns of ``extra`` appended.
+
+    ``extra`` is a ``(rows, k)`` array, or ``extra(start, stop)`` giving the rows of one
+    chunk (so that a large table is never formatted whole).
+    """
+    fh.write(header + newline)
+    n = len(records)
+    if isinstance(extra, np.ndarray):
+        matrix = extra
+        extra = lambda start, stop: matrix[start:stop]  # noqa: E731
+    for start in range(0, n, WRITE_CHUNK_ROWS):
+        stop = min(n, start + WRITE_CHUNK_ROWS)
+        parts = [records.slice(start, stop - start)]
+        if extra is not None:
+            block = extra(start, stop)
+            parts.extend(float_text(block[:, j]) for j in range(block.shape[1]))
+        line = pc.binary_join_element_wise(*parts, b",", null_handling="replace", null_replacement=b"")
+        ends = pa.array([b""] * (stop - start), pa.binary())
+        fh.write(_rows_bytes(pc.binary_join_element_wise(line, ends, newline)))
+
+
+def write_string_table(fh: IO[bytes], columns: dict[str, Sequence[str]], extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write plain string columns then float columns (used for small tables)."""
+    names = list(columns)
+    header = ",".join(quote(n) for n in names + list(extra or {})).encode()
+    n = len(next(iter(columns.values()))) if columns else 0
+    records = pa.array(
+        [",".join(quote(str(columns[c][i])) for c in names).encode() for i in range(n)], pa.binary()
+    )
+    block = None
+    if extra:
+        block = np.column_stack([np.asarray(v) for v in extra.values()])
+    write_rows(fh, header, records, b"\n", block)

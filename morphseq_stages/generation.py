@@ -1,0 +1,132 @@
+"""Embedding images, shared by every embedder: decoding, batching, threads, progress.
+
+Decoding (PIL, which releases the GIL) runs on worker threads, a few batches ahead of
+inference, so that the two overlap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import attrs
+import numpy as np
+import structlog
+
+from .embedders import Embedder
+from .progress import Progress
+
+log = structlog.get_logger()
+
+
+def decode_image(path: Path, size: tuple[int, int, int]) -> np.ndarray:
+    """The legacy preprocessing, exactly: greyscale, bilinear resize, float32 / 255.
+
+    Same arithmetic as torchvision's Grayscale -> Resize -> ToTensor on PIL images,
+    without torchvision.
+    """
+    from PIL import Image
+
+    channels, height, width = size
+    with Image.open(path) as im:
+        im = im.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.float32) / np.float32(255)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+@attrs.frozen(kw_only=True)
+class EmbedResult:
+    """Latents for the images that decoded; ``ok`` indexes the input paths they belong to."""
+
+    mu: np.ndarray
+    logvar: np.ndarray | None
+    ok: np.ndarray
+    failures: tuple[tuple[str, str], ...] = ()
+
+    @staticmethod
+    def concat(parts: Sequence[EmbedResult], offsets: Sequence[int]) -> EmbedResult:
+        mus = [p.mu for p in parts]
+        lvs = [p.logvar for p in parts]
+        return EmbedResult(
+            mu=np.concatenate(mus) if mus else np.empty((0, 0), np.float32),
+            logvar=None if not lvs or any(v is None for v in lvs) else np.concatenate(lvs),
+            ok=np.concatenate([p.ok + off for p, off in zip(parts, offsets, strict=True)]) if parts else np.empty(0, int),
+            failures=tuple(f for p in parts for f in p.failures),
+        )
+
+
+def default_workers() -> int:
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _decode_batch(paths: Sequence[Path], size) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    arrays, ok, failed = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            arrays.append(decode_image(p, size))
+            ok.append(i)
+        except Exception as exc:  # an unreadable image is reported, the rest go on
+            failed.append((str(p), f"{type(exc).__name__}: {exc}"))
+    batch = np.stack(arrays) if arrays else np.empty((0, *size), np.float32)
+    return batch, ok, failed
+
+
+def _batches(paths: Sequence[Path], size, batch_size: int, workers: int) -> Iterator[tuple[int, np.ndarray, list[int], list]]:
+    starts = range(0, len(paths), batch_size)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        it = iter(starts)
+        for start in it:
+            pending.append((start, pool.submit(_decode_batch, paths[start : start + batch_size], size)))
+            if len(pending) >= workers + 1:
+                break
+        while pending:
+            start, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(_decode_batch, paths[nxt : nxt + batch_size], size)))
+            batch, ok, failed = fut.result()
+            yield start, batch, ok, failed
+
+
+def embed_images(
+    embedder: Embedder,
+    paths: Sequence[Path],
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    label: str = "embedding",
+    on_failure: Callable[[str, str], None] | None = None,
+) -> EmbedResult:
+    """Embed ``paths`` in order; images that fail to decode are reported and left out."""
+    import torch
+
+    workers = workers or default_workers()
+    progress = Progress(len(paths), label)
+    mus, lvs, oks, failures = [], [], [], []
+    try:
+        with torch.inference_mode():
+            for start, batch, ok, failed in _batches(paths, embedder.input_size, batch_size, workers):
+                for path, err in failed:
+                    failures.append((path, err))
+                    if on_failure:
+                        on_failure(path, err)
+                if len(ok):
+                    x = torch.from_numpy(batch).to(embedder.device)
+                    mu, logvar = embedder.embed_batch(x)
+                    mus.append(mu.float().cpu().numpy())
+                    lvs.append(None if logvar is None else logvar.float().cpu().numpy())
+                    oks.append(np.asarray(ok) + start)
+                progress.advance(len(batch) + len(failed))
+    finally:
+        progress.close()
+    dim = embedder.latent_dim
+    return EmbedResult(
+        mu=np.concatenate(mus) if mus else np.empty((0, dim), np.float32),
+        logvar=None if not lvs or any(v is None for v in lvs) else np.concatenate(lvs),
+        ok=np.concatenate(oks) if oks else np.empty(0, int),
+        failures=tuple(failures),
+    )

@@ -1,0 +1,86 @@
+"""Every hook of the host, grouped by phase.
+
+Registration hooks are called once per plugin when the plugin manager is built, with a
+``register`` callback (as in ``llm`` and tox); registering a name twice is an error.
+
+Phase hooks are ``firstresult``: each is called with the name of the active ``stage``,
+and an implementation for another stage must return ``None`` so that the call reaches
+the plugin that owns the stage (as pytest's collection hooks decline). Other plugins can
+observe or change a phase with ``@hookimpl(wrapper=True)``: ``result = yield`` gives
+what the owning stage returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import hookspec
+from .embedders import EmbedderSpec
+from .stages import Stage, StageContext, StageOutcome, StagePlan
+
+# -- registration -------------------------------------------------------------------
+
+
+@hookspec
+def morphseq_register_stages(register: Callable[[Stage], None]) -> None:
+    """Register stages by calling ``register(Stage(...))`` once per stage.
+
+    Called for every plugin when the plugin manager is built; results are ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def morphseq_register_embedders(register: Callable[[EmbedderSpec], None]) -> None:
+    """Register embedders by calling ``register(EmbedderSpec(...))`` once per embedder.
+
+    Called for every plugin when the plugin manager is built; results are ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+# -- stage phases (firstresult; decline with None for other stages) -------------------
+
+
+@hookspec(firstresult=True)
+def morphseq_stage_plan(stage: str, context: StageContext) -> StagePlan | None:
+    """Resolve inputs and decide what the run will read, generate and write.
+
+    Must not write anything: ``--dry-run`` stops after this phase and prints the plan.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def morphseq_stage_generate(stage: str, context: StageContext, plan: StagePlan) -> Any | None:
+    """Produce missing intermediate data (for Build06: latent files).
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def morphseq_stage_merge(
+    stage: str, context: StageContext, plan: StagePlan, generated: Any
+) -> Any | None:
+    """Combine inputs into the stage's product, in memory, with its report.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def morphseq_stage_export(
+    stage: str, context: StageContext, plan: StagePlan, merged: Any
+) -> StageOutcome | None:
+    """Write the products and return the run's outcome.
+
+    .. versionadded:: 0.1
+    """
+
+
+PHASES = ("plan", "generate", "merge", "export")

@@ -1,0 +1,202 @@
+"""Latent files (``morph_latents_<experiment>.csv``): column names, reading, writing.
+
+Columns: ``experiment_date, embryo_id, snip_id``, one mean column per dimension in
+dimension order, then one ``z_sigma_*`` column per dimension. ``z_sigma_*`` holds the
+encoder's **log-variance**, not a standard deviation: the name is kept because every
+existing file and notebook uses it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import attrs
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from .csvtext import parse_header, write_string_table
+from .errors import UserError
+
+ID_COLUMNS = ("experiment_date", "embryo_id", "snip_id")
+Z_SCHEMAS = ("auto", "flat", "bio_nuisance")
+LATENT_PREFIX = "morph_latents_"
+_Z = re.compile(r"^z_(mu|sigma)_(?:([bn])_)?(\d+)$")
+_TIME = re.compile(r"_[ts](\d{4})$")
+
+
+def latent_file_name(experiment: str) -> str:
+    return f"{LATENT_PREFIX}{experiment}.csv"
+
+
+def column_names(latent_dim: int, nuisance_dims: int | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Mean and log-variance column names; ``nuisance_dims`` set means the b/n naming."""
+    def name(kind: str, n: int) -> str:
+        if nuisance_dims is None:
+            return f"z_{kind}_{n:02}"
+        return f"z_{kind}_{'n' if n < nuisance_dims else 'b'}_{n:02}"
+
+    return tuple(name("mu", n) for n in range(latent_dim)), tuple(name("sigma", n) for n in range(latent_dim))
+
+
+def nuisance_dims(latent_dim: int, zn_frac: float) -> int:
+    return math.floor(latent_dim * zn_frac)
+
+
+def parse_z(name: str) -> tuple[str, str, int] | None:
+    """``z_mu_b_20`` -> ("mu", "b", 20); ``z_sigma_03`` -> ("sigma", "", 3); else None."""
+    m = _Z.match(name)
+    if not m:
+        return None
+    return m.group(1), m.group(2) or "", int(m.group(3))
+
+
+def select_z_columns(names: Sequence[str], schema: str, include_sigma: bool = False) -> list[str]:
+    """The z columns a schema keeps, in dimension order (never lexical order)."""
+    if schema not in Z_SCHEMAS:
+        raise UserError(f"unknown z schema {schema!r} (choose from {', '.join(Z_SCHEMAS)})")
+    parsed = [(n, parse_z(n)) for n in names]
+    z = [(n, p) for n, p in parsed if p is not None and (p[0] == "mu" or include_sigma)]
+    flat = [(n, p) for n, p in z if p[1] == ""]
+    bn = [(n, p) for n, p in z if p[1] != ""]
+    if schema == "flat":
+        chosen = flat
+    elif schema == "bio_nuisance":
+        chosen = bn or flat
+    else:
+        chosen = z
+    group_order = {"": 0, "n": 1, "b": 2}
+    chosen.sort(key=lambda item: (item[1][0] != "mu", item[1][2], group_order[item[1][1]]))
+    return list(dict.fromkeys(n for n, _ in chosen))
+
+
+def embryo_id_of(snip_id: str) -> str:
+    return _TIME.sub("", snip_id)
+
+
+@attrs.frozen(kw_only=True)
+class LatentTable:
+    """The z values of one latent file, as float64, with its snip ids as read."""
+
+    path: Path
+    snip_ids: pa.Array
+    columns: tuple[str, ...]
+    values: np.ndarray  # (rows, columns) float64; NaN where empty or unparseable
+    unparseable: int = 0
+
+
+def read_latent_header(path: Path) -> tuple[str, ...]:
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline().rstrip(b"\r\n")
+    except OSError as exc:
+        raise UserError(f"cannot read latent file {path}: {exc.strerror or exc}") from None
+    if not first:
+        raise UserError(f"latent file {path} is empty (no header row)")
+    return parse_header(first, path)
+
+
+def read_latents(path: Path, schema: str = "auto", include_sigma: bool = False) -> LatentTable:
+    """Read ``snip_id`` and the schema's z columns of a latent file, nothing else."""
+    names = read_latent_header(path)
+    if "snip_id" not in names:
+        raise UserError(f"latent file {path} has no snip_id column")
+    zcols = select_z_columns(names, schema, include_sigma)
+    if not zcols:
+        raise UserError(f"latent file {path} has no z columns for --z-schema {schema} (columns: {', '.join(names[:8])}...)")
+    try:
+        table = _read(path, zcols, float_z=True)
+        unparseable = 0
+        values = np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in zcols]).astype(np.float64, copy=False)
+    except pa.ArrowInvalid:
+        # text that is not a number: read as text, count it, and treat it as missing
+        table = _read(path, zcols, float_z=False)
+        import pandas as pd
+
+        cols, unparseable = [], 0
+        for c in zcols:
+            text = pd.Series(table.column(c).to_numpy(zero_copy_only=False), dtype=object)
+            num = pd.to_numeric(text, errors="coerce")
+            unparseable += int((num.isna() & text.notna() & (text.str.strip() != "")).sum())
+            cols.append(num.to_numpy(dtype=np.float64))
+        values = np.column_stack(cols) if cols else np.empty((table.num_rows, 0))
+    return LatentTable(
+        path=path,
+        snip_ids=table.column("snip_id").combine_chunks(),
+        columns=tuple(zcols),
+        values=values,
+        unparseable=unparseable,
+    )
+
+
+def _read(path: Path, zcols: list[str], *, float_z: bool) -> pa.Table:
+    ztype = pa.float64() if float_z else pa.string()
+    try:
+        return pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                include_columns=["snip_id", *zcols],
+                column_types={"snip_id": pa.string(), **{c: ztype for c in zcols}},
+                null_values=[""],
+                strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        if float_z and "conversion error" in str(exc):
+            raise
+        raise UserError(f"cannot parse latent file {path}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def write_latents(
+    fh: IO[bytes],
+    experiment: str,
+    snip_ids: Sequence[str],
+    mu: np.ndarray,
+    logvar: np.ndarray | None,
+    mu_columns: Sequence[str],
+    sigma_columns: Sequence[str],
+    order: Sequence[str] | None = None,
+) -> None:
+    """Write a latent file in the exact column order of SPEC §4 (or in ``order``)."""
+    extra = {c: mu[:, j] for j, c in enumerate(mu_columns)}
+    if logvar is not None and sigma_columns:
+        extra.update({c: logvar[:, j] for j, c in enumerate(sigma_columns)})
+    ids = {
+        "experiment_date": [experiment] * len(snip_ids),
+        "embryo_id": [embryo_id_of(s) for s in snip_ids],
+        "snip_id": list(snip_ids),
+    }
+    if order is not None:
+        missing = [c for c in order if c not in ids and c not in extra]
+        if missing:
+            raise UserError(f"cannot write latent column {missing[0]!r}: the embedder does not produce it")
+        # the id columns lead; any order of them that a file already has is kept
+        ids = {c: ids[c] for c in order if c in ids}
+        extra = {c: extra[c] for c in order if c in extra}
+        if list(ids) + list(extra) != list(order):
+            raise UserError("cannot append to a latent file whose id columns follow its z columns")
+    write_string_table(fh, ids, extra)
+
+
+def latents_bytes(*args, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    write_latents(buf, *args, **kwargs)
+    return buf.getvalue()
+
+
+def read_snip_ids(path: Path) -> pa.Array:
+    """Only the ``snip_id`` column of a latent file (cheap: for planning)."""
+    names = read_latent_header(path)
+    if "snip_id" not in names:
+        raise UserError(f"latent file {path} has no snip_id column")
+    try:
+        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            include_columns=["snip_id"], column_types={"snip_id": pa.string()}, strings_can_be_null=False))
+    except pa.ArrowInvalid as exc:
+        raise UserError(f"cannot parse latent file {path}: {str(exc).strip().splitlines()[0]}") from None
+    return table.column("snip_id").combine_chunks()

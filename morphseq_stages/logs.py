@@ -1,0 +1,61 @@
+"""structlog set-up, called once by the CLI; library code only calls ``get_logger``.
+
+Events go to stderr (stdout is kept for the plan and the summary): console rendering on
+a terminal, JSON lines otherwise or with ``--log-format json``. ``--log-file`` adds a
+JSON-lines copy of every event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import IO, Any
+
+import structlog
+
+
+class _Tee:
+    """A processor that writes each event as a JSON line to a file, then passes it on."""
+
+    def __init__(self, fh: IO[str]):
+        self.fh = fh
+
+    def __call__(self, logger: Any, name: str, event: dict) -> dict:
+        self.fh.write(json.dumps(event, default=str) + "\n")
+        self.fh.flush()
+        return event
+
+
+def wants_console(log_format: str | None) -> bool:
+    if log_format is None or log_format == "auto":
+        return sys.stderr.isatty()
+    return log_format == "console"
+
+
+#: whether events are rendered for a person (set by :func:`configure`); progress bars follow it
+CONSOLE = False
+
+
+def configure(log_format: str | None = None, log_file: str | None = None, level: str = "info") -> None:
+    global CONSOLE
+    console = CONSOLE = wants_console(log_format)
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    if log_file:
+        processors.append(_Tee(open(log_file, "a", encoding="utf-8")))  # noqa: SIM115 - lives for the run
+    processors.append(
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if console
+        else structlog.processors.JSONRenderer(default=str)
+    )
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,39 @@
+"""Progress of long work: a bar on a terminal, periodic events in JSON mode."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import structlog
+
+from . import logs
+
+log = structlog.get_logger()
+
+
+class Progress:
+    def __init__(self, total: int, label: str, every_s: float = 5.0):
+        self.total, self.label, self.every_s = total, label, every_s
+        self.done = 0
+        self.start = self._last = time.monotonic()
+        self.bar = logs.CONSOLE and sys.stderr.isatty()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.bar:
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            rate = self.done / max(now - self.start, 1e-9)
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {rate:.1f}/s")
+            sys.stderr.flush()
+        elif now - self._last >= self.every_s or self.done >= self.total:
+            self._last = now
+            log.info("progress", what=self.label, done=self.done, total=self.total,
+                     rate_per_s=round(self.done / max(now - self.start, 1e-9), 2))
+
+    def close(self) -> None:
+        if self.bar:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -1,0 +1,56 @@
+"""Runs one stage through its phases: plan -> generate -> merge -> export."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import structlog
+
+from .errors import UserError
+from .io import exclusive_lock
+from .plugins import Host
+from .stages import StageContext, StageOutcome, StagePlan
+
+log = structlog.get_logger()
+
+
+@attrs.frozen(kw_only=True)
+class RunResult:
+    plan: StagePlan
+    outcome: StageOutcome
+
+
+def run_stage(
+    host: Host,
+    stage: str,
+    options: Mapping[str, Any],
+    *,
+    dry_run: bool = False,
+    run_id: str | None = None,
+) -> RunResult:
+    """Run ``stage``; with ``dry_run`` stop after the plan (nothing is written).
+
+    A plan may name lock files (``plan.locks() -> [(path, what)]``): they are held from
+    generate to the end of export, so that a second run on the same outputs stops.
+    """
+    host.registry.stage(stage)  # an unknown stage is a clear error
+    run_id = run_id or uuid.uuid4().hex[:12]
+    context = StageContext(run_id=run_id, stage=stage, options=dict(options), registry=host.registry, dry_run=dry_run)
+    with structlog.contextvars.bound_contextvars(run_id=run_id, stage=stage):
+        plan = host.plan(stage, context)
+        if plan is None:
+            raise UserError(f"no installed plugin implements the plan phase of stage {stage!r}")
+        if dry_run:
+            log.info("run.dry_run", message="plan only; nothing written")
+            return RunResult(plan=plan, outcome=StageOutcome(exit_code=0, summary={"dry_run": True}))
+        with contextlib.ExitStack() as held:
+            for path, what in getattr(plan, "locks", list)():
+                held.enter_context(exclusive_lock(path, what))
+            generated = host.generate(stage, context, plan)
+            merged = host.merge(stage, context, plan, generated)
+            outcome = host.export(stage, context, plan, merged) or StageOutcome()
+    return RunResult(plan=plan, outcome=outcome)

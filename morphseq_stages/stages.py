@@ -1,0 +1,61 @@
+"""Value types a stage plugin registers and receives."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class Stage:
+    """A pipeline stage: its name, one help line, and the CLI options it adds."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
+
+
+@attrs.frozen(kw_only=True)
+class StageContext:
+    """What every phase hook of one run receives.
+
+    ``options`` holds the parsed command-line options (or the keyword arguments of an
+    API call) by name; the stage validates them itself.
+    """
+
+    run_id: str
+    stage: str
+    options: Mapping[str, Any]
+    registry: Registry
+    dry_run: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class StageOutcome:
+    """What a stage run ends with: its exit code and a JSON-able summary."""
+
+    exit_code: int = 0
+    summary: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+class StagePlan:
+    """What a plan hook returns: printable as a table and as JSON.
+
+    Any object with these two methods will do; subclassing is optional.
+    """
+
+    def as_dict(self) -> dict[str, Any]:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def render(self) -> str:  # pragma: no cover - protocol
+        raise NotImplementedError

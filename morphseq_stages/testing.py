@@ -1,0 +1,218 @@
+"""Builders for synthetic pipeline roots and legacy model folders in the real formats.
+
+For plugin authors' tests and ours, and for ``morphseq-stages demo``. The model writer
+is independent of the legacy embedder's loader: it lays tensors out under pythae's
+``encoder.*`` names as the lab's ``Encoder_Conv_VAE`` does (SPEC §5).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import attrs
+import numpy as np
+
+from .io import atomic_write
+from .latents import column_names, embryo_id_of, latent_file_name, write_latents
+
+SNIP_SIZE = (256, 576)  # width, height of the real snips
+WELLS = [f"{r}{c:02}" for r in "ABCDEFGH" for c in range(1, 13)]
+DF02_COLUMNS = (
+    "image_well", "genotype", "stage_hpf", "image_notes", "experiment_date", "snip_id", "embryo_id",
+    "predicted_stage_hpf", "surface_area_um", "length_um", "surface_area_um", "use_embryo_flag", "medium",
+)
+
+
+@attrs.frozen(kw_only=True)
+class SyntheticRoot:
+    root: Path
+    data_root: Path
+    df02: Path
+    snips: Mapping[str, tuple[str, ...]]  # experiment -> snip ids
+
+    def snip_path(self, experiment: str, snip_id: str) -> Path:
+        return self.root / "training_data" / "bf_embryo_snips" / experiment / f"{snip_id}.jpg"
+
+    def latent_dir(self, model_name: str, embedder: str = "legacy") -> Path:
+        return self.data_root / "analysis" / "latent_embeddings" / embedder / model_name
+
+
+def snip_image(seed: int, size: tuple[int, int] = SNIP_SIZE):
+    """A greyscale embryo-like picture: a bright, textured ellipse on a noisy background."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx = h * rng.uniform(0.4, 0.6), w * rng.uniform(0.4, 0.6)
+    ry, rx = h * rng.uniform(0.25, 0.4), w * rng.uniform(0.2, 0.35)
+    inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+    img = 40 + 15 * rng.standard_normal((h, w))
+    body = np.clip(1.2 - inside, 0, 1) * (140 + 40 * np.sin(yy / rng.uniform(8, 20)))
+    img = np.clip(img + body, 0, 255).astype(np.uint8)
+    return Image.fromarray(img, mode="L")
+
+
+def make_pipeline_root(
+    base: Path,
+    experiments: Mapping[str, int] | None = None,
+    *,
+    seed: int = 0,
+    images: bool = True,
+    size: tuple[int, int] = SNIP_SIZE,
+) -> SyntheticRoot:
+    """``base/root`` (df02 + snip JPEGs) and ``base/data`` (the central data root)."""
+    experiments = experiments or {"20231207": 4, "20240509_18ss": 3}
+    base = Path(base)
+    root, data_root = base / "root", base / "data"
+    rng = np.random.default_rng(seed)
+    rows, snips = [], {}
+    n = 0
+    for exp, count in experiments.items():
+        ids = []
+        for i in range(count):
+            well, t = WELLS[i // 2 % len(WELLS)], i % 2
+            snip = f"{exp}_{well}_e00_t{t:04}"
+            ids.append(snip)
+            area = f"{rng.uniform(2e5, 3e5):.1f}"
+            rows.append([well, "wik", "48.0", "" if i % 3 else "Head is cut off", exp, snip, embryo_id_of(snip),
+                         f"{48 + rng.uniform(0, 1):.6f}", area, f"{rng.uniform(2e3, 3e3):.3f}", area,
+                         "True" if i % 5 else "False", "E3"])
+            if images:
+                path = root / "training_data" / "bf_embryo_snips" / exp / f"{snip}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                snip_image(seed * 100_003 + n, size).save(path, quality=90)
+            n += 1
+        snips[exp] = tuple(ids)
+    df02 = write_df02(root, DF02_COLUMNS, rows)
+    data_root.mkdir(parents=True, exist_ok=True)
+    return SyntheticRoot(root=root, data_root=data_root, df02=df02, snips=snips)
+
+
+def write_df02(root: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> Path:
+    import csv
+    import io
+
+    path = Path(root) / "metadata" / "combined_metadata_files" / "embryo_metadata_df02.csv"
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write(path, lambda fh: fh.write(buf.getvalue().encode()))
+    return path
+
+
+def write_latent_file(
+    folder: Path,
+    experiment: str,
+    snip_ids: Sequence[str],
+    *,
+    latent_dim: int = 8,
+    nuisance: int | None = 2,
+    seed: int = 0,
+    sigma: bool = True,
+) -> tuple[Path, np.ndarray]:
+    """A latent file in the real format with random values; returns (path, mu)."""
+    rng = np.random.default_rng(seed)
+    mu = rng.standard_normal((len(snip_ids), latent_dim)).astype(np.float32)
+    logvar = rng.standard_normal((len(snip_ids), latent_dim)).astype(np.float32) if sigma else None
+    mu_cols, sigma_cols = column_names(latent_dim, nuisance)
+    path = Path(folder) / latent_file_name(experiment)
+    atomic_write(path, lambda fh: write_latents(fh, experiment, list(snip_ids), mu, logvar, mu_cols,
+                                                 sigma_cols if sigma else ()))
+    return path, mu
+
+
+def legacy_state_dict(
+    *,
+    input_dim: tuple[int, int, int] = (1, 288, 128),
+    latent_dim: int = 100,
+    n_conv_layers: int = 5,
+    n_out_channels: int = 16,
+    orth: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Random ``encoder.*`` tensors of the lab's Encoder_Conv_VAE (plus a token decoder)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g) * scale
+
+    state: dict = {}
+    h, w = input_dim[1:]
+    for k in range(n_conv_layers):
+        c_in = input_dim[0] if k == 0 else n_out_channels * 2 ** (k - 1)
+        c_out = n_out_channels * 2**k
+        ks = 5 if (k == 0 and n_conv_layers == 7) else 4
+        p = f"encoder.conv_layers.{3 * k}"
+        state[f"{p}.weight"] = randn(c_out, c_in, ks, ks, scale=(2.0 / (c_in * ks * ks)) ** 0.5)
+        state[f"{p}.bias"] = randn(c_out, scale=0.05)
+        b = f"encoder.conv_layers.{3 * k + 1}"
+        state[f"{b}.weight"] = 1 + randn(c_out, scale=0.1)
+        state[f"{b}.bias"] = randn(c_out, scale=0.1)
+        state[f"{b}.running_mean"] = randn(c_out, scale=0.1)
+        state[f"{b}.running_var"] = 0.5 + torch.rand(c_out, generator=g)
+        state[f"{b}.num_batches_tracked"] = torch.tensor(1000)
+    for _ in range(min(n_conv_layers, 6)):
+        h, w = (h + 2 - 4) // 2 + 1, (w + 2 - 4) // 2 + 1
+    feat = h * w * n_out_channels * 2 ** (n_conv_layers - 1)
+    if orth:
+        state["encoder.embedding0.weight"] = randn(latent_dim, feat, scale=feat**-0.5)
+        state["encoder.embedding0.bias"] = randn(latent_dim, scale=0.05)
+        q, _ = torch.linalg.qr(randn(latent_dim, latent_dim))
+        state["encoder.embedding.weight"] = q.contiguous()
+    else:
+        state["encoder.embedding.weight"] = randn(latent_dim, feat, scale=feat**-0.5)
+        state["encoder.embedding.bias"] = randn(latent_dim, scale=0.05)
+    state["encoder.log_var.weight"] = randn(latent_dim, feat, scale=feat**-0.5)
+    state["encoder.log_var.bias"] = randn(latent_dim, scale=0.05)
+    state["decoder.fc.weight"] = randn(8, latent_dim, scale=0.1)
+    state["decoder.fc.bias"] = randn(8, scale=0.1)
+    return state
+
+
+def make_legacy_model(
+    folder: Path,
+    *,
+    name: str = "MetricVAEConfig",
+    input_dim: tuple[int, int, int] = (1, 288, 128),
+    latent_dim: int = 100,
+    n_conv_layers: int = 5,
+    n_out_channels: int = 16,
+    orth: bool = True,
+    zn_frac: float = 0.2,
+    layout: str = "direct",
+    seed: int = 0,
+    config_overrides: Mapping[str, object] | None = None,
+) -> Path:
+    """A model folder as pythae's ``model.save`` writes it; returns the folder given.
+
+    ``layout="final_model"`` puts the files in ``folder/final_model/``. Config keys set
+    to None in ``config_overrides`` are left out (to test inference from shapes).
+    """
+    import torch
+
+    target = Path(folder) / ("final_model" if layout == "final_model" else "")
+    target.mkdir(parents=True, exist_ok=True)
+    config = {
+        "name": name, "input_dim": list(input_dim), "latent_dim": latent_dim,
+        "uses_default_encoder": False, "uses_default_decoder": False, "reconstruction_loss": "mse",
+        "zn_frac": zn_frac, "orth_flag": orth, "n_conv_layers": n_conv_layers,
+        "n_out_channels": n_out_channels, "distance_metric": "euclidean", "temperature": 1.0,
+    }
+    for k, v in (config_overrides or {}).items():
+        if v is None:
+            config.pop(k, None)
+        else:
+            config[k] = v
+    state = legacy_state_dict(input_dim=input_dim, latent_dim=latent_dim, n_conv_layers=n_conv_layers,
+                              n_out_channels=n_out_channels, orth=orth, seed=seed)
+    (target / "model_config.json").write_text(json.dumps(config, indent=4))
+    torch.save({"model_state_dict": state}, target / "model.pt")
+    (target / "environment.json").write_text(json.dumps({"python_version": "3.9"}))
+    (target / "training_config.json").write_text(json.dumps({"name": "BaseTrainerConfig", "num_epochs": 100}))
+    return Path(folder)

@@ -1,0 +1,114 @@
+"""Build06 generate phase: embed the snips that have no latent row yet."""
+
+from __future__ import annotations
+
+import io
+
+import attrs
+import structlog
+
+from morphseq_stages.csvtext import read_text_table
+from morphseq_stages.errors import StrictFailure, UserError
+from morphseq_stages.executors import DaskExecutor, LocalExecutor
+from morphseq_stages.io import atomic_write, atomic_write_bytes
+from morphseq_stages.latents import write_latents
+from morphseq_stages.registry import Registry
+
+from . import manifest
+from .plan import GENERATING, Build06Plan, ExperimentPlan
+
+log = structlog.get_logger()
+
+
+@attrs.frozen(kw_only=True)
+class GenerateReport:
+    written: tuple[str, ...] = ()
+    embedded: int = 0
+    unreadable_images: tuple[tuple[str, str], ...] = ()
+    skipped: tuple[str, ...] = ()
+    embedder: dict = attrs.Factory(dict)
+    seconds: float = 0.0
+
+
+def resolve_device(asked: str) -> str:
+    import torch
+
+    available = torch.cuda.is_available()
+    if asked == "cuda" and not available:
+        raise UserError("--device cuda asked for, but torch sees no CUDA device")
+    device = asked if asked != "auto" else ("cuda" if available else "cpu")
+    reason = "asked for" if asked != "auto" else ("a CUDA device is available" if available else "no CUDA device found")
+    log.info("device.chosen", device=device, reason=reason)
+    return device
+
+
+def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
+    import time
+
+    todo = [e for e in plan.experiments if e.action in GENERATING]
+    if not plan.options.generate_missing_latents:
+        return GenerateReport()
+    if not todo:
+        log.info("latents.nothing_to_generate")
+        return GenerateReport()
+    opts = plan.options
+    start = time.monotonic()
+    spec = registry.embedder(opts.embedder)
+    request = attrs.evolve(plan.request, device=resolve_device(opts.device))
+    embedder = spec.load(request)
+    log.info("embedder.loaded", embedder=opts.embedder, **embedder.describe())
+    executor = (DaskExecutor(opts.embedder, request, batch_size=opts.batch_size, scheduler=opts.scheduler)
+                if opts.executor == "dask"
+                else LocalExecutor(embedder, batch_size=opts.batch_size, workers=opts.workers))
+    written, skipped, unreadable, embedded = [], [], [], 0
+    try:
+        for exp in todo:
+            with structlog.contextvars.bound_contextvars(experiment=exp.experiment):
+                result = executor.embed(exp.to_embed, label=f"embedding {exp.experiment}")
+                for path, err in result.failures:
+                    log.warning("image.unreadable", path=path, error=err)
+                unreadable.extend(result.failures)
+                if result.failures and opts.strict:
+                    raise StrictFailure(
+                        f"{len(result.failures)} unreadable image(s) in {exp.experiment}, first: {result.failures[0][0]} "
+                        f"({result.failures[0][1]}); nothing was written for it (--strict)")
+                snip_ids = [exp.to_embed[i].stem for i in result.ok]
+                if _write(plan, exp, embedder, snip_ids, result.mu, result.logvar):
+                    written.append(str(exp.latent_path))
+                    embedded += len(snip_ids)
+                    log.info("latents.generated", path=str(exp.latent_path), rows=len(snip_ids),
+                             mode=exp.action, unreadable=len(result.failures))
+                else:
+                    skipped.append(str(exp.latent_path))
+    finally:
+        executor.close()
+    return GenerateReport(written=tuple(written), embedded=embedded, unreadable_images=tuple(unreadable),
+                          skipped=tuple(skipped), embedder=embedder.describe(),
+                          seconds=round(time.monotonic() - start, 3))
+
+
+def _write(plan: Build06Plan, exp: ExperimentPlan, embedder, snip_ids, mu, logvar) -> bool:
+    args = (exp.experiment, snip_ids, mu, logvar, embedder.mu_columns, embedder.sigma_columns)
+    if exp.action == "top-up":
+        existing = read_text_table(exp.latent_path, what="latent file")
+        buf = io.BytesIO()
+        try:
+            write_latents(buf, *args, order=existing.names)
+        except UserError as exc:
+            log.warning("latents.top_up_refused", path=str(exp.latent_path), reason=str(exc),
+                        hint="its columns differ from what this embedder writes; pass --overwrite to regenerate it")
+            return False
+        new = buf.getvalue().split(b"\n")[1:]
+        records = existing.records.to_pylist() + [r for r in new if r]
+        body = existing.newline.join([existing.header, *records]) + existing.newline
+        atomic_write_bytes(exp.latent_path, body)
+        rows = len(records)
+    else:
+        atomic_write(exp.latent_path, lambda fh: write_latents(fh, *args))
+        rows = len(snip_ids)
+    manifest.record(plan.manifest_path, exp.latent_path, rows=rows, fingerprint=embedder.fingerprint,
+                    model_name=plan.model.name, embedder=plan.options.embedder)
+    return True
+
+
+

@@ -1,0 +1,65 @@
+"""Join keys: snip ids normalised for matching (values are never changed).
+
+Rules, each counted when it fires: surrounding whitespace, a file extension, the
+historic ``_s<NNNN>`` for ``_t<NNNN>``, and (only for rows that match no other way) a
+channel token such as ``_BF`` or ``_ch00`` before the time index.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+RULES = ("whitespace", "extension", "s_to_t")
+_EXT = r"(?i)\.(jpe?g|png|tiff?)$"
+_S_TO_T = r"_s(\d{4})$"
+_CHANNEL = r"_(?:BF|bf|ch\d+)(_t\d{4})$"
+_EXPERIMENT = re.compile(r"^(.+?)_[A-Za-z]\d{2}_e\d+(?:_[A-Za-z0-9]+)?_[ts]\d{4}$")
+
+
+def _apply(keys: pa.Array, counts: dict[str, int], rule: str, out: pa.Array) -> pa.Array:
+    counts[rule] = counts.get(rule, 0) + int(pc.sum(pc.not_equal(keys, out)).as_py() or 0)
+    return out
+
+
+def normalise(snip_ids: pa.Array) -> tuple[pa.Array, dict[str, int]]:
+    counts: dict[str, int] = {}
+    k = _apply(snip_ids, counts, "whitespace", pc.utf8_trim_whitespace(snip_ids))
+    k = _apply(k, counts, "extension", pc.replace_substring_regex(k, _EXT, ""))
+    k = _apply(k, counts, "s_to_t", pc.replace_substring_regex(k, _S_TO_T, r"_t\1"))
+    return k, counts
+
+
+def without_channel(keys: pa.Array) -> pa.Array:
+    return pc.replace_substring_regex(keys, _CHANNEL, r"\1")
+
+
+def experiment_of(snip_id: str) -> str:
+    m = _EXPERIMENT.match(snip_id.strip())
+    return m.group(1) if m else ""
+
+
+def match(left: pa.Array, right_index: pd.Index, right_channel_free: pd.Index | None = None,
+          right_channel_rows: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Row of ``right_index`` for each left key (-1: none), and how many matched by channel."""
+    pos = right_index.get_indexer(left.to_numpy(zero_copy_only=False))
+    by_channel = 0
+    missing = np.flatnonzero(pos < 0)
+    if len(missing) and right_channel_free is not None and len(right_channel_free):
+        stripped = without_channel(left.take(pa.array(missing))).to_numpy(zero_copy_only=False)
+        alt = right_channel_free.get_indexer(stripped)
+        hit = alt >= 0
+        pos[missing[hit]] = right_channel_rows[alt[hit]]
+        by_channel = int(hit.sum())
+    return pos, by_channel
+
+
+def channel_free_index(keys: pa.Array) -> tuple[pd.Index, np.ndarray]:
+    """An index of channel-free keys that stay unique, with the rows they point to."""
+    stripped = pd.Series(without_channel(keys).to_numpy(zero_copy_only=False))
+    unique = ~stripped.duplicated(keep=False)
+    return pd.Index(stripped[unique].to_numpy()), np.flatnonzero(unique.to_numpy())

@@ -1,0 +1,84 @@
+"""Build06's hook implementations: registration and the four phases.
+
+Each phase declines (returns None) for any other stage, so that the host's
+``firstresult`` phase calls reach the plugin that owns the active stage.
+"""
+
+from __future__ import annotations
+
+from morphseq_stages import Stage, StageContext, StageOutcome, hookimpl
+
+from . import options as opts_mod
+
+NAME = "build06"
+
+
+@hookimpl
+def morphseq_register_stages(register) -> None:
+    register(Stage(name=NAME, help="attach VAE embeddings to df02, giving df03", add_arguments=opts_mod.add_arguments))
+
+
+@hookimpl
+def morphseq_stage_plan(stage: str, context: StageContext):
+    if stage != NAME:
+        return None
+    from .plan import make_plan
+
+    plan = make_plan(opts_mod.Build06Options.from_mapping(context.options), context.registry)
+    import structlog
+
+    structlog.get_logger().info(
+        "plan.summary",
+        df02_rows=len(plan.df02),
+        experiments={e.experiment: e.action for e in plan.experiments},
+        images_to_embed=sum(len(e.to_embed) for e in plan.experiments),
+        outputs={str(o.path): o.action for o in plan.outputs},
+    )
+    return plan
+
+
+@hookimpl
+def morphseq_stage_generate(stage: str, context: StageContext, plan):
+    if stage != NAME:
+        return None
+    from .generate import generate
+
+    return generate(plan, context.registry)
+
+
+@hookimpl
+def morphseq_stage_merge(stage: str, context: StageContext, plan, generated):
+    if stage != NAME:
+        return None
+    from .merge import merge
+
+    return merge(plan, generated)
+
+
+@hookimpl
+def morphseq_stage_export(stage: str, context: StageContext, plan, merged):
+    if stage != NAME:
+        return None
+    import structlog
+
+    from .export import export
+
+    summary = export(plan, merged)
+    summary["text"] = _text(summary)
+    structlog.get_logger().info("build06.summary", **{k: v for k, v in summary.items() if k != "text"})
+    return StageOutcome(exit_code=0, summary=summary)
+
+
+def _text(s: dict) -> str:
+    lines = [f"df03: {s['df03']}",
+             f"coverage: {s['coverage']:.1%} ({s['rows']['matched']} of the counted rows; "
+             f"{s['rows']['unembedded']} without an embedding)"]
+    if s["generated"]["files"]:
+        lines.append(f"generated: {s['generated']['rows']} latent rows in {len(s['generated']['files'])} file(s)")
+    for w in s["written"]:
+        lines.append(f"wrote    {w}")
+    for k in s["skipped"]:
+        lines.append(f"skipped  {k['path']} ({k['reason']})")
+    for w in s["warnings"]:
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The legacy embedder: the lab's pythae/"AutoModel" folders, loaded without unpickling."""

@@ -1,0 +1,128 @@
+"""Loading a legacy model folder into an :class:`~morphseq_stages.Embedder`."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from typing import Any
+
+import structlog
+
+from morphseq_stages.embedders import Embedder, EmbedderRequest
+from morphseq_stages.errors import UserError
+from morphseq_stages.latents import column_names, nuisance_dims
+
+from .architecture import build_encoder, infer_shape, load_checked
+from .folder import SPLIT_CONFIGS, VAE_CONFIGS, ModelFolder, resolve
+
+log = structlog.get_logger()
+DEFAULT_ZN_FRAC = 0.2
+
+
+def read_weights(folder: ModelFolder) -> dict[str, Any]:
+    """``model.pt`` through ``torch.load(weights_only=True)``: tensors only, no code runs."""
+    import torch
+
+    path = folder.weights
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read weights {path} (truncated or not a torch file?): {first[:300]}") from None
+    state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not any(str(k).startswith("encoder.") for k in state):
+        raise UserError(f"{path} holds no model_state_dict with encoder.* weights")
+    return state
+
+
+def _rebuild(folder: ModelFolder, state: dict[str, Any]):
+    name = folder.config["name"]
+    source = str(folder.path)
+    if name not in VAE_CONFIGS:
+        raise UserError(f"{folder.path / 'model_config.json'}: model name {name!r} is not one this embedder "
+                        f"rebuilds (known: {', '.join(VAE_CONFIGS)})")
+    if folder.config.get("uses_default_encoder") is True:
+        raise UserError(f"{source}: the model uses pythae's default encoder, not the lab's Encoder_Conv_VAE")
+    shape = infer_shape(folder.config, state, source)
+    module = build_encoder(shape)
+    load_checked(module, state, source)
+    return module, shape.input_dim, shape.latent_dim
+
+
+class _PickledEncoder:
+    """An encoder.pkl module adapted to return (mu, logvar); only with --allow-pickle."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __call__(self, x):
+        out = self.module(x)
+        return out["embedding"], out.get("log_covariance") if hasattr(out, "get") else None
+
+    def eval(self):
+        self.module.eval()
+        return self
+
+    def to(self, device):
+        self.module.to(device)
+        return self
+
+
+def _unpickle(folder: ModelFolder, state: dict[str, Any], why: str):
+    pkl = folder.pickled_encoder
+    import torch
+
+    log.warning("legacy.unpickling", path=str(pkl), reason=why,
+                note="runs code from the file; allowed by --allow-pickle")
+    try:
+        with open(pkl, "rb") as fh:
+            module = pickle.load(fh)  # noqa: S301 - explicit user opt-in
+    except Exception as exc:
+        raise UserError(f"cannot unpickle {pkl}: {type(exc).__name__}: {exc}") from None
+    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    try:
+        module.load_state_dict(enc)
+    except RuntimeError as exc:
+        raise UserError(f"{pkl}: weights do not fit the unpickled encoder: {str(exc).splitlines()[0]}") from None
+    dims = folder.config.get("input_dim")
+    if dims is None:
+        raise UserError(f"{folder.path}: input_dim is needed in model_config.json for a pickled encoder")
+    latent = int(folder.config.get("latent_dim") or module(torch.zeros(1, *dims))["embedding"].shape[1])
+    return _PickledEncoder(module), tuple(int(d) for d in dims), latent
+
+
+class LegacyEmbedder(Embedder):
+    def __init__(self, request: EmbedderRequest):
+        import torch
+
+        folder = resolve(request)
+        state = read_weights(folder)
+        try:
+            module, self.input_size, self.latent_dim = _rebuild(folder, state)
+        except UserError as exc:
+            if folder.pickled_encoder is None:
+                raise
+            if not request.allow_pickle:
+                raise UserError(f"{exc}; the folder has {folder.pickled_encoder.name}, which "
+                                "--allow-pickle would unpickle (only if you trust its author: it runs code)") from None
+            module, self.input_size, self.latent_dim = _unpickle(folder, state, str(exc))
+        self.device = request.device
+        self.module = module.eval().to(self.device) if hasattr(module, "eval") else module
+        self.folder = folder
+        self.fingerprint = folder.fingerprint()
+        split = None
+        if folder.config["name"] in SPLIT_CONFIGS:
+            zn = folder.config.get("zn_frac")
+            if zn is None:
+                log.warning("legacy.zn_frac_missing", assumed=DEFAULT_ZN_FRAC, path=str(folder.path))
+                zn = DEFAULT_ZN_FRAC
+            split = nuisance_dims(self.latent_dim, zn)
+        self.mu_columns, self.sigma_columns = column_names(self.latent_dim, split)
+        self._torch = torch
+
+    def embed_batch(self, images):
+        mu, logvar = self.module(images)
+        return mu, logvar
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "folder": str(self.folder.path), "config_name": self.folder.config["name"]}
