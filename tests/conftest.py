@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from morphseq_stages.cli import main
+
+UPSTREAM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "upstream"
+FIXTURES = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for var in ("MORPHSEQ_DATA_ROOT", "MORPHSEQ_STAGES_DISABLE_PLUGINS", "MORPHSEQ_STAGES_STRICT_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+
+
+class CLI:
+    def __init__(self, capsys):
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def cli(capsys):
+    return CLI(capsys)
+
+
+def upstream_file(name: str) -> Path:
+    """The lab's real rows (shared/data/upstream), or the copy kept in tests/data."""
+    for folder in (UPSTREAM, FIXTURES):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(name)
+
+
+def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], rows[1:]
+
+
+def tree_digest(*folders: Path) -> dict[str, str]:
+    """Every file and folder under ``folders`` with a hash of its bytes."""
+    out = {}
+    for folder in folders:
+        for p in sorted(Path(folder).rglob("*")):
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+    return out
+
+
+def load_json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+__all__ = ["CLI", "io", "shutil", "upstream_file", "read_rows", "tree_digest", "load_json_lines"]

@@ -1,0 +1,353 @@
+"""Build06 through the CLI on pipeline roots with existing latent files (no generation)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import load_json_lines, read_rows, tree_digest, upstream_file
+
+from morphseq_stages.latents import column_names, latent_file_name
+from morphseq_stages.testing import write_latent_file
+
+MODEL = "20241107_ds_sweep01_optimum"
+
+
+def make_root(tmp_path: Path, source: str = "morphseq_metadata_sample.csv") -> tuple[Path, Path, Path]:
+    root, data = tmp_path / "root", tmp_path / "data"
+    df02 = root / "metadata" / "combined_metadata_files" / "embryo_metadata_df02.csv"
+    df02.parent.mkdir(parents=True)
+    shutil.copy(upstream_file(source), df02)
+    data.mkdir()
+    return root, data, df02
+
+
+def store(data: Path) -> Path:
+    return data / "analysis" / "latent_embeddings" / "legacy" / MODEL
+
+
+def latents_for(df02: Path, data: Path, experiments=None, *, dim=8, nuisance=2, skip=()) -> dict[str, dict[str, np.ndarray]]:
+    header, rows = read_rows(df02)
+    si, ei = header.index("snip_id"), header.index("experiment_date")
+    by_exp: dict[str, list[str]] = {}
+    for r in rows:
+        by_exp.setdefault(r[ei], []).append(r[si])
+    values = {}
+    for n, (exp, ids) in enumerate(by_exp.items()):
+        if experiments is not None and exp not in experiments:
+            continue
+        ids = [s for s in ids if s not in skip]
+        path, _ = write_latent_file(store(data), exp, ids, latent_dim=dim, nuisance=nuisance, seed=n)
+        lheader, lrows = read_rows(path)  # the values as the file holds them, read as float64
+        mu_at = [i for i, c in enumerate(lheader) if c.startswith("z_mu_")]
+        values[exp] = {r[2]: np.array([float(r[i]) for i in mu_at]) for r in lrows}
+    return values
+
+
+def df03_path(root: Path) -> Path:
+    return root / "metadata" / "combined_metadata_files" / "embryo_metadata_df03.csv"
+
+
+def test_merge_keeps_every_df02_value_and_adds_exact_latents(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path)
+    values = latents_for(df02, data)
+    code, out, err = cli("build06", "--root", root, "--data-root", data, "--log-format", "json")
+    assert code == 0, err
+    df03 = df03_path(root)
+    src_lines = df02.read_bytes().splitlines()
+    out_lines = df03.read_bytes().splitlines()
+    assert len(out_lines) == len(src_lines)
+    mu_cols = list(column_names(8, 2)[0])
+    assert out_lines[0] == src_lines[0] + b"," + ",".join(mu_cols).encode()
+    header, rows = read_rows(df03)
+    si = header.index("snip_id")
+    ei = header.index("experiment_date")
+    for src, line, row in zip(src_lines[1:], out_lines[1:], rows, strict=True):
+        assert line.startswith(src + b",")  # df02's bytes, untouched (48.0, inf, empty cells)
+        got = np.array([float(v) for v in row[-8:]])
+        np.testing.assert_array_equal(got, values[row[ei]][row[si]])
+    assert "20240509_18ss" in {r[ei] for r in rows}  # mixed experiment_date column stays text
+    assert all(json.loads(line) for line in err.splitlines())  # every log line is JSON
+
+
+def test_duplicate_column_names_and_qc_filter(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path, "20250612_30hpf_ctrl_atf6_embryo_metadata.csv")
+    latents_for(df02, data)
+    code, _, err = cli("build06", "--root", root, "--data-root", data, "--qc-filter", "--log-format", "json")
+    assert code == 0, err
+    header, rows = read_rows(df03_path(root))
+    assert header.count("surface_area_um") == 2
+    src_header, src_rows = read_rows(df02)
+    flag = src_header.index("use_embryo_flag")
+    assert len(rows) == sum(r[flag] == "True" for r in src_rows)
+
+
+def test_dry_run_writes_nothing_and_reports_the_plan(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path)
+    latents_for(df02, data, experiments={"20231207"})
+    before = tree_digest(tmp_path)
+    code, out, err = cli("build06", "--root", root, "--data-root", data, "--dry-run", "--json",
+                         "--export-analysis-copies", "--log-format", "json")
+    assert code == 0, err
+    assert tree_digest(tmp_path) == before
+    plan = json.loads(out)
+    actions = {e["experiment"]: (e["action"], e["reason"]) for e in plan["experiments"]}
+    assert actions["20231207"] == ("read", "complete")
+    assert actions["20231208"] == ("missing", "no latent file")
+    assert {o["kind"] for o in plan["outputs"]} >= {"df03", "sidecar", "analysis"}
+    code, out, _ = cli("build06", "--root", root, "--data-root", data, "--dry-run", "--log-format", "json")
+    assert code == 0 and "20231208" in out and "missing" in out
+    assert tree_digest(tmp_path) == before
+
+
+def test_rerun_without_overwrite_changes_nothing(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path)
+    latents_for(df02, data)
+    args = ["build06", "--root", root, "--data-root", data, "--export-analysis-copies", "--log-format", "json"]
+    assert cli(*args)[0] == 0
+    before = tree_digest(tmp_path)
+    code, out, err = cli(*args)
+    assert code == 0
+    assert tree_digest(tmp_path) == before
+    skipped = [e for e in load_json_lines(err) if e["event"] == "write.skipped"]
+    assert len(skipped) >= 5 and all("path" in e for e in skipped)
+    # --overwrite replaces them
+    code, _, err = cli(*args, "--overwrite")
+    assert code == 0 and any(e["event"] == "write.done" and e.get("what") == "df03" for e in load_json_lines(err))
+
+
+def test_partial_merge_warns_and_lists_unembedded_rows(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path)
+    latents_for(df02, data, experiments={"20231207", "20231208"}, skip={"20231208_B12_e00_t0000"})
+    code, out, err = cli("build06", "--root", root, "--data-root", data, "--log-format", "json")
+    assert code == 0
+    events = load_json_lines(err)
+    assert any(e["event"] == "latents.missing" and e["experiment"] == "20240509_18ss" for e in events)
+    warn = [e["message"] for e in events if e["event"] == "build06.warning"]
+    assert any("20240509_18ss" in w and "--generate-missing-latents" in w for w in warn)
+    report = df03_path(root).with_name("embryo_metadata_df03_unembedded.csv")
+    header, rows = read_rows(report)
+    assert header == ["snip_id", "experiment", "reason"]
+    reasons = {r[0]: r[2] for r in rows}
+    assert reasons["20231208_B12_e00_t0000"] == "no latent row"
+    assert reasons["20240509_18ss_A01_e00_t0000"] == "no latent file"
+    assert len(rows) == 5
+    sidecar = json.loads(df03_path(root).with_suffix(".json").read_text())
+    assert sidecar["coverage"]["overall"] == pytest.approx(10 / 15)
+    assert sidecar["coverage"]["per_experiment"]["20231208"]["coverage"] == pytest.approx(3 / 4)
+    # --strict turns the warning into a failure, and writes nothing
+    shutil.rmtree(root / "metadata" / "combined_metadata_files")
+    make_root_again = df02.parent
+    make_root_again.mkdir(parents=True)
+    shutil.copy(upstream_file("morphseq_metadata_sample.csv"), df02)
+    code, _, err = cli("build06", "--root", root, "--data-root", data, "--strict", "--log-format", "json")
+    assert code != 0 and "--strict" in err.splitlines()[-1]
+    assert not df03_path(root).exists()
+
+
+def test_sidecar_manifest_free_merge_records_inputs(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path)
+    latents_for(df02, data)
+    assert cli("build06", "--root", root, "--data-root", data, "--log-format", "json")[0] == 0
+    side = json.loads(df03_path(root).with_suffix(".json").read_text())
+    import hashlib
+
+    paths = {i["path"]: i["sha256"] for i in side["inputs"]}
+    assert paths[str(df02)] == hashlib.sha256(df02.read_bytes()).hexdigest()
+    assert len(paths) == 4
+    assert side["model"]["name"] == MODEL
+    assert side["counts"]["df02_rows"] == 15 and side["coverage"]["overall"] == 1.0
+    assert side["versions"]["morphseq-stages"]
+
+
+def test_key_normalisation_duplicates_and_non_finite(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path)
+    mu_cols, _ = column_names(2, None)
+    folder = store(data)
+    folder.mkdir(parents=True)
+    (folder / latent_file_name("20231207")).write_text(
+        "snip_id,z_mu_00,z_mu_01\n"
+        " 20231207_A01_e00_t0000.jpg ,1.5,2.5\n"      # whitespace + extension
+        "20231207_A02_e00_s0000,3,4\n"               # _s for _t
+        "20231207_A03_e00_BF_t0000,5,6\n"            # channel token
+        "20231207_A04_e00_t0000,7,8\n"
+        "20231207_A04_e00_t0000,7,8\n"               # identical duplicate
+        "20231207_D01_e00_t0000,1,1\n"
+        "20231207_D01_e00_t0000,2,2\n"               # conflicting duplicate
+        "20231207_E02_e00_t0000,nan,1\n"             # non-finite
+        "20231207_H01_e00_t0000,inf,1\n"
+    )
+    code, out, err = cli("build06", "--root", root, "--data-root", data, "--experiments", "20231207",
+                         "--json", "--log-format", "json")
+    assert code == 0, err
+    header, rows = read_rows(df03_path(root))
+    got = {r[header.index("snip_id")]: r[-2:] for r in rows}
+    assert got["20231207_A01_e00_t0000"] == ["1.5", "2.5"]
+    assert got["20231207_A02_e00_t0000"] == ["3", "4"]
+    assert got["20231207_A03_e00_t0000"] == ["5", "6"]
+    assert got["20231207_D01_e00_t0000"] == ["1", "1"]  # first kept
+    assert got["20231207_E02_e00_t0000"] == ["", ""]
+    side = json.loads(df03_path(root).with_suffix(".json").read_text())
+    assert side["key_rules"]["latents"] == {"whitespace": 1, "extension": 1, "s_to_t": 1}
+    assert side["key_rules"]["df02"]["channel_token"] == 1
+    assert side["duplicates"]["identical_dropped"] == 1
+    assert side["duplicates"]["conflicting_keys"] == 1
+    assert side["hygiene"]["rows_with_nan"] == 1 and side["hygiene"]["rows_with_inf"] == 1
+    _, unemb = read_rows(df03_path(root).with_name("embryo_metadata_df03_unembedded.csv"))
+    reasons = {r[0]: r[2] for r in unemb}
+    assert reasons["20231207_E02_e00_t0000"] == "non-finite"
+    assert reasons["20231208_A01_e00_t0000"] == "experiment not selected"
+    # conflicting duplicates are an error with --strict
+    code, _, err = cli("build06", "--root", root, "--data-root", data, "--experiments", "20231207",
+                       "--strict", "--overwrite", "--min-coverage", "0", "--log-format", "json")
+    assert code != 0
+
+
+def test_z_schema_policies(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path)
+    folder = store(data)
+    folder.mkdir(parents=True)
+    (folder / latent_file_name("20231207")).write_text(
+        "snip_id,z_mu_b_100,z_mu_01,z_mu_n_00,z_mu_b_99,z_sigma_01\n20231207_A01_e00_t0000,1,2,3,4,5\n")
+    expected = {"auto": ["z_mu_n_00", "z_mu_01", "z_mu_b_99", "z_mu_b_100"], "flat": ["z_mu_01"],
+                "bio_nuisance": ["z_mu_n_00", "z_mu_b_99", "z_mu_b_100"]}
+    for schema, cols in expected.items():
+        code, _, err = cli("build06", "--root", root, "--data-root", data, "--experiments", "20231207",
+                           "--z-schema", schema, "--overwrite", "--log-format", "json")
+        assert code == 0, err
+        header, _ = read_rows(df03_path(root))
+        assert header[-len(cols):] == cols and "z_sigma_01" not in header
+    cli("build06", "--root", root, "--data-root", data, "--experiments", "20231207", "--include-sigma",
+        "--overwrite", "--log-format", "json")
+    assert read_rows(df03_path(root))[0][-1] == "z_sigma_01"
+
+
+def test_training_join_and_analysis_copies(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path)
+    values = latents_for(df02, data)
+    train = root / "training_data" / "run1" / "embryo_metadata_df_train.csv"
+    train.parent.mkdir(parents=True)
+    train.write_text("snip_id,train_cat\n20231207_A02_e00_t0000,test\n20240509_18ss_B01_e00_t0000,train\nnot_a_snip,x\n")
+    code, _, err = cli("build06", "--root", root, "--data-root", data, "--train-name", "run1",
+                       "--export-analysis-copies", "--log-format", "json")
+    assert code == 0, err
+    header, rows = read_rows(train.with_name("embryo_metadata_with_embeddings.csv"))
+    assert header[:2] == ["snip_id", "train_cat"] and len(rows) == 3
+    assert [float(v) for v in rows[0][2:]] == list(values["20231207"]["20231207_A02_e00_t0000"])
+    assert rows[2][2:] == [""] * 8
+    copies = data / "metadata" / "metadata_n_embeddings" / MODEL
+    assert sorted(p.name for p in copies.iterdir()) == ["df03_20231207.csv", "df03_20231208.csv", "df03_20240509_18ss.csv"]
+    full = df03_path(root).read_bytes().splitlines()
+    part = (copies / "df03_20240509_18ss.csv").read_bytes().splitlines()
+    assert part[0] == full[0] and part[1:] == [ln for ln in full[1:] if b",20240509_18ss," in ln]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--experiments", "../etc"], "unsafe experiment"),
+        (["--experiments", "a/b"], "unsafe experiment"),
+        (["--z-schema", "wide"], "unknown --z-schema"),
+        (["--min-coverage", "2"], "--min-coverage"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--embedder", "nope"], "unknown embedder 'nope'"),
+    ],
+)
+def test_bad_options_are_one_clear_line(tmp_path, cli, args, message):
+    root, data, df02 = make_root(tmp_path)
+    before = tree_digest(tmp_path)
+    code, out, err = cli("build06", "--root", root, "--data-root", data, *args, "--log-format", "json")
+    assert code != 0
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("morphseq-stages: error:") and message in last
+    assert "Traceback" not in err
+    assert tree_digest(tmp_path) == before
+
+
+def test_bad_inputs_are_one_clear_line(tmp_path, cli, monkeypatch):
+    root, data, df02 = make_root(tmp_path)
+    run = lambda *a: cli("build06", "--root", root, "--data-root", data, "--log-format", "json", *a)  # noqa: E731
+
+    def check(code, err, needle):
+        assert code != 0
+        last = err.strip().splitlines()[-1]
+        assert needle in last and "Traceback" not in err, err
+
+    # no data root
+    code, _, err = cli("build06", "--root", root)
+    check(code, err, "MORPHSEQ_DATA_ROOT")
+    # unsafe experiment id inside df02
+    orig = df02.read_bytes()
+    df02.write_bytes(orig.replace(b",20231207,", b",../20231207,", 1))
+    code, _, err = run()
+    check(code, err, "unsafe experiment")
+    # df02 without snip_id
+    df02.write_bytes(b"a,b\n1,2\n")
+    code, _, err = run()
+    check(code, err, "has no snip_id column")
+    # unreadable CSV (ragged)
+    df02.write_bytes(b"snip_id,experiment_date\nx_A01_e00_t0000,x,extra,fields\n")
+    code, _, err = run()
+    check(code, err, "cannot parse")
+    # no df02 at all
+    df02.unlink()
+    code, _, err = run()
+    check(code, err, "df02 not found")
+    # latent file with no z columns
+    df02.write_bytes(orig)
+    folder = store(data)
+    folder.mkdir(parents=True)
+    (folder / latent_file_name("20231207")).write_text("snip_id,foo\n20231207_A01_e00_t0000,1\n")
+    code, _, err = run()
+    check(code, err, "has no z columns")
+    (folder / latent_file_name("20231207")).unlink()
+    # an output folder that cannot be made (a file stands in its way)
+    (data / "metadata").write_text("not a folder")
+    code, _, err = run("--export-analysis-copies")
+    check(code, err, "not writable")
+    (data / "metadata").unlink()
+    # unwritable output folder
+    os.chmod(df02.parent, 0o555)
+    try:
+        if os.access(df02.parent, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        code, _, err = run()
+        check(code, err, "not writable")
+    finally:
+        os.chmod(df02.parent, 0o755)
+    assert df02.read_bytes() == orig
+    assert not df03_path(root).exists()
+
+
+def test_lock_stops_a_concurrent_run(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path)
+    latents_for(df02, data)
+    lock = df02.parent / ".embryo_metadata_df03.csv.lock"
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": __import__("socket").gethostname(), "since": "now"}))
+    code, _, err = cli("build06", "--root", root, "--data-root", data, "--log-format", "json")
+    assert code != 0 and "another run is writing" in err.splitlines()[-1]
+    assert not df03_path(root).exists() and lock.exists()
+    # a lock left by a process that is gone is taken over
+    lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": __import__("socket").gethostname(), "since": "x"}))
+    assert cli("build06", "--root", root, "--data-root", data, "--log-format", "json")[0] == 0
+    assert df03_path(root).exists() and not lock.exists()
+
+
+def test_interrupted_write_leaves_previous_output(tmp_path, cli, monkeypatch):
+    root, data, df02 = make_root(tmp_path)
+    latents_for(df02, data)
+    assert cli("build06", "--root", root, "--data-root", data, "--log-format", "json")[0] == 0
+    before = tree_digest(tmp_path)
+    from morphseq_stages import csvtext
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(csvtext.pc, "binary_join_element_wise", boom)
+    code, _, err = cli("build06", "--root", root, "--data-root", data, "--overwrite", "--log-format", "json")
+    assert code == 130
+    assert tree_digest(tmp_path) == before  # no temporary file left, df03 as it was
