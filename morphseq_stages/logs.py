@@ -33,6 +33,11 @@ def wants_console(log_format: str | None) -> bool:
     return log_format == "console"
 
 
+def _stderr_logger(*args: Any) -> structlog.PrintLogger:
+    # sys.stderr as it is now: tests and embedding applications may swap it
+    return structlog.PrintLogger(sys.stderr)
+
+
 #: whether events are rendered for a person (set by :func:`configure`); progress bars follow it
 CONSOLE = False
 
@@ -56,6 +61,6 @@ def configure(log_format: str | None = None, log_file: str | None = None, level:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

@@ -126,7 +126,7 @@ def _collect(pm: pluggy.PluginManager, registry: Registry, providers: dict[str, 
         (pm.hook.morphseq_register_embedders, EmbedderSpec, registry.add_embedder),
     )
     for hook, kind, add in adders:
-        for impl in reversed(hook.get_hookimpls()):
+        for impl in hook.get_hookimpls():  # registration order: entry points first
             provider = providers.get(impl.plugin_name, Provider(plugin=impl.plugin_name))
 
             def register(item, _add=add, _kind=kind, _provider=provider) -> None:

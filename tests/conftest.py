@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import structlog
 
 from morphseq_stages.cli import main
 
@@ -19,6 +20,8 @@ FIXTURES = Path(__file__).resolve().parent / "data"
 def _clean_env(monkeypatch):
     for var in ("MORPHSEQ_DATA_ROOT", "MORPHSEQ_STAGES_DISABLE_PLUGINS", "MORPHSEQ_STAGES_STRICT_PLUGINS"):
         monkeypatch.delenv(var, raising=False)
+    yield
+    structlog.reset_defaults()
 
 
 class CLI:
