@@ -1,0 +1,202 @@
+"""The legacy embedder: pickle-free loading, fidelity to pythae, loader errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from morphseq_stages.embedders import EmbedderRequest  # noqa: E402
+from morphseq_stages.errors import UserError  # noqa: E402
+from morphseq_stages.generation import decode_image  # noqa: E402
+from morphseq_stages.testing import make_legacy_model, snip_image  # noqa: E402
+from morphseq_legacy.embedder import LegacyEmbedder  # noqa: E402
+
+
+def load(folder: Path, **kw) -> LegacyEmbedder:
+    return LegacyEmbedder(EmbedderRequest(model_name="m", model_dir=folder, **kw))
+
+
+def images(tmp_path: Path, n: int = 3) -> list[Path]:
+    paths = []
+    for i in range(n):
+        p = tmp_path / "img" / f"s{i}.jpg"
+        p.parent.mkdir(exist_ok=True)
+        snip_image(i).save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def batch(paths, size=(1, 288, 128)) -> torch.Tensor:
+    return torch.from_numpy(np.stack([decode_image(p, size) for p in paths]))
+
+
+def reference_forward(state: dict, x: torch.Tensor, n_layers: int, orth: bool):
+    """SPEC §5 with torch.nn.functional only: independent of the embedder's module."""
+    import torch.nn.functional as F
+
+    h = x
+    for k in range(n_layers):
+        c, b = f"encoder.conv_layers.{3 * k}", f"encoder.conv_layers.{3 * k + 1}"
+        first7 = k == 0 and n_layers == 7
+        h = F.conv2d(h, state[f"{c}.weight"], state[f"{c}.bias"], stride=1 if first7 else 2, padding=2 if first7 else 1)
+        h = F.batch_norm(h, state[f"{b}.running_mean"], state[f"{b}.running_var"], state[f"{b}.weight"],
+                         state[f"{b}.bias"], training=False, eps=1e-5)
+        h = F.relu(h)
+    h = h.reshape(x.shape[0], -1)
+    if orth:
+        mu = F.linear(F.linear(h, state["encoder.embedding0.weight"], state["encoder.embedding0.bias"]),
+                      state["encoder.embedding.weight"])
+    else:
+        mu = F.linear(h, state["encoder.embedding.weight"], state["encoder.embedding.bias"])
+    return mu, F.linear(h, state["encoder.log_var.weight"], state["encoder.log_var.bias"])
+
+
+def test_preprocessing_is_the_legacy_arithmetic(tmp_path):
+    from PIL import Image
+
+    (p,) = images(tmp_path, 1)
+    got = decode_image(p, (1, 288, 128))
+    im = Image.open(p).convert("L").resize((128, 288), Image.BILINEAR)
+    # torchvision ToTensor: uint8 -> float32, then / 255 in float32
+    want = torch.from_numpy(np.array(im, dtype=np.uint8)).to(torch.float32).div(255).numpy()[None]
+    assert got.dtype == np.float32 and got.shape == (1, 288, 128)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(("layers", "channels", "orth"), [(5, 4, True), (5, 4, False), (7, 2, True), (7, 2, False)])
+def test_latents_match_an_independent_reference(tmp_path, layers, channels, orth):
+    folder = make_legacy_model(tmp_path / "m", latent_dim=10, n_conv_layers=layers, n_out_channels=channels,
+                               orth=orth, seed=layers)
+    emb = load(folder)
+    x = batch(images(tmp_path))
+    with torch.inference_mode():
+        mu, logvar = emb.embed_batch(x)
+    state = torch.load(folder / "model.pt", weights_only=True)["model_state_dict"]
+    ref_mu, ref_lv = reference_forward(state, x, layers, orth)
+    assert float((mu - ref_mu).abs().max()) < 1e-5 and float((logvar - ref_lv).abs().max()) < 1e-5
+    assert float(mu.std()) > 1e-3  # not a degenerate model
+
+
+def test_columns_follow_the_config(tmp_path):
+    metric = load(make_legacy_model(tmp_path / "a", latent_dim=100, n_out_channels=2, zn_frac=0.2))
+    assert metric.mu_columns[:2] == ("z_mu_n_00", "z_mu_n_01")
+    assert metric.mu_columns[19:21] == ("z_mu_n_19", "z_mu_b_20") and metric.mu_columns[-1] == "z_mu_b_99"
+    assert metric.sigma_columns[0] == "z_sigma_n_00" and len(metric.sigma_columns) == 100
+    plain = load(make_legacy_model(tmp_path / "b", name="VAEConfig", latent_dim=12, n_out_channels=2))
+    assert plain.mu_columns == tuple(f"z_mu_{i:02}" for i in range(12))
+    seq = load(make_legacy_model(tmp_path / "c", name="SeqVAEConfig", latent_dim=7, zn_frac=0.5, n_out_channels=2))
+    assert seq.mu_columns[:4] == ("z_mu_n_00", "z_mu_n_01", "z_mu_n_02", "z_mu_b_03")
+
+
+def test_missing_config_keys_are_inferred_from_the_weights(tmp_path):
+    full = make_legacy_model(tmp_path / "full", latent_dim=6, n_out_channels=3, n_conv_layers=7, orth=False, seed=3)
+    bare = make_legacy_model(tmp_path / "bare", latent_dim=6, n_out_channels=3, n_conv_layers=7, orth=False, seed=3,
+                             config_overrides={"n_conv_layers": None, "n_out_channels": None, "orth_flag": None,
+                                               "latent_dim": None, "input_dim": None})
+    x = batch(images(tmp_path, 2))
+    with torch.inference_mode():
+        assert torch.equal(load(full).embed_batch(x)[0], load(bare).embed_batch(x)[0])
+
+
+def test_final_model_layout_and_data_root_lookup(tmp_path):
+    make_legacy_model(tmp_path / "models" / "legacy" / "mymodel", latent_dim=4, n_out_channels=2, layout="final_model")
+    emb = LegacyEmbedder(EmbedderRequest(model_name="mymodel", data_root=tmp_path))
+    assert emb.folder.path.name == "final_model" and emb.folder.name == "mymodel"
+    assert len(emb.fingerprint) == 64
+
+
+def test_loader_errors_are_clear(tmp_path):
+    ok = make_legacy_model(tmp_path / "ok", latent_dim=4, n_out_channels=2)
+
+    def variant(name):
+        dst = tmp_path / name
+        shutil.copytree(ok, dst)
+        return dst
+
+    with pytest.raises(UserError, match="model folder not found"):
+        load(tmp_path / "nowhere")
+    d = variant("noconfig")
+    (d / "model_config.json").unlink()
+    with pytest.raises(UserError, match="no model_config.json"):
+        load(d)
+    d = variant("badjson")
+    (d / "model_config.json").write_text("{not json")
+    with pytest.raises(UserError, match="cannot read .*model_config.json"):
+        load(d)
+    d = variant("unknown")
+    cfg = json.loads((d / "model_config.json").read_text())
+    (d / "model_config.json").write_text(json.dumps({**cfg, "name": "VQVAEConfig"}))
+    with pytest.raises(UserError, match="'VQVAEConfig' is not one this embedder rebuilds"):
+        load(d)
+    d = variant("shapes")
+    (d / "model_config.json").write_text(json.dumps({**cfg, "n_out_channels": 8}))
+    with pytest.raises(UserError, match=r"encoder\.conv_layers\.0\.weight has shape \(2, 1, 4, 4\)"):
+        load(d)
+    d = variant("truncated")
+    data = (d / "model.pt").read_bytes()
+    (d / "model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="cannot read weights .*model.pt"):
+        load(d)
+    d = variant("noweights")
+    (d / "model.pt").unlink()
+    with pytest.raises(UserError, match="has no model.pt"):
+        load(d)
+
+
+def test_weights_that_need_unpickling_are_refused(tmp_path):
+    import argparse
+
+    d = make_legacy_model(tmp_path / "m", latent_dim=4, n_out_channels=2)
+    state = torch.load(d / "model.pt", weights_only=True)
+    state["extra"] = argparse.Namespace(a=1)  # an arbitrary object: weights_only refuses the file
+    torch.save(state, d / "model.pt")
+    with pytest.raises(UserError, match="cannot read weights"):
+        load(d)
+
+
+def test_pickle_only_architecture_needs_the_opt_in(tmp_path):
+    d = make_legacy_model(tmp_path / "m", latent_dim=4, n_out_channels=2)
+    state = torch.load(d / "model.pt", weights_only=True)["model_state_dict"]
+    renamed = {k.replace("encoder.log_var", "encoder.logvar_head"): v for k, v in state.items()}
+    torch.save({"model_state_dict": renamed}, d / "model.pt")
+    (d / "encoder.pkl").write_bytes(b"\x80\x04N.")  # never read without the opt-in
+    with pytest.raises(UserError, match="--allow-pickle"):
+        load(d)
+    (d / "encoder.pkl").unlink()
+    with pytest.raises(UserError, match="no Encoder_Conv_VAE weights"):
+        load(d)
+
+
+pythae = pytest.importorskip("pythae", reason="the fidelity test needs the real pythae (test-only dependency)")
+
+
+@pytest.mark.parametrize(("layers", "channels", "orth"), [(5, 4, True), (5, 4, False), (7, 2, True), (7, 2, False)])
+def test_fidelity_to_pythae(tmp_path, layers, channels, orth):
+    """A folder saved by pythae itself: our pickle-free latents equal pythae's own."""
+    from pythae.models import VAE, AutoModel, VAEConfig
+    from pythae_encoder import LabConvEncoder, TinyDecoder, randomise_batchnorm
+
+    torch.manual_seed(layers * 10 + orth)
+    config = VAEConfig(input_dim=(1, 288, 128), latent_dim=12)
+    encoder = LabConvEncoder(config, n_conv_layers=layers, n_out_channels=channels, orth=orth)
+    randomise_batchnorm(encoder, seed=layers)
+    VAE(model_config=config, encoder=encoder, decoder=TinyDecoder(config)).save(str(tmp_path / "saved"))
+    folder = tmp_path / "saved"
+    assert {"model_config.json", "model.pt", "encoder.pkl"} <= {p.name for p in folder.iterdir()}
+
+    x = batch(images(tmp_path, 4))
+    reference = AutoModel.load_from_folder(str(folder)).eval()
+    with torch.no_grad():
+        out = reference.encoder(x)
+    emb = load(folder)  # no --allow-pickle: rebuilt from config + shapes
+    with torch.inference_mode():
+        mu, logvar = emb.embed_batch(x)
+    assert float((mu - out.embedding).abs().max()) < 1e-5
+    assert float((logvar - out.log_covariance).abs().max()) < 1e-5
+    assert emb.mu_columns[0] == "z_mu_00"  # VAEConfig: flat naming

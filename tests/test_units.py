@@ -1,0 +1,120 @@
+"""Focused unit tests: CSV text handling, keys, latent columns, atomic writes, locks."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from morphseq_build06 import keys
+from morphseq_build06.merge import parse_flags
+from morphseq_stages.csvtext import header_with, read_columns, read_text_table, write_rows
+from morphseq_stages.errors import UserError
+from morphseq_stages.io import atomic_write, check_safe_id, exclusive_lock
+from morphseq_stages.latents import column_names, embryo_id_of, select_z_columns
+
+
+def roundtrip(tmp_path, data: bytes, extra=None, names=()) -> bytes:
+    p = tmp_path / "t.csv"
+    p.write_bytes(data)
+    t = read_text_table(p)
+    buf = io.BytesIO()
+    write_rows(buf, header_with(t.header, list(names)), t.records, t.newline, extra)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("data", [
+    b"a,b\n1,48.0\n2,\n",
+    b'a,b,a\n1,"x, y",3\n2,"say ""hi""",4\n',
+    b'a,b\r\n1,2\r\n3,"multi\r\nline"\r\n',
+    b"a,b\n1,inf\n2,nan\n",
+    "a,b\n1,émbryo\n".encode(),
+])
+def test_records_are_written_back_byte_for_byte(tmp_path, data):
+    assert roundtrip(tmp_path, data) == data
+
+
+def test_blank_lines_and_missing_final_newline(tmp_path):
+    assert roundtrip(tmp_path, b"a,b\n1,2\n\n3,4") == b"a,b\n1,2\n3,4\n"
+
+
+def test_appended_floats_round_trip_exactly(tmp_path):
+    vals = np.array([[0.1, 1 / 3], [1e-300, -0.0], [np.nan, 123456789.123456789], [1e22, 5e-324]])
+    out = roundtrip(tmp_path, b"a\n1\n2\n3\n4\n", vals, ["x", "y"]).decode().splitlines()
+    assert out[0] == "a,x,y" and out[3].startswith("3,,")
+    got = [[float(v) if v else np.nan for v in line.split(",")[1:]] for line in out[1:]]
+    np.testing.assert_array_equal(np.array(got), vals)
+
+
+def test_columns_are_strings_and_duplicates_keep_the_first(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_bytes(b"experiment_date,x,x\n20240626,1,2\n20240509_18ss,3,4\n")
+    t = read_text_table(p)
+    cols = read_columns(t, ["experiment_date", "x", "absent"])
+    assert cols["experiment_date"].to_pylist() == ["20240626", "20240509_18ss"]
+    assert cols["x"].to_pylist() == ["1", "3"] and "absent" not in cols
+    assert t.names == ("experiment_date", "x", "x")
+
+
+def test_key_rules():
+    k, counts = keys.normalise(pa.array([" a_A01_e00_t0001.JPG ", "a_A01_e00_s0002", "a_A01_e00_t0003.png", "ok"]))
+    assert k.to_pylist() == ["a_A01_e00_t0001", "a_A01_e00_t0002", "a_A01_e00_t0003", "ok"]
+    assert counts == {"whitespace": 1, "extension": 2, "s_to_t": 1}
+    assert keys.without_channel(pa.array(["x_A01_e01_BF_t0000", "x_A01_e01_ch00_t0001"])).to_pylist() == [
+        "x_A01_e01_t0000", "x_A01_e01_t0001"]
+    assert keys.experiment_of("20250612_30hpf_ctrl_atf6_C12_e01_t0000") == "20250612_30hpf_ctrl_atf6"
+    assert keys.experiment_of("20231207_A01_e00_t0000") == "20231207"
+    assert keys.experiment_of("20250612_30hpf_ctrl_atf6_A01_e01_BF_t0000") == "20250612_30hpf_ctrl_atf6"
+
+
+def test_qc_flags():
+    flags, unknown = parse_flags(pa.array(["True", "false", "1", "0", "t", "F", "yes", "no", "1.0", "", "maybe"]))
+    assert flags.tolist() == [True, False, True, False, True, False, True, False, True, False, False]
+    assert unknown == 1
+
+
+def test_column_names_and_order():
+    mu, sigma = column_names(100, 20)
+    assert mu[19] == "z_mu_n_19" and mu[20] == "z_mu_b_20" and sigma[99] == "z_sigma_b_99"
+    assert column_names(3)[0] == ("z_mu_00", "z_mu_01", "z_mu_02")
+    names = ["snip_id", "z_mu_b_100", "z_mu_b_99", "z_mu_n_05", "z_sigma_b_99", "z_mu_02"]
+    assert select_z_columns(names, "bio_nuisance") == ["z_mu_n_05", "z_mu_b_99", "z_mu_b_100"]
+    assert select_z_columns(names, "flat") == ["z_mu_02"]
+    assert select_z_columns(["z_mu_01"], "bio_nuisance") == ["z_mu_01"]  # falls back to flat
+    assert select_z_columns(names, "auto", include_sigma=True)[-1] == "z_sigma_b_99"
+    with pytest.raises(UserError):
+        select_z_columns(names, "nope")
+    assert embryo_id_of("20231207_A01_e00_t0012") == "20231207_A01_e00"
+
+
+@pytest.mark.parametrize("bad", ["..", "a/b", "a\\b", "x/../y", "a\x00", "", "."])
+def test_unsafe_ids(bad):
+    with pytest.raises(UserError, match="unsafe"):
+        check_safe_id(bad, "experiment")
+
+
+def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
+    p = tmp_path / "out.csv"
+    p.write_bytes(b"old")
+
+    def fail(fh):
+        fh.write(b"partial")
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(p, fail)
+    assert p.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.csv"]
+    atomic_write(p, lambda fh: fh.write(b"new"))
+    assert p.read_bytes() == b"new"
+
+
+def test_lock_is_exclusive_and_released(tmp_path):
+    lock = tmp_path / ".x.lock"
+    with exclusive_lock(lock, "x"):
+        with pytest.raises(UserError, match="another run is writing x"):
+            with exclusive_lock(lock, "x"):
+                pass
+    assert not lock.exists()
