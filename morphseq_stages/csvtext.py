@@ -9,7 +9,6 @@ duplicated column name stays duplicated).
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
@@ -22,7 +21,7 @@ import pyarrow.csv as pacsv
 
 from .errors import UserError
 
-WRITE_CHUNK_ROWS = 1 << 16
+WRITE_CHUNK_ROWS = 1 << 14
 
 
 @attrs.frozen(kw_only=True)
@@ -43,28 +42,33 @@ class TextTable:
             return None
 
 
-def _split_records(data: bytes) -> tuple[list[bytes], bytes]:
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    newline = b"\r\n" if lines and lines[0].endswith(b"\r") else b"\n"
+def _split_records(data: bytes) -> tuple[pa.Array, bytes]:
+    """Each record's raw bytes (line ends dropped, blank lines skipped), and the line end."""
+    first_end = data.find(b"\n")
+    newline = b"\r\n" if first_end > 0 and data[first_end - 1 : first_end] == b"\r" else b"\n"
+    lines = pc.split_pattern(pa.array([data], pa.large_binary()), b"\n").flatten()
     if newline == b"\r\n":
-        lines = [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
-    if b'"' in data:
-        # a quoted value may hold a line end: a record goes on while its quotes are unbalanced
-        merged: list[bytes] = []
-        pending: list[bytes] = []
-        quotes = 0
-        for ln in lines:
-            pending.append(ln)
-            quotes += ln.count(b'"')
-            if quotes % 2 == 0:
-                merged.append(newline.join(pending))
-                pending, quotes = [], 0
-        if pending:
+        lines = pc.replace_substring_regex(lines, "\r$", "")
+    if b'"' in data and pc.any(pc.not_equal(pc.bit_wise_and(pc.count_substring(lines, b'"'), 1), 0)).as_py():
+        lines = pa.array(_join_quoted(lines.to_pylist(), newline), pa.large_binary())
+    lines = lines.filter(pc.greater(pc.binary_length(lines), 0))
+    return lines.cast(pa.binary()), newline
+
+
+def _join_quoted(lines: list[bytes], newline: bytes) -> list[bytes]:
+    """A quoted value may hold a line end: a record goes on while its quotes are unbalanced."""
+    merged: list[bytes] = []
+    pending: list[bytes] = []
+    quotes = 0
+    for ln in lines:
+        pending.append(ln)
+        quotes += ln.count(b'"')
+        if quotes % 2 == 0:
             merged.append(newline.join(pending))
-        lines = merged
-    return [ln for ln in lines if ln], newline
+            pending, quotes = [], 0
+    if pending:
+        merged.append(newline.join(pending))
+    return merged
 
 
 def parse_header(raw: bytes, path: Path) -> tuple[str, ...]:
@@ -84,16 +88,11 @@ def read_text_table(path: Path, *, what: str = "table") -> TextTable:
     except OSError as exc:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     records, newline = _split_records(data)
-    if not records:
+    del data
+    if not len(records):
         raise UserError(f"{what} {path} is empty (no header row)")
-    names = parse_header(records[0], path)
-    return TextTable(
-        path=path,
-        header=records[0],
-        names=names,
-        records=pa.array(records[1:], type=pa.binary()),
-        newline=newline,
-    )
+    header = records[0].as_py()
+    return TextTable(path=path, header=header, names=parse_header(header, path), records=records[1:], newline=newline)
 
 
 def read_columns(table: TextTable, names: Sequence[str]) -> dict[str, pa.Array]:
@@ -106,12 +105,11 @@ def read_columns(table: TextTable, names: Sequence[str]) -> dict[str, pa.Array]:
     if not indices or len(table) == 0:
         return {name: pa.array([""] * len(table), pa.string()) for name in indices}
     generated = [f"c{i}" for i in range(len(table.names))]
-    body = _joined(table)
     try:
         parsed = pacsv.read_csv(
-            io.BytesIO(body),
-            read_options=pacsv.ReadOptions(column_names=generated, use_threads=True),
-            parse_options=pacsv.ParseOptions(newlines_in_values=b'"' in body),
+            table.path,
+            read_options=pacsv.ReadOptions(column_names=generated, skip_rows=1),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 include_columns=[generated[i] for i in indices.values()],
                 column_types={generated[i]: pa.string() for i in indices.values()},
@@ -126,23 +124,19 @@ def read_columns(table: TextTable, names: Sequence[str]) -> dict[str, pa.Array]:
     return {name: parsed.column(generated[i]).combine_chunks() for name, i in indices.items()}
 
 
-def _joined(table: TextTable) -> bytes:
-    return _rows_bytes(pc.binary_join_element_wise(table.records, pa.array([b""] * len(table), pa.binary()), table.newline))
-
-
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _rows_bytes(lines: pa.Array) -> bytes:
-    """The concatenated bytes of a binary array's values (no separators)."""
+def _rows_bytes(lines: pa.Array) -> bytes | memoryview:
+    """The concatenated bytes of a binary array's values (no separators), uncopied."""
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     if len(lines) == 0:
         return b""
     lines = lines.cast(pa.large_binary())
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
-    return memoryview(lines.buffers()[2])[offsets[0] : offsets[-1]].tobytes()
+    return memoryview(lines.buffers()[2])[offsets[0] : offsets[-1]]
 
 
 def float_text(values: np.ndarray) -> pa.Array:
@@ -168,26 +162,26 @@ def write_rows(
     header: bytes,
     records: pa.Array,
     newline: bytes,
-    extra: np.ndarray | Callable[[int, int], np.ndarray] | None = None,
+    extra: np.ndarray | Callable[[int, int], Sequence[pa.Array]] | None = None,
 ) -> None:
-    """Write ``header`` then each record with the float columns of ``extra`` appended.
+    """Write ``header`` then each record with the cells of ``extra`` appended.
 
-    ``extra`` is a ``(rows, k)`` array, or ``extra(start, stop)`` giving the rows of one
-    chunk (so that a large table is never formatted whole).
+    ``extra`` is a ``(rows, k)`` float array (written as shortest round-trip text), or
+    ``extra(start, stop)`` giving the text cells of one chunk as binary arrays (so that
+    a large table is never formatted whole).
     """
     fh.write(header + newline)
     n = len(records)
     if isinstance(extra, np.ndarray):
         matrix = extra
-        extra = lambda start, stop: matrix[start:stop]  # noqa: E731
+        extra = lambda a, b: [float_text(matrix[a:b, j]) for j in range(matrix.shape[1])]  # noqa: E731
     for start in range(0, n, WRITE_CHUNK_ROWS):
         stop = min(n, start + WRITE_CHUNK_ROWS)
         parts = [records.slice(start, stop - start)]
         if extra is not None:
-            block = extra(start, stop)
-            parts.extend(float_text(block[:, j]) for j in range(block.shape[1]))
+            parts.extend(extra(start, stop))
         line = pc.binary_join_element_wise(*parts, b",", null_handling="replace", null_replacement=b"")
-        ends = pa.array([b""] * (stop - start), pa.binary())
+        ends = pa.repeat(pa.scalar(b"", pa.binary()), stop - start)
         fh.write(_rows_bytes(pc.binary_join_element_wise(line, ends, newline)))
 
 

@@ -18,6 +18,7 @@ from typing import IO
 import attrs
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .csvtext import parse_header, write_string_table
@@ -80,13 +81,20 @@ def embryo_id_of(snip_id: str) -> str:
 
 
 @attrs.frozen(kw_only=True)
-class LatentTable:
-    """The z values of one latent file, as float64, with its snip ids as read."""
+class LatentRows:
+    """One latent file's rows: snip ids as read, and the z cells as text.
+
+    ``lines`` holds each row's z cells joined by commas, in the caller's column order
+    (empty cells where this file lacks a column), exactly as the file wrote them; the
+    masks say which rows hold NaN (or empty, or unparseable) and which hold ±Inf.
+    """
 
     path: Path
     snip_ids: pa.Array
     columns: tuple[str, ...]
-    values: np.ndarray  # (rows, columns) float64; NaN where empty or unparseable
+    lines: pa.Array
+    nan_rows: np.ndarray
+    inf_rows: np.ndarray
     unparseable: int = 0
 
 
@@ -101,55 +109,57 @@ def read_latent_header(path: Path) -> tuple[str, ...]:
     return parse_header(first, path)
 
 
-def read_latents(path: Path, schema: str = "auto", include_sigma: bool = False) -> LatentTable:
-    """Read ``snip_id`` and the schema's z columns of a latent file, nothing else."""
+def latent_z_columns(path: Path, schema: str = "auto", include_sigma: bool = False) -> tuple[str, ...]:
+    """The z columns of a latent file that a schema keeps; an error if there are none."""
     names = read_latent_header(path)
     if "snip_id" not in names:
         raise UserError(f"latent file {path} has no snip_id column")
     zcols = select_z_columns(names, schema, include_sigma)
     if not zcols:
         raise UserError(f"latent file {path} has no z columns for --z-schema {schema} (columns: {', '.join(names[:8])}...)")
+    return tuple(zcols)
+
+
+def _as_float(text: pa.Array) -> tuple[np.ndarray, int]:
+    """Values of a text column (NaN where empty); how many cells were not numbers."""
     try:
-        table = _read(path, zcols, float_z=True)
-        unparseable = 0
-        values = np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in zcols]).astype(np.float64, copy=False)
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False), 0
     except pa.ArrowInvalid:
-        # text that is not a number: read as text, count it, and treat it as missing
-        table = _read(path, zcols, float_z=False)
         import pandas as pd
 
-        cols, unparseable = [], 0
-        for c in zcols:
-            text = pd.Series(table.column(c).to_numpy(zero_copy_only=False), dtype=object)
-            num = pd.to_numeric(text, errors="coerce")
-            unparseable += int((num.isna() & text.notna() & (text.str.strip() != "")).sum())
-            cols.append(num.to_numpy(dtype=np.float64))
-        values = np.column_stack(cols) if cols else np.empty((table.num_rows, 0))
-    return LatentTable(
-        path=path,
-        snip_ids=table.column("snip_id").combine_chunks(),
-        columns=tuple(zcols),
-        values=values,
-        unparseable=unparseable,
-    )
+        raw = pd.Series(text.to_numpy(zero_copy_only=False), dtype=object)
+        num = pd.to_numeric(raw, errors="coerce")
+        return num.to_numpy(dtype=np.float64), int((num.isna() & (raw.str.strip() != "")).sum())
 
 
-def _read(path: Path, zcols: list[str], *, float_z: bool) -> pa.Table:
-    ztype = pa.float64() if float_z else pa.string()
+def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -> LatentRows:
+    """Read ``snip_id`` and ``columns`` (text, nothing parsed away) of a latent file."""
     try:
-        return pacsv.read_csv(
+        table = pacsv.read_csv(
             path,
             convert_options=pacsv.ConvertOptions(
-                include_columns=["snip_id", *zcols],
-                column_types={"snip_id": pa.string(), **{c: ztype for c in zcols}},
-                null_values=[""],
+                include_columns=["snip_id", *columns],
+                column_types={c: pa.string() for c in ("snip_id", *columns)},
                 strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
             ),
         )
     except pa.ArrowInvalid as exc:
-        if float_z and "conversion error" in str(exc):
-            raise
         raise UserError(f"cannot parse latent file {path}: {str(exc).strip().splitlines()[0]}") from None
+    n = table.num_rows
+    nan_rows, inf_rows, unparseable = np.zeros(n, bool), np.zeros(n, bool), 0
+    for c in columns:
+        values, bad = _as_float(table.column(c).combine_chunks())
+        nan_rows |= np.isnan(values)
+        inf_rows |= np.isinf(values)
+        unparseable += bad
+    empty = pa.repeat(pa.scalar("", pa.string()), n)
+    cells = [table.column(c).combine_chunks() if c in columns else empty for c in order]
+    lines = pc.binary_join_element_wise(*cells, ",") if cells else empty
+    return LatentRows(
+        path=path, snip_ids=table.column("snip_id").combine_chunks(), columns=tuple(columns),
+        lines=pc.cast(lines, pa.binary()), nan_rows=nan_rows, inf_rows=inf_rows, unparseable=unparseable,
+    )
 
 
 def write_latents(
@@ -181,12 +191,6 @@ def write_latents(
         if list(ids) + list(extra) != list(order):
             raise UserError("cannot append to a latent file whose id columns follow its z columns")
     write_string_table(fh, ids, extra)
-
-
-def latents_bytes(*args, **kwargs) -> bytes:
-    buf = io.BytesIO()
-    write_latents(buf, *args, **kwargs)
-    return buf.getvalue()
 
 
 def read_snip_ids(path: Path) -> pa.Array:

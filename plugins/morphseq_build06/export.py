@@ -33,11 +33,12 @@ def _dist_version(name: str) -> str | None:
 
 def _write_table(out: OutputPlan, table, rows: np.ndarray, merged: MergeResult, take: np.ndarray) -> int:
     """Write ``table``'s records ``rows`` with their z columns; return the row count."""
-    records = table.records.take(pa.array(rows, pa.int64()))
+    whole = len(rows) == len(table) and (len(rows) == 0 or rows[-1] == len(rows) - 1)
+    records = table.records if whole else table.records.take(pa.array(rows, pa.int64()))
     header = header_with(table.header, merged.latents.columns)
     picked = take[rows]
     atomic_write(out.path, lambda fh: write_rows(
-        fh, header, records, table.newline, lambda a, b: merged.latents.rows(picked[a:b])))
+        fh, header, records, table.newline, lambda a, b: merged.latents.cells(picked[a:b])))
     return len(rows)
 
 

@@ -6,6 +6,8 @@ and the merge is an index from each df02 row to a latent row (-1: none).
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -15,7 +17,7 @@ import pyarrow as pa
 import structlog
 
 from morphseq_stages.errors import StrictFailure
-from morphseq_stages.latents import read_latents, select_z_columns
+from morphseq_stages.latents import latent_z_columns, read_latent_rows, select_z_columns
 
 from . import keys
 from .generate import GenerateReport
@@ -29,10 +31,11 @@ _FALSE = {"false", "f", "no", "n", "0", "0.0", ""}
 
 @attrs.frozen(kw_only=True)
 class LatentIndex:
-    """Unique, finite latent rows by normalised key."""
+    """Unique, finite latent rows by normalised key, their z cells kept as text."""
 
     columns: tuple[str, ...]
-    values: np.ndarray
+    lines: pa.Array  # binary: each latent row's z cells, comma-joined, as its file wrote them
+    rows: np.ndarray  # the row of ``lines`` behind each ``index`` entry
     index: pd.Index
     channel_index: pd.Index
     channel_rows: np.ndarray
@@ -45,11 +48,17 @@ class LatentIndex:
         counts["channel_token"] = by_channel
         return pos, counts, k.to_numpy(zero_copy_only=False)
 
-    def rows(self, take: np.ndarray) -> np.ndarray:
-        out = np.full((len(take), len(self.columns)), np.nan)
-        hit = take >= 0
-        out[hit] = self.values[take[hit]]
-        return out
+    def cells(self, take: np.ndarray) -> list[pa.Array]:
+        """The z cells for rows ``take`` (-1: empty cells), as one text column to append."""
+        if not self.columns:
+            return []
+        missing = take < 0
+        if len(self.rows):
+            rows = self.rows[np.where(missing, 0, take)]
+            picked = self.lines.take(pa.array(rows, pa.int64(), mask=missing))
+        else:
+            picked = pa.nulls(len(take), pa.binary())
+        return [picked.fill_null(pa.scalar(b"," * (len(self.columns) - 1), pa.binary()))]
 
 
 @attrs.frozen(kw_only=True)
@@ -70,69 +79,90 @@ def parse_flags(values: pa.Array) -> tuple[np.ndarray, int]:
     return true, unknown
 
 
+def _parse_lines(lines: pa.Array) -> list[np.ndarray]:
+    return [np.array([float(v) if v else np.nan for v in ln.split(b",")]) for ln in lines.to_pylist()]
+
+
+def _duplicates(keys_: np.ndarray, lines: pa.Array, rows: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Keep the first row of each key; count identical repeats and conflicting keys.
+
+    ``keys_[i]`` is the key of ``lines[rows[i]]``.
+    """
+    s = pd.Series(keys_)
+    first = ~s.duplicated(keep="first").to_numpy()
+    report: dict[str, Any] = {"identical_dropped": 0, "conflicting_keys": 0, "examples": []}
+    dup = np.flatnonzero(s.duplicated(keep=False).to_numpy())
+    if len(dup):
+        groups: dict[str, list[np.ndarray]] = {}
+        for k, v in zip(keys_[dup], _parse_lines(lines.take(pa.array(rows[dup], pa.int64()))), strict=True):
+            groups.setdefault(k, []).append(v)
+        for k, rows in groups.items():
+            distinct: list[np.ndarray] = []
+            for v in rows:
+                if any(np.array_equal(v, d, equal_nan=True) for d in distinct):
+                    report["identical_dropped"] += 1
+                else:
+                    distinct.append(v)
+            if len(distinct) > 1:
+                report["conflicting_keys"] += 1
+                if len(report["examples"]) < EXAMPLES:
+                    report["examples"].append(str(k))
+        (log.warning if report["conflicting_keys"] else log.info)("latents.duplicates", **report)
+    return first, report
+
+
 def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
     opts = plan.options
-    tables = []
+    files = []
     for exp in plan.experiments:
         with structlog.contextvars.bound_contextvars(experiment=exp.experiment):
             if exp.latent_path.is_file():
-                t = read_latents(exp.latent_path, opts.z_schema, opts.include_sigma)
-                tables.append(t)
-                log.info("latents.stale" if exp.stale else "latents.found", path=str(exp.latent_path),
-                         rows=len(t.snip_ids), z_columns=len(t.columns))
+                files.append((exp, latent_z_columns(exp.latent_path, opts.z_schema, opts.include_sigma)))
             else:
                 log.warning("latents.missing", path=str(exp.latent_path))
-    columns = tuple(select_z_columns([c for t in tables for c in t.columns], "auto", True))
-    where = {c: j for j, c in enumerate(columns)}
-    total = sum(len(t.snip_ids) for t in tables)
-    values = np.full((total, len(columns)), np.nan)
-    key_parts, finite = [], np.ones(total, bool)
+    columns = tuple(select_z_columns([c for _, cols in files for c in cols], "auto", True))
+    # Arrow releases the GIL: files are read and checked side by side
+    with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1) or 1) as pool:
+        tables = list(pool.map(lambda f: read_latent_rows(f[0].latent_path, f[1], columns), files))
     hygiene = {"rows_with_nan": 0, "rows_with_inf": 0, "unparseable_cells": 0, "examples": []}
     rules: dict[str, int] = {}
-    at = 0
-    for t in tables:
-        n = len(t.snip_ids)
-        values[at : at + n, [where[c] for c in t.columns]] = t.values
-        nan_rows = np.isnan(t.values).any(axis=1)
-        inf_rows = np.isinf(t.values).any(axis=1)
-        finite[at : at + n] = ~(nan_rows | inf_rows)
-        hygiene["rows_with_nan"] += int(nan_rows.sum())
-        hygiene["rows_with_inf"] += int(inf_rows.sum())
+    key_parts, finite_parts = [], []
+    for (exp, _), t in zip(files, tables, strict=True):
+        log.info("latents.stale" if exp.stale else "latents.found", path=str(t.path), experiment=exp.experiment,
+                 rows=len(t.snip_ids), z_columns=len(t.columns))
+        bad = t.nan_rows | t.inf_rows
+        hygiene["rows_with_nan"] += int(t.nan_rows.sum())
+        hygiene["rows_with_inf"] += int(t.inf_rows.sum())
         hygiene["unparseable_cells"] += t.unparseable
-        bad = np.flatnonzero(nan_rows | inf_rows)[: EXAMPLES - len(hygiene["examples"])]
-        hygiene["examples"] += [{"file": t.path.name, "snip_id": t.snip_ids[int(i)].as_py()} for i in bad]
+        room = EXAMPLES - len(hygiene["examples"])
+        hygiene["examples"] += [{"file": t.path.name, "snip_id": t.snip_ids[int(i)].as_py()}
+                                for i in np.flatnonzero(bad)[:room]]
         k, counts = keys.normalise(t.snip_ids)
         for r, c in counts.items():
             rules[r] = rules.get(r, 0) + c
         key_parts.append(k.to_numpy(zero_copy_only=False))
-        at += n
+        finite_parts.append(~bad)
     all_keys = np.concatenate(key_parts) if key_parts else np.empty(0, object)
+    finite = np.concatenate(finite_parts) if finite_parts else np.empty(0, bool)
+    lines = pa.concat_arrays([t.lines for t in tables]) if tables else pa.array([], pa.binary())
+    del tables
     if (~finite).any():
         log.warning("hygiene.non_finite", rows=int((~finite).sum()), **hygiene)
 
-    good_keys, good_values = all_keys[finite], values[finite]
-    s = pd.Series(good_keys)
-    dup_any = s.duplicated(keep=False).to_numpy()
-    dups = {"identical_dropped": 0, "conflicting_keys": 0, "examples": []}
-    if dup_any.any():
-        sub = pd.DataFrame(good_values[dup_any])
-        sub.insert(0, "_key", good_keys[dup_any])
-        distinct = sub.drop_duplicates()
-        per_key = distinct.groupby("_key", sort=False).size()
-        conflicting = per_key[per_key > 1]
-        dups["identical_dropped"] = int(len(sub) - len(distinct))
-        dups["conflicting_keys"] = int(len(conflicting))
-        dups["examples"] = [str(k) for k in conflicting.index[:EXAMPLES]]
-        log.warning("latents.duplicates", **dups) if len(conflicting) else log.info("latents.duplicates", **dups)
-    first = ~s.duplicated(keep="first").to_numpy()
-    idx_keys = pa.array(good_keys[first], pa.string())
-    channel_index, channel_rows = keys.channel_free_index(idx_keys)
+    good = np.flatnonzero(finite)
+    good_keys = all_keys[good]
+    first, dups = _duplicates(good_keys, lines, good)
+    rows = good[first]
+    bad_keys = np.unique(all_keys[~finite].astype(str)) if (~finite).any() else np.empty(0, str)
+    if len(bad_keys):
+        bad_keys = bad_keys[~pd.Series(bad_keys).isin(good_keys).to_numpy()]
+    idx_keys = all_keys[rows]
+    channel_index, channel_rows = keys.channel_free_index(pa.array(idx_keys, pa.string()))
     index = LatentIndex(
-        columns=columns, values=good_values[first], index=pd.Index(good_keys[first]),
-        channel_index=channel_index, channel_rows=channel_rows,
-        bad_keys=frozenset(all_keys[~finite].tolist()) - frozenset(good_keys.tolist()),
+        columns=columns, lines=lines, rows=rows, index=pd.Index(idx_keys),
+        channel_index=channel_index, channel_rows=channel_rows, bad_keys=frozenset(bad_keys.tolist()),
     )
-    info = {"files": len(tables), "latent_rows": int(total), "z_columns": len(columns),
+    info = {"files": len(files), "latent_rows": int(len(all_keys)), "z_columns": len(columns),
             "hygiene": hygiene, "duplicates": dups, "key_rules_latents": rules}
     return index, info
 
