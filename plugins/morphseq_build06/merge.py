@@ -6,8 +6,6 @@ and the merge is an index from each df02 row to a latent row (-1: none).
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -17,11 +15,11 @@ import pyarrow as pa
 import structlog
 
 from morphseq_stages.errors import StrictFailure
-from morphseq_stages.latents import latent_z_columns, read_latent_rows, select_z_columns
 
 from . import keys
 from .generate import GenerateReport
 from .plan import Build06Plan
+from .store import read_store
 
 log = structlog.get_logger()
 EXAMPLES = 5
@@ -113,17 +111,14 @@ def _duplicates(keys_: np.ndarray, lines: pa.Array, rows: np.ndarray) -> tuple[n
 
 def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
     opts = plan.options
-    files = []
     for exp in plan.experiments:
-        with structlog.contextvars.bound_contextvars(experiment=exp.experiment):
-            if exp.latent_path.is_file():
-                files.append((exp, latent_z_columns(exp.latent_path, opts.z_schema, opts.include_sigma)))
-            else:
-                log.warning("latents.missing", path=str(exp.latent_path))
-    columns = tuple(select_z_columns([c for _, cols in files for c in cols], "auto", True))
-    # Arrow releases the GIL: files are read and checked side by side
-    with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1) or 1) as pool:
-        tables = list(pool.map(lambda f: read_latent_rows(f[0].latent_path, f[1], columns), files))
+        if not exp.latent_path.is_file():
+            log.warning("latents.missing", path=str(exp.latent_path), experiment=exp.experiment)
+    read = read_store({e.experiment: e.latent_path for e in plan.experiments}, opts.z_schema, opts.include_sigma,
+                      previous=plan.latents)
+    columns = read.columns
+    files = [(e, read.rows[e.experiment]) for e in plan.experiments if e.experiment in read.rows]
+    tables = [t for _, t in files]
     hygiene = {"rows_with_nan": 0, "rows_with_inf": 0, "unparseable_cells": 0, "examples": []}
     rules: dict[str, int] = {}
     key_parts, finite_parts = [], []
@@ -144,8 +139,7 @@ def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
         finite_parts.append(~bad)
     all_keys = np.concatenate(key_parts) if key_parts else np.empty(0, object)
     finite = np.concatenate(finite_parts) if finite_parts else np.empty(0, bool)
-    lines = pa.concat_arrays([t.lines for t in tables]) if tables else pa.array([], pa.binary())
-    del tables
+    lines = read.lines
     if (~finite).any():
         log.warning("hygiene.non_finite", rows=int((~finite).sum()), **hygiene)
 

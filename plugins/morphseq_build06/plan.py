@@ -18,12 +18,13 @@ from morphseq_stages.csvtext import TextTable, read_columns, read_text_table
 from morphseq_stages.embedders import EmbedderRequest, ModelInfo
 from morphseq_stages.errors import UserError
 from morphseq_stages.io import check_safe_id, check_writable, sha256_file
-from morphseq_stages.latents import latent_file_name, read_snip_ids
+from morphseq_stages.latents import latent_file_name
 from morphseq_stages.registry import Registry
 from morphseq_stages.stages import StagePlan
 
 from . import keys, manifest
 from .options import Build06Options
+from .store import StoreRead, read_store
 
 log = structlog.get_logger()
 
@@ -85,6 +86,7 @@ class Build06Plan(StagePlan):
     experiments: tuple[ExperimentPlan, ...]
     outputs: tuple[OutputPlan, ...]
     warnings: tuple[str, ...]
+    latents: StoreRead = attrs.field(repr=False)
     started: float = attrs.field(factory=time.monotonic, repr=False)
 
     @property
@@ -223,8 +225,10 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     recorded = manifest.load(store / manifest.MANIFEST_NAME)["files"]
 
     row_keys, _ = keys.normalise(snip_ids)
+    latents = read_store({e: store / latent_file_name(e) for e in experiments}, opts.z_schema, opts.include_sigma)
     exp_plans = [
-        _plan_experiment(opts, e, row_keys, row_exp, store, recorded.get(latent_file_name(e)), model)
+        _plan_experiment(opts, e, row_keys, row_exp, store, recorded.get(latent_file_name(e)), model,
+                         latents.rows.get(e))
         for e in experiments
     ]
     missing = [p.experiment for p in exp_plans if p.action == "missing"]
@@ -269,21 +273,20 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     return Build06Plan(
         options=opts, df02_path=df02_path, df03_path=df03_path, store=store, model=model,
         model_error=model_error, request=request, df02=df02, snip_ids=snip_ids, row_experiments=row_exp, qc=qc,
-        experiments=tuple(exp_plans), outputs=tuple(outputs), warnings=tuple(warnings),
+        experiments=tuple(exp_plans), outputs=tuple(outputs), warnings=tuple(warnings), latents=latents,
     )
 
 
-def _plan_experiment(opts, experiment, row_keys, row_exp, store, record, model) -> ExperimentPlan:
+def _plan_experiment(opts, experiment, row_keys, row_exp, store, record, model, latents) -> ExperimentPlan:
     latent_path = store / latent_file_name(experiment)
     rows_mask = row_exp == experiment
     n_rows = int(rows_mask.sum())
-    exists = latent_path.is_file()
+    exists = latents is not None
     latent_keys: set[str] = set()
     latent_rows = None
     if exists:
-        ids = read_snip_ids(latent_path)
-        latent_rows = len(ids)
-        latent_keys = set(keys.normalise(ids)[0].to_pylist())
+        latent_rows = len(latents.snip_ids)
+        latent_keys = set(keys.normalise(latents.snip_ids)[0].to_pylist())
     snip_dir = _snip_dir(opts, experiment)
     images = _images(snip_dir)
     exp_keys = row_keys.filter(pa.array(rows_mask)).to_pylist() if n_rows else []
