@@ -1,14 +1,15 @@
 """Embedding images, shared by every embedder: decoding, batching, threads, progress.
 
-Decoding (PIL, which releases the GIL) runs on worker threads, a few batches ahead of
-inference, so that the two overlap.
+Each worker thread decodes a batch (PIL releases the GIL) and runs the model on it, so
+decoding and inference overlap across workers.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -74,24 +75,6 @@ def _decode_batch(paths: Sequence[Path], size) -> tuple[np.ndarray, list[int], l
     return batch, ok, failed
 
 
-def _batches(paths: Sequence[Path], size, batch_size: int, workers: int) -> Iterator[tuple[int, np.ndarray, list[int], list]]:
-    starts = range(0, len(paths), batch_size)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending: deque = deque()
-        it = iter(starts)
-        for start in it:
-            pending.append((start, pool.submit(_decode_batch, paths[start : start + batch_size], size)))
-            if len(pending) >= workers + 1:
-                break
-        while pending:
-            start, fut = pending.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(_decode_batch, paths[nxt : nxt + batch_size], size)))
-            batch, ok, failed = fut.result()
-            yield start, batch, ok, failed
-
-
 def embed_images(
     embedder: Embedder,
     paths: Sequence[Path],
@@ -101,27 +84,55 @@ def embed_images(
     label: str = "embedding",
     on_failure: Callable[[str, str], None] | None = None,
 ) -> EmbedResult:
-    """Embed ``paths`` in order; images that fail to decode are reported and left out."""
+    """Embed ``paths`` in order; images that fail to decode are reported and left out.
+
+    ``workers`` threads each decode a batch and run the model on it. On CPU each model
+    call gets an equal share of torch's threads (one each on a small machine): CPU
+    inference scales poorly across threads, and decoding then overlaps inference for
+    free. Results do not depend on the batch size or the number of workers beyond float
+    rounding.
+    """
     import torch
 
     workers = workers or default_workers()
+    size = embedder.input_size
+    on_cpu = not str(embedder.device).startswith("cuda")
+    previous_threads = torch.get_num_threads()
+
+    def work(start: int):
+        batch, ok, failed = _decode_batch(paths[start : start + batch_size], size)
+        mu = logvar = None
+        if ok:
+            with torch.inference_mode():
+                m, lv = embedder.embed_batch(torch.from_numpy(batch).to(embedder.device))
+                mu = m.float().cpu().numpy()
+                logvar = None if lv is None else lv.float().cpu().numpy()
+        return start, mu, logvar, ok, failed
+
     progress = Progress(len(paths), label)
     mus, lvs, oks, failures = [], [], [], []
+    if on_cpu:
+        torch.set_num_threads(max(1, previous_threads // workers))
     try:
-        with torch.inference_mode():
-            for start, batch, ok, failed in _batches(paths, embedder.input_size, batch_size, workers):
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool:
+            starts = iter(range(0, len(paths), batch_size))
+            pending: deque = deque(pool.submit(work, s) for s in itertools.islice(starts, 2 * workers))
+            while pending:
+                start, mu, logvar, ok, failed = pending.popleft().result()
+                nxt = next(starts, None)
+                if nxt is not None:
+                    pending.append(pool.submit(work, nxt))
                 for path, err in failed:
                     failures.append((path, err))
                     if on_failure:
                         on_failure(path, err)
-                if len(ok):
-                    x = torch.from_numpy(batch).to(embedder.device)
-                    mu, logvar = embedder.embed_batch(x)
-                    mus.append(mu.float().cpu().numpy())
-                    lvs.append(None if logvar is None else logvar.float().cpu().numpy())
+                if mu is not None:
+                    mus.append(mu)
+                    lvs.append(logvar)
                     oks.append(np.asarray(ok) + start)
-                progress.advance(len(batch) + len(failed))
+                progress.advance(len(ok) + len(failed))
     finally:
+        torch.set_num_threads(previous_threads)
         progress.close()
     dim = embedder.latent_dim
     return EmbedResult(

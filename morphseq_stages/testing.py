@@ -73,8 +73,9 @@ def make_pipeline_root(
     for exp, count in experiments.items():
         ids = []
         for i in range(count):
-            well, t = WELLS[i // 2 % len(WELLS)], i % 2
-            snip = f"{exp}_{well}_e00_t{t:04}"
+            # two time points per embryo, then the next embryo of the well
+            well, embryo, t = WELLS[i // 2 % len(WELLS)], i // (2 * len(WELLS)), i % 2
+            snip = f"{exp}_{well}_e{embryo:02}_t{t:04}"
             ids.append(snip)
             area = f"{rng.uniform(2e5, 3e5):.1f}"
             rows.append([well, "wik", "48.0", "" if i % 3 else "Head is cut off", exp, snip, embryo_id_of(snip),

@@ -12,7 +12,7 @@ from morphseq_stages.embedders import Embedder, EmbedderRequest
 from morphseq_stages.errors import UserError
 from morphseq_stages.latents import column_names, nuisance_dims
 
-from .architecture import build_encoder, infer_shape, load_checked
+from .architecture import build_encoder, fold_batchnorm, infer_shape, load_checked
 from .folder import SPLIT_CONFIGS, VAE_CONFIGS, ModelFolder, resolve
 
 log = structlog.get_logger()
@@ -46,6 +46,8 @@ def _rebuild(folder: ModelFolder, state: dict[str, Any]):
     shape = infer_shape(folder.config, state, source)
     module = build_encoder(shape)
     load_checked(module, state, source)
+    module.eval()
+    fold_batchnorm(module)
     return module, shape.input_dim, shape.latent_dim
 
 
@@ -107,7 +109,11 @@ class LegacyEmbedder(Embedder):
                                 "--allow-pickle would unpickle (only if you trust its author: it runs code)") from None
             module, self.input_size, self.latent_dim = _unpickle(folder, state, str(exc))
         self.device = request.device
-        self.module = module.eval().to(self.device) if hasattr(module, "eval") else module
+        self.module = module.eval().to(self.device)
+        # channels-last convolutions are faster on CPU (see benchmarks/embed.py)
+        self.channels_last = self.device == "cpu" and not isinstance(module, _PickledEncoder)
+        if self.channels_last:
+            self.module.to(memory_format=torch.channels_last)
         self.folder = folder
         self.fingerprint = folder.fingerprint()
         split = None
@@ -121,8 +127,9 @@ class LegacyEmbedder(Embedder):
         self._torch = torch
 
     def embed_batch(self, images):
-        mu, logvar = self.module(images)
-        return mu, logvar
+        if self.channels_last:
+            images = images.contiguous(memory_format=self._torch.channels_last)
+        return self.module(images)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "folder": str(self.folder.path), "config_name": self.folder.config["name"]}

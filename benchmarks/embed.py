@@ -1,0 +1,206 @@
+"""Embedding benchmark: Build06's generation against the old path, side by side.
+
+    python -m benchmarks.embed            # 1,024 snips 576x256, production-shaped encoder
+
+Builds (seeded) a pipeline root of 1,024 JPEG snips and a legacy model folder of the
+production shape (5 conv layers, 16 channels, 100 dims, orthogonal head). In fresh
+processes it measures:
+
+- the machine's limit, with plain eval-mode PyTorch:
+  ``cores / (t_decode_one_image_on_one_core + cores * t_inference_per_image_on_all_cores)``;
+- the baseline (the old path): sequential PIL decode and resize, batches of 64, plain
+  eval mode under ``no_grad`` (no inference mode), pandas ``to_csv`` of the latents;
+- ours: the embedding phase (``morphseq_stages.generation.embed_images`` with the legacy
+  embedder) and the whole ``morphseq-stages build06 --generate-missing-latents`` command.
+
+It prints medians, the phase's share of the limit, the command's speed-up, and the
+largest difference between our latents and the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._common import median, run_child, table
+
+MODEL = "prod_shape"
+EXPERIMENT = "20240101"
+SIZE = (1, 288, 128)
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def build(base: Path, n: int) -> None:
+    from morphseq_stages.testing import make_legacy_model, make_pipeline_root
+
+    if (base / f".built-{n}").exists() and len(snips(base)) == n:
+        return
+    shutil.rmtree(base, ignore_errors=True)
+    make_pipeline_root(base, {EXPERIMENT: n}, seed=11)
+    make_legacy_model(base / "data" / "models" / "legacy" / MODEL, latent_dim=100, n_conv_layers=5,
+                      n_out_channels=16, orth=True, seed=11)
+    (base / f".built-{n}").write_text("")
+
+
+def snips(base: Path) -> list[Path]:
+    return sorted((base / "root" / "training_data" / "bf_embryo_snips" / EXPERIMENT).glob("*.jpg"))
+
+
+def plain_module(base: Path):
+    """The encoder as plain eval-mode PyTorch: rebuilt from the folder, nothing folded."""
+    import torch
+
+    from morphseq_legacy.architecture import build_encoder, infer_shape, load_checked
+    from morphseq_legacy.folder import resolve
+    from morphseq_stages.embedders import EmbedderRequest
+
+    folder = resolve(EmbedderRequest(model_name=MODEL, data_root=base / "data"))
+    state = torch.load(folder.weights, map_location="cpu", weights_only=True)["model_state_dict"]
+    module = build_encoder(infer_shape(folder.config, state, str(folder.path)))
+    load_checked(module, state, str(folder.path))
+    return module.eval()
+
+
+def old_decode(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    im = Image.open(path).convert("L").resize((SIZE[2], SIZE[1]), Image.BILINEAR)
+    return (np.asarray(im, dtype=np.float32) / np.float32(255))[None]
+
+
+def old_embed(module, paths: list[Path]) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(paths), 64):
+            x = torch.from_numpy(np.stack([old_decode(p) for p in paths[i : i + 64]]))
+            out.append(module(x)[0].numpy())
+    return np.concatenate(out)
+
+
+def child(which: str, base: Path) -> dict:
+    import torch
+
+    paths = snips(base)
+    if which == "limit":
+        old_decode(paths[0])
+        t = time.perf_counter()
+        xs = [old_decode(p) for p in paths]
+        t_decode = (time.perf_counter() - t) / len(paths)
+        module = plain_module(base)
+        batches = [torch.from_numpy(np.stack(xs[i : i + 64])) for i in range(0, len(xs), 64)]
+        with torch.no_grad():
+            for x in batches:  # warm-up: one full pass (allocator, oneDNN primitives)
+                module(x)
+            t = time.perf_counter()
+            for x in batches:
+                module(x)
+            t_infer = (time.perf_counter() - t) / len(xs)
+        c = cores()
+        return {"t_decode_ms": t_decode * 1e3, "t_infer_ms": t_infer * 1e3, "cores": c,
+                "limit_img_s": c / (t_decode + c * t_infer)}
+    if which == "baseline_phase":
+        module = plain_module(base)
+        t = time.perf_counter()
+        mu = old_embed(module, paths)
+        dt = time.perf_counter() - t
+        np.save(base / "baseline_mu.npy", mu)
+        return {"img_s": len(paths) / dt}
+    if which == "ours_phase":
+        from morphseq_legacy.embedder import LegacyEmbedder
+        from morphseq_stages.embedders import EmbedderRequest
+        from morphseq_stages.generation import embed_images
+
+        emb = LegacyEmbedder(EmbedderRequest(model_name=MODEL, data_root=base / "data"))
+        t = time.perf_counter()
+        res = embed_images(emb, paths, batch_size=64)
+        dt = time.perf_counter() - t
+        np.save(base / "ours_mu.npy", res.mu)
+        return {"img_s": len(paths) / dt}
+    store = base / "data" / "analysis" / "latent_embeddings" / "legacy" / MODEL
+    shutil.rmtree(store, ignore_errors=True)
+    df03 = base / "root" / "metadata" / "combined_metadata_files" / "embryo_metadata_df03.csv"
+    df03.unlink(missing_ok=True)
+    t = time.perf_counter()
+    if which == "baseline_command":
+        import pandas as pd
+
+        from morphseq_stages.latents import column_names
+
+        module = plain_module(base)
+        mu_cols, sigma_cols = column_names(100, 20)
+        mus, lvs = [], []
+        with torch.no_grad():
+            for i in range(0, len(paths), 64):
+                x = torch.from_numpy(np.stack([old_decode(p) for p in paths[i : i + 64]]))
+                m, lv = module(x)
+                mus.append(m.numpy())
+                lvs.append(lv.numpy())
+        ids = [p.stem for p in paths]
+        lat = pd.DataFrame(np.concatenate(mus), columns=mu_cols)
+        lat = pd.concat([lat, pd.DataFrame(np.concatenate(lvs), columns=sigma_cols)], axis=1)
+        lat.insert(0, "snip_id", ids)
+        lat.insert(0, "embryo_id", [s.rsplit("_", 1)[0] for s in ids])
+        lat.insert(0, "experiment_date", EXPERIMENT)
+        store.mkdir(parents=True, exist_ok=True)
+        lat.to_csv(store / f"morph_latents_{EXPERIMENT}.csv", index=False)
+        df02 = pd.read_csv(df03.with_name("embryo_metadata_df02.csv"))
+        df02.merge(lat[["snip_id", *mu_cols]], on="snip_id", how="left").to_csv(df03, index=False)
+    else:
+        from morphseq_stages.cli import main
+
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - logs are not what is measured
+        rc = main(["build06", "--root", str(base / "root"), "--data-root", str(base / "data"),
+                   "--model-name", MODEL, "--generate-missing-latents", "--log-format", "json"])
+        if rc:
+            raise SystemExit(rc)
+    return {"seconds": time.perf_counter() - t}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=1024)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "morphseq-bench-embed")
+    p.add_argument("--child")
+    a = p.parse_args()
+    if a.child:
+        print(json.dumps(child(a.child, a.dir)))
+        return
+    build(a.dir, a.images)
+    args = ("--dir", str(a.dir), "--images", str(a.images))
+    res = {w: [run_child("embed", "--child", w, *args) for _ in range(a.repeats)]
+           for w in ("limit", "baseline_phase", "ours_phase", "baseline_command", "ours_command")}
+    lim = res["limit"]
+    limit = median([r["limit_img_s"] for r in lim])
+    base_phase = median([r["img_s"] for r in res["baseline_phase"]])
+    ours_phase = median([r["img_s"] for r in res["ours_phase"]])
+    base_cmd = median([r["seconds"] for r in res["baseline_command"]])
+    ours_cmd = median([r["seconds"] for r in res["ours_command"]])
+    print(f"{a.images} snips, {lim[0]['cores']} cores; plain PyTorch: decode {median([r['t_decode_ms'] for r in lim]):.2f} ms"
+          f"/image on one core, inference {median([r['t_infer_ms'] for r in lim]):.2f} ms/image on all cores")
+    print(table([
+        ("machine limit (plain PyTorch)", f"{limit:.0f}", "", ""),
+        ("baseline embedding phase", f"{base_phase:.0f}", f"{base_phase / limit:.0%}", ""),
+        ("ours embedding phase", f"{ours_phase:.0f}", f"{ours_phase / limit:.0%}", ""),
+        ("baseline whole command", "", "", f"{base_cmd:.2f}"),
+        ("ours whole command", "", "", f"{ours_cmd:.2f}"),
+    ], ("", "images/s", "of limit", "seconds")))
+    print(f"whole command speed-up: {base_cmd / ours_cmd:.2f}x; embedding phase: {ours_phase / base_phase:.2f}x the baseline")
+    diff = np.abs(np.load(a.dir / "ours_mu.npy") - np.load(a.dir / "baseline_mu.npy")).max()
+    print(f"largest |ours - baseline| over all latents: {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
