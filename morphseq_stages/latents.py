@@ -8,7 +8,6 @@ existing file and notebook uses it.
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections.abc import Sequence

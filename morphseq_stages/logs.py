@@ -52,7 +52,13 @@ def configure(log_format: str | None = None, log_file: str | None = None, level:
         structlog.processors.format_exc_info,
     ]
     if log_file:
-        processors.append(_Tee(open(log_file, "a", encoding="utf-8")))  # noqa: SIM115 - lives for the run
+        try:
+            fh = open(log_file, "a", encoding="utf-8")  # noqa: SIM115 - lives for the run
+        except OSError as exc:
+            from .errors import UserError
+
+            raise UserError(f"cannot open --log-file {log_file}: {exc.strerror or exc}") from None
+        processors.append(_Tee(fh))
     processors.append(
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         if console

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import load_json_lines, read_rows, tree_digest, upstream_file
 
 from morphseq_stages.latents import column_names, latent_file_name
 from morphseq_stages.testing import write_latent_file
+
+from conftest import load_json_lines, read_rows, tree_digest, upstream_file
 
 MODEL = "20241107_ds_sweep01_optimum"
 

@@ -8,15 +8,16 @@ import sys
 
 import numpy as np
 import pytest
+
 from conftest import load_json_lines, read_rows, tree_digest
 
 torch = pytest.importorskip("torch")
 
+from morphseq_legacy.embedder import LegacyEmbedder  # noqa: E402
 from morphseq_stages.embedders import EmbedderRequest  # noqa: E402
 from morphseq_stages.generation import decode_image  # noqa: E402
 from morphseq_stages.latents import column_names  # noqa: E402
 from morphseq_stages.testing import make_legacy_model, make_pipeline_root, snip_image  # noqa: E402
-from morphseq_legacy.embedder import LegacyEmbedder  # noqa: E402
 
 MODEL = "tiny"
 

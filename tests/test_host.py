@@ -9,13 +9,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import load_json_lines
 
 from morphseq_stages import EmbedderSpec, Stage, StageOutcome, hookimpl, hookspecs
 from morphseq_stages.errors import UserError
 from morphseq_stages.plugins import get_host
 from morphseq_stages.runner import run_stage
 from morphseq_stages.testing import make_pipeline_root, write_latent_file
+
+from conftest import load_json_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 

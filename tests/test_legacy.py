@@ -11,11 +11,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from morphseq_legacy.embedder import LegacyEmbedder  # noqa: E402
 from morphseq_stages.embedders import EmbedderRequest  # noqa: E402
 from morphseq_stages.errors import UserError  # noqa: E402
 from morphseq_stages.generation import decode_image  # noqa: E402
 from morphseq_stages.testing import make_legacy_model, snip_image  # noqa: E402
-from morphseq_legacy.embedder import LegacyEmbedder  # noqa: E402
 
 
 def load(folder: Path, **kw) -> LegacyEmbedder:
@@ -180,6 +180,7 @@ pythae = pytest.importorskip("pythae", reason="the fidelity test needs the real 
 def test_fidelity_to_pythae(tmp_path, layers, channels, orth):
     """A folder saved by pythae itself: our pickle-free latents equal pythae's own."""
     from pythae.models import VAE, AutoModel, VAEConfig
+
     from pythae_encoder import LabConvEncoder, TinyDecoder, randomise_batchnorm
 
     torch.manual_seed(layers * 10 + orth)

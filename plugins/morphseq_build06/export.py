@@ -13,7 +13,13 @@ import pyarrow as pa
 import structlog
 
 from morphseq_stages import __version__
-from morphseq_stages.csvtext import header_with, read_columns, read_text_table, write_rows, write_string_table
+from morphseq_stages.csvtext import (
+    header_with,
+    read_columns,
+    read_text_table,
+    write_rows,
+    write_string_table,
+)
 from morphseq_stages.errors import UserError
 from morphseq_stages.io import atomic_write, atomic_write_json, sha256_file
 

@@ -44,7 +44,7 @@ def read_store(paths: Mapping[str, Path], schema: str, include_sigma: bool, prev
     if todo:
         # Arrow releases the GIL: files are read and checked side by side
         with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
-            rows.update(zip(todo, pool.map(lambda e: read_latent_rows(existing[e], zcols[e], columns), todo)))
+            rows.update(zip(todo, pool.map(lambda e: read_latent_rows(existing[e], zcols[e], columns), todo), strict=True))
     # one buffer for all files, so that the merge indexes it without copying it again
     lines = pa.concat_arrays([rows[e].lines for e in existing]) if existing else pa.array([], pa.binary())
     at, sliced = 0, {}
