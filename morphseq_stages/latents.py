@@ -191,15 +191,3 @@ def write_latents(
             raise UserError("cannot append to a latent file whose id columns follow its z columns")
     write_string_table(fh, ids, extra)
 
-
-def read_snip_ids(path: Path) -> pa.Array:
-    """Only the ``snip_id`` column of a latent file (cheap: for planning)."""
-    names = read_latent_header(path)
-    if "snip_id" not in names:
-        raise UserError(f"latent file {path} has no snip_id column")
-    try:
-        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-            include_columns=["snip_id"], column_types={"snip_id": pa.string()}, strings_can_be_null=False))
-    except pa.ArrowInvalid as exc:
-        raise UserError(f"cannot parse latent file {path}: {str(exc).strip().splitlines()[0]}") from None
-    return table.column("snip_id").combine_chunks()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from typing import IO, Any
 
 import structlog
@@ -36,6 +37,19 @@ def wants_console(log_format: str | None) -> bool:
 def _stderr_logger(*args: Any) -> structlog.PrintLogger:
     # sys.stderr as it is now: tests and embedding applications may swap it
     return structlog.PrintLogger(sys.stderr)
+
+
+class _StdlibBridge(logging.Handler):
+    """Records of other libraries' loggers, as structlog events (JSON stays JSON)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log = structlog.get_logger()
+        getattr(log, record.levelname.lower(), log.warning)(record.getMessage(), logger=record.name)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    structlog.get_logger().warning("python.warning", category=category.__name__, message=str(message),
+                                   where=f"{filename}:{lineno}")
 
 
 #: whether events are rendered for a person (set by :func:`configure`); progress bars follow it
@@ -70,3 +84,5 @@ def configure(log_format: str | None = None, log_file: str | None = None, level:
         logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+    logging.basicConfig(handlers=[_StdlibBridge()], level=logging.WARNING, force=True)
+    warnings.showwarning = _show_warning

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
-import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,8 +62,14 @@ def tree_digest(*folders: Path) -> dict[str, str]:
     return out
 
 
+def run_without_torch(body: str) -> subprocess.CompletedProcess:
+    """Run ``body`` (with ``main`` imported) in a fresh interpreter; fail if it imports torch."""
+    code = f"import sys\nfrom morphseq_stages.cli import main\n{body}\nassert 'torch' not in sys.modules, 'torch imported'\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def load_json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
-
-__all__ = ["CLI", "io", "shutil", "upstream_file", "read_rows", "tree_digest", "load_json_lines"]

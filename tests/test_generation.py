@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import load_json_lines, read_rows, tree_digest
+from conftest import load_json_lines, read_rows, run_without_torch, tree_digest
 
 torch = pytest.importorskip("torch")
 
@@ -125,15 +123,10 @@ def test_results_do_not_depend_on_batch_size(tmp_path, synth, cli):
 
 
 def test_dry_run_counts_without_loading_the_model(synth):
-    code = (
-        "import sys, json\nfrom morphseq_stages.cli import main\n"
-        f"rc = main(['build06', '--root', {str(synth.root)!r}, '--data-root', {str(synth.data_root)!r},"
-        f" '--model-name', {MODEL!r}, '--generate-missing-latents', '--dry-run', '--json', '--log-format', 'json'])\n"
-        "assert rc == 0\nassert 'torch' not in sys.modules, 'torch imported'\n"
-    )
+    args = ["build06", "--root", str(synth.root), "--data-root", str(synth.data_root), "--model-name", MODEL,
+            "--generate-missing-latents", "--dry-run", "--json", "--log-format", "json"]
     before = tree_digest(synth.root.parent)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_without_torch(f"assert main({args!r}) == 0")
     plan = json.loads(proc.stdout)
     assert [(e["experiment"], e["action"], e["images_to_embed"]) for e in plan["experiments"]] == [
         ("20231207", "generate", 5), ("20240509_18ss", "generate", 4)]

@@ -16,7 +16,7 @@ from morphseq_stages.plugins import get_host
 from morphseq_stages.runner import run_stage
 from morphseq_stages.testing import make_pipeline_root, write_latent_file
 
-from conftest import load_json_lines
+from conftest import load_json_lines, run_without_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,25 +165,14 @@ def test_every_hook_is_prefixed_documented_and_listed_in_the_readme():
 
 @pytest.mark.parametrize("argv", [["--help"], ["list"], ["build06", "--help"]])
 def test_start_up_imports_no_torch(argv):
-    code = (
-        "import sys\nfrom morphseq_stages.cli import main\n"
-        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-        "assert 'torch' not in sys.modules, 'torch imported'\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    run_without_torch(f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass")
 
 
 def test_merge_only_run_imports_no_torch(tmp_path):
     synth = make_pipeline_root(tmp_path, {"20231207": 2}, images=False)
     write_latent_file(synth.latent_dir("20241107_ds_sweep01_optimum"), "20231207", synth.snips["20231207"])
-    code = (
-        "import sys\nfrom morphseq_stages.cli import main\n"
-        f"rc = main(['build06', '--root', {str(synth.root)!r}, '--data-root', {str(synth.data_root)!r}, '--log-format', 'json'])\n"
-        "assert rc == 0\nassert 'torch' not in sys.modules, 'torch imported'\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    args = ["build06", "--root", str(synth.root), "--data-root", str(synth.data_root), "--log-format", "json"]
+    run_without_torch(f"assert main({args!r}) == 0")
 
 
 def test_python_dash_m_is_the_same_cli():
