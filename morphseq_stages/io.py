@@ -10,6 +10,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +32,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_files_in_background(paths: list[Path]) -> Future[dict[str, str]]:
+    """Hash files on a thread of their own (hashlib releases the GIL) while work goes on."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+    future = pool.submit(lambda: {str(p): sha256_file(p) for p in paths})
+    pool.shutdown(wait=False)
+    return future
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import platform
 import time
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from morphseq_stages.csvtext import (
     write_string_table,
 )
 from morphseq_stages.errors import UserError
-from morphseq_stages.io import atomic_write, atomic_write_json, sha256_file
+from morphseq_stages.io import atomic_write, atomic_write_json, sha256_files_in_background
 
 from .generate import GenerateReport
 from .merge import MergeResult
@@ -48,8 +49,18 @@ def _write_table(out: OutputPlan, table, rows: np.ndarray, merged: MergeResult, 
     return len(rows)
 
 
+def _inputs(plan: Build06Plan) -> list[Path]:
+    paths = [plan.df02_path] + [e.latent_path for e in plan.experiments if e.latent_path.is_file()]
+    train = plan.output("training")
+    if train is not None and train.action != "skip":
+        paths.append(train.path.with_name("embryo_metadata_df_train.csv"))
+    return paths
+
+
 def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
     generated = merged.generated
+    wants_sidecar = plan.output("sidecar") is not None and plan.output("df03").action != "skip"
+    hashes = sha256_files_in_background(_inputs(plan)) if wants_sidecar else None
     written, skipped = [], []
 
     def run(out: OutputPlan | None, write) -> None:
@@ -91,8 +102,8 @@ def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
         "warnings": list(merged.warnings),
     }
     sidecar = plan.output("sidecar")
-    if sidecar is not None and plan.output("df03").action != "skip":
-        run(sidecar, lambda: _write_sidecar(plan, generated, merged, summary) or 0)
+    if wants_sidecar:
+        run(sidecar, lambda: _write_sidecar(plan, generated, merged, summary, hashes.result()) or 0)
     elif sidecar is not None:
         run(OutputPlan(kind="sidecar", path=sidecar.path, action="skip", reason="df03 was not written"), lambda: 0)
     summary["written"], summary["skipped"] = written, skipped
@@ -117,15 +128,9 @@ def _write_unembedded(plan: Build06Plan, merged: MergeResult, missing: np.ndarra
 
 
 def _write_sidecar(plan: Build06Plan, generated: GenerateReport, merged: MergeResult,
-                   summary: dict[str, Any]) -> None:
+                   summary: dict[str, Any], hashes: dict[str, str]) -> None:
     opts = plan.options
-    inputs = [{"path": str(plan.df02_path), "sha256": sha256_file(plan.df02_path)}]
-    inputs += [{"path": str(e.latent_path), "sha256": sha256_file(e.latent_path)}
-               for e in plan.experiments if e.latent_path.is_file()]
-    train = plan.output("training")
-    if train is not None and train.action != "skip":
-        src = train.path.with_name("embryo_metadata_df_train.csv")
-        inputs.append({"path": str(src), "sha256": sha256_file(src)})
+    inputs = [{"path": path, "sha256": sha} for path, sha in hashes.items()]
     data = {
         "stage": "build06",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -43,23 +42,37 @@ def experiment_of(snip_id: str) -> str:
     return m.group(1) if m else ""
 
 
-def match(left: pa.Array, right_index: pd.Index, right_channel_free: pd.Index | None = None,
-          right_channel_rows: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """Row of ``right_index`` for each left key (-1: none), and how many matched by channel."""
-    pos = right_index.get_indexer(left.to_numpy(zero_copy_only=False))
+def first_of(keys: pa.Array) -> np.ndarray:
+    """For each key, the position of its first occurrence (hash based, no sorting)."""
+    return pc.index_in(keys, value_set=keys).to_numpy(zero_copy_only=False)
+
+
+def positions(left: pa.Array, unique_right: pa.Array) -> np.ndarray:
+    """Row of ``unique_right`` holding each left key, or -1."""
+    return pc.index_in(left, value_set=unique_right).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def match(left: pa.Array, right: pa.Array, channel_free: pa.Array | None = None,
+          channel_rows: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Row of the unique keys ``right`` for each left key (-1: none), and how many matched
+    only once a channel token was dropped."""
+    pos = positions(left, right)
     by_channel = 0
     missing = np.flatnonzero(pos < 0)
-    if len(missing) and right_channel_free is not None and len(right_channel_free):
-        stripped = without_channel(left.take(pa.array(missing))).to_numpy(zero_copy_only=False)
-        alt = right_channel_free.get_indexer(stripped)
+    if len(missing) and channel_free is not None and len(channel_free):
+        alt = positions(without_channel(left.take(pa.array(missing))), channel_free)
         hit = alt >= 0
-        pos[missing[hit]] = right_channel_rows[alt[hit]]
+        pos[missing[hit]] = channel_rows[alt[hit]]
         by_channel = int(hit.sum())
     return pos, by_channel
 
 
-def channel_free_index(keys: pa.Array) -> tuple[pd.Index, np.ndarray]:
-    """An index of channel-free keys that stay unique, with the rows they point to."""
-    stripped = pd.Series(without_channel(keys).to_numpy(zero_copy_only=False))
-    unique = ~stripped.duplicated(keep=False)
-    return pd.Index(stripped[unique].to_numpy()), np.flatnonzero(unique.to_numpy())
+def channel_free_index(keys: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """The channel-free keys that stay unique, with the rows they point to."""
+    stripped = without_channel(keys)
+    first = first_of(stripped)
+    n = len(stripped)
+    repeated = first != np.arange(n)
+    unique = ~(repeated | np.isin(np.arange(n), first[repeated]))
+    rows = np.flatnonzero(unique)
+    return stripped.take(pa.array(rows, pa.int64())), rows

@@ -10,8 +10,8 @@ from typing import Any
 
 import attrs
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 
 from morphseq_stages.errors import StrictFailure
@@ -34,17 +34,17 @@ class LatentIndex:
     columns: tuple[str, ...]
     lines: pa.Array  # binary: each latent row's z cells, comma-joined, as its file wrote them
     rows: np.ndarray  # the row of ``lines`` behind each ``index`` entry
-    index: pd.Index
-    channel_index: pd.Index
+    index: pa.Array  # unique normalised keys
+    channel_index: pa.Array
     channel_rows: np.ndarray
-    bad_keys: frozenset[str]
+    bad_keys: pa.Array  # keys whose only latent rows are non-finite
 
     def match(self, snip_ids: pa.Array) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
-        """(latent row per id or -1, rules that fired, normalised keys)."""
+        """(latent row per id or -1, rules that fired, whether the id's rows are all non-finite)."""
         k, counts = keys.normalise(snip_ids)
         pos, by_channel = keys.match(k, self.index, self.channel_index, self.channel_rows)
         counts["channel_token"] = by_channel
-        return pos, counts, k.to_numpy(zero_copy_only=False)
+        return pos, counts, pc.is_in(k, value_set=self.bad_keys).to_numpy(zero_copy_only=False)
 
     def cells(self, take: np.ndarray) -> list[pa.Array]:
         """The z cells for rows ``take`` (-1: empty cells), as one text column to append."""
@@ -71,41 +71,43 @@ class MergeResult:
 
 
 def parse_flags(values: pa.Array) -> tuple[np.ndarray, int]:
-    text = pd.Series(values.to_numpy(zero_copy_only=False), dtype=object).str.strip().str.lower()
-    true = text.isin(_TRUE).to_numpy()
-    unknown = int((~text.isin(_TRUE | _FALSE)).sum())
-    return true, unknown
+    text = pc.utf8_lower(pc.utf8_trim_whitespace(values))
+    true = pc.is_in(text, value_set=pa.array(sorted(_TRUE))).to_numpy(zero_copy_only=False)
+    known = pc.is_in(text, value_set=pa.array(sorted(_TRUE | _FALSE))).to_numpy(zero_copy_only=False)
+    return true, int((~known).sum())
 
 
 def _parse_lines(lines: pa.Array) -> list[np.ndarray]:
     return [np.array([float(v) if v else np.nan for v in ln.split(b",")]) for ln in lines.to_pylist()]
 
 
-def _duplicates(keys_: np.ndarray, lines: pa.Array, rows: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+def _duplicates(keys_: pa.Array, lines: pa.Array, rows: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """Keep the first row of each key; count identical repeats and conflicting keys.
 
     ``keys_[i]`` is the key of ``lines[rows[i]]``.
     """
-    s = pd.Series(keys_)
-    first = ~s.duplicated(keep="first").to_numpy()
+    first_of = keys.first_of(keys_)
+    n = len(keys_)
+    first = first_of == np.arange(n)
     report: dict[str, Any] = {"identical_dropped": 0, "conflicting_keys": 0, "examples": []}
-    dup = np.flatnonzero(s.duplicated(keep=False).to_numpy())
-    if len(dup):
-        groups: dict[str, list[np.ndarray]] = {}
-        for k, v in zip(keys_[dup], _parse_lines(lines.take(pa.array(rows[dup], pa.int64()))), strict=True):
-            groups.setdefault(k, []).append(v)
-        for k, rows in groups.items():
-            distinct: list[np.ndarray] = []
-            for v in rows:
-                if any(np.array_equal(v, d, equal_nan=True) for d in distinct):
-                    report["identical_dropped"] += 1
-                else:
-                    distinct.append(v)
-            if len(distinct) > 1:
-                report["conflicting_keys"] += 1
-                if len(report["examples"]) < EXAMPLES:
-                    report["examples"].append(str(k))
-        (log.warning if report["conflicting_keys"] else log.info)("latents.duplicates", **report)
+    if first.all():
+        return first, report
+    dup = np.flatnonzero(~first | np.isin(np.arange(n), first_of[~first]))
+    groups: dict[int, list[np.ndarray]] = {}
+    for g, v in zip(first_of[dup], _parse_lines(lines.take(pa.array(rows[dup], pa.int64()))), strict=True):
+        groups.setdefault(int(g), []).append(v)
+    for g, values in groups.items():
+        distinct: list[np.ndarray] = []
+        for v in values:
+            if any(np.array_equal(v, d, equal_nan=True) for d in distinct):
+                report["identical_dropped"] += 1
+            else:
+                distinct.append(v)
+        if len(distinct) > 1:
+            report["conflicting_keys"] += 1
+            if len(report["examples"]) < EXAMPLES:
+                report["examples"].append(keys_[g].as_py())
+    (log.warning if report["conflicting_keys"] else log.info)("latents.duplicates", **report)
     return first, report
 
 
@@ -135,26 +137,24 @@ def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
         k, counts = keys.normalise(t.snip_ids)
         for r, c in counts.items():
             rules[r] = rules.get(r, 0) + c
-        key_parts.append(k.to_numpy(zero_copy_only=False))
+        key_parts.append(k)
         finite_parts.append(~bad)
-    all_keys = np.concatenate(key_parts) if key_parts else np.empty(0, object)
+    all_keys = pa.concat_arrays(key_parts) if key_parts else pa.array([], pa.string())
     finite = np.concatenate(finite_parts) if finite_parts else np.empty(0, bool)
     lines = read.lines
     if (~finite).any():
         log.warning("hygiene.non_finite", rows=int((~finite).sum()), **hygiene)
 
     good = np.flatnonzero(finite)
-    good_keys = all_keys[good]
+    good_keys = all_keys.take(pa.array(good, pa.int64()))
     first, dups = _duplicates(good_keys, lines, good)
-    rows = good[first]
-    bad_keys = np.unique(all_keys[~finite].astype(str)) if (~finite).any() else np.empty(0, str)
-    if len(bad_keys):
-        bad_keys = bad_keys[~pd.Series(bad_keys).isin(good_keys).to_numpy()]
-    idx_keys = all_keys[rows]
-    channel_index, channel_rows = keys.channel_free_index(pa.array(idx_keys, pa.string()))
+    bad_keys = pc.unique(all_keys.filter(pa.array(~finite)))
+    bad_keys = bad_keys.filter(pc.invert(pc.is_in(bad_keys, value_set=good_keys)))
+    idx_keys = good_keys.filter(pa.array(first))
+    channel_index, channel_rows = keys.channel_free_index(idx_keys)
     index = LatentIndex(
-        columns=columns, lines=lines, rows=rows, index=pd.Index(idx_keys),
-        channel_index=channel_index, channel_rows=channel_rows, bad_keys=frozenset(bad_keys.tolist()),
+        columns=columns, lines=lines, rows=good[first], index=idx_keys,
+        channel_index=channel_index, channel_rows=channel_rows, bad_keys=bad_keys,
     )
     info = {"files": len(files), "latent_rows": int(len(all_keys)), "z_columns": len(columns),
             "hygiene": hygiene, "duplicates": dups, "key_rules_latents": rules}
@@ -164,7 +164,7 @@ def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
 def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeResult:
     opts = plan.options
     latents, info = load_latents(plan)
-    take, rules, row_keys = latents.match(plan.snip_ids)
+    take, rules, non_finite = latents.match(plan.snip_ids)
     n = len(plan.df02)
     keep = np.ones(n, bool)
     warnings: list[str] = []
@@ -183,7 +183,7 @@ def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeRe
             reasons[i] = "experiment not selected" if exp else "no experiment"
         elif exp not in with_file:
             reasons[i] = "no latent file"
-        elif row_keys[i] in latents.bad_keys:
+        elif non_finite[i]:
             reasons[i] = "non-finite"
         else:
             reasons[i] = "no latent row"
