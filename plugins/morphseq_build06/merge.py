@@ -32,7 +32,7 @@ class LatentIndex:
     """Unique, finite latent rows by normalised key, their z cells kept as text."""
 
     columns: tuple[str, ...]
-    lines: pa.Array  # binary: each latent row's z cells, comma-joined, as its file wrote them
+    lines: pa.Array  # large_binary: each latent row's z cells, comma-joined, as its file wrote them
     rows: np.ndarray  # the row of ``lines`` behind each ``index`` entry
     index: pa.Array  # unique normalised keys
     channel_index: pa.Array
@@ -53,7 +53,7 @@ class LatentIndex:
         missing = take < 0
         if len(self.rows):
             rows = self.rows[np.where(missing, 0, take)]
-            picked = self.lines.take(pa.array(rows, pa.int64(), mask=missing))
+            picked = self.lines.take(pa.array(rows, pa.int64(), mask=missing)).cast(pa.binary())
         else:
             picked = pa.nulls(len(take), pa.binary())
         return [picked.fill_null(pa.scalar(b"," * (len(self.columns) - 1), pa.binary()))]

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import attrs
+import numpy as np
 import pyarrow as pa
 
 from morphseq_stages.latents import LatentRows, latent_z_columns, read_latent_rows, select_z_columns
@@ -21,7 +22,7 @@ from morphseq_stages.latents import LatentRows, latent_z_columns, read_latent_ro
 class StoreRead:
     columns: tuple[str, ...]  # the z columns of all files together, in dimension order
     rows: Mapping[str, LatentRows]  # by experiment, in the order asked for
-    lines: pa.Array  # every file's z text in one buffer; each ``rows[e].lines`` is a slice of it
+    lines: pa.Array  # large_binary: every file's z text in one buffer; each ``rows[e].lines`` is a slice of it
     stamps: Mapping[str, tuple[int, int]]  # (mtime_ns, size) of each file as read
 
 
@@ -41,15 +42,24 @@ def read_store(paths: Mapping[str, Path], schema: str, include_sigma: bool, prev
     todo = [e for e in existing if e not in rows]
     if previous is not None and not todo and list(previous.rows) == list(existing):
         return previous
-    if todo:
+    # one buffer for all files (so that the merge indexes it without copying it again),
+    # filled file by file while the next files are still being read
+    data = bytearray()
+    offsets = [np.zeros(1, np.int64)]
+    sliced = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(len(todo), os.cpu_count() or 1))) as pool:
         # Arrow releases the GIL: files are read and checked side by side
-        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
-            rows.update(zip(todo, pool.map(lambda e: read_latent_rows(existing[e], zcols[e], columns), todo), strict=True))
-    # one buffer for all files, so that the merge indexes it without copying it again
-    lines = pa.concat_arrays([rows[e].lines for e in existing]) if existing else pa.array([], pa.binary())
-    at, sliced = 0, {}
-    for e in existing:
-        n = len(rows[e].lines)
-        sliced[e] = attrs.evolve(rows[e], lines=lines.slice(at, n))
-        at += n
+        fresh = pool.map(lambda e: read_latent_rows(existing[e], zcols[e], columns), todo)
+        for e in existing:
+            got = rows[e] if e in rows else next(fresh)
+            off = np.frombuffer(got.lines.buffers()[1], np.int32)[got.lines.offset : got.lines.offset + len(got.lines) + 1]
+            offsets.append(off[1:].astype(np.int64) - off[0] + len(data))
+            data += memoryview(got.lines.buffers()[2])[off[0] : off[-1]] if len(got.lines) else b""
+            sliced[e] = got
+    bounds = np.concatenate(offsets)
+    lines = pa.Array.from_buffers(pa.large_binary(), len(bounds) - 1, [None, pa.py_buffer(bounds), pa.py_buffer(data)])
+    at = 0
+    for e, got in sliced.items():
+        sliced[e] = attrs.evolve(got, lines=lines.slice(at, len(got.lines)))
+        at += len(got.lines)
     return StoreRead(columns=columns, rows=sliced, lines=lines, stamps=stamps)
