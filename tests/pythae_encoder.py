@@ -62,3 +62,17 @@ def randomise_batchnorm(module: nn.Module, seed: int) -> None:
             m.running_var.copy_(0.5 + torch.rand(n, generator=g))
             m.weight.data.copy_(1 + 0.1 * torch.randn(n, generator=g))
             m.bias.data.copy_(0.1 * torch.randn(n, generator=g))
+
+
+class PooledEncoder(BaseEncoder):
+    """An architecture the legacy embedder cannot rebuild (only encoder.pkl describes it)."""
+
+    def __init__(self, config):
+        BaseEncoder.__init__(self)
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d((6, 3)))
+        self.mu_head = nn.Linear(72, config.latent_dim)
+        self.lv_head = nn.Linear(72, config.latent_dim)
+
+    def forward(self, x: torch.Tensor):
+        h = self.features(x).flatten(1)
+        return ModelOutput(embedding=self.mu_head(h), log_covariance=self.lv_head(h))

@@ -163,6 +163,8 @@ def test_sidecar_manifest_free_merge_records_inputs(tmp_path, cli):
     assert side["model"]["name"] == MODEL
     assert side["counts"]["df02_rows"] == 15 and side["coverage"]["overall"] == 1.0
     assert side["versions"]["morphseq-stages"]
+    assert side["embedder"]["name"] == "legacy" and side["embedder"]["distribution"] == "morphseq-stages"
+    assert side["options"]["z_schema"] == "auto" and side["timings_s"]["total"] > 0
 
 
 def test_key_normalisation_duplicates_and_non_finite(tmp_path, cli):

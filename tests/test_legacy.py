@@ -201,3 +201,24 @@ def test_fidelity_to_pythae(tmp_path, layers, channels, orth):
     assert float((mu - out.embedding).abs().max()) < 1e-5
     assert float((logvar - out.log_covariance).abs().max()) < 1e-5
     assert emb.mu_columns[0] == "z_mu_00"  # VAEConfig: flat naming
+
+
+def test_allow_pickle_loads_an_architecture_it_cannot_rebuild(tmp_path):
+    from pythae.models import VAE, AutoModel, VAEConfig
+    from pythae_encoder import PooledEncoder, TinyDecoder
+
+    torch.manual_seed(5)
+    config = VAEConfig(input_dim=(1, 288, 128), latent_dim=6)
+    folder = tmp_path / "saved"
+    VAE(model_config=config, encoder=PooledEncoder(config), decoder=TinyDecoder(config)).save(str(folder))
+    with pytest.raises(UserError, match="--allow-pickle"):
+        load(folder)
+    x = batch(images(tmp_path, 2))
+    with torch.no_grad():
+        want = AutoModel.load_from_folder(str(folder)).eval().encoder(x)
+    emb = load(folder, allow_pickle=True)
+    with torch.inference_mode():
+        mu, logvar = emb.embed_batch(x)
+    assert float((mu - want.embedding).abs().max()) < 1e-6
+    assert float((logvar - want.log_covariance).abs().max()) < 1e-6
+    assert emb.latent_dim == 6 and emb.mu_columns[-1] == "z_mu_05"

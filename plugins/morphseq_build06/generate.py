@@ -106,6 +106,7 @@ def _write(plan: Build06Plan, exp: ExperimentPlan, embedder, snip_ids, mu, logva
     else:
         atomic_write(exp.latent_path, lambda fh: write_latents(fh, *args))
         rows = len(snip_ids)
+    log.info("write.done", path=str(exp.latent_path), what="latents", rows=rows, action=exp.action)
     manifest.record(plan.manifest_path, exp.latent_path, rows=rows, fingerprint=embedder.fingerprint,
                     model_name=plan.model.name, embedder=plan.options.embedder)
     return True

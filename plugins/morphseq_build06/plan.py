@@ -18,7 +18,7 @@ from morphseq_stages.embedders import EmbedderRequest, ModelInfo
 from morphseq_stages.errors import UserError
 from morphseq_stages.io import check_safe_id, check_writable, sha256_file
 from morphseq_stages.latents import latent_file_name
-from morphseq_stages.registry import Registry
+from morphseq_stages.registry import Provider, Registry
 from morphseq_stages.stages import StagePlan
 
 from . import keys, manifest
@@ -78,6 +78,7 @@ class Build06Plan(StagePlan):
     model: ModelInfo
     model_error: str | None
     request: EmbedderRequest
+    embedder_provider: Provider
     df02: TextTable = attrs.field(repr=False)
     snip_ids: pa.Array = attrs.field(repr=False)
     row_experiments: np.ndarray = attrs.field(repr=False)
@@ -103,6 +104,9 @@ class Build06Plan(StagePlan):
         held = [(self.df03_path.parent / f".{self.df03_path.name}.lock", str(self.df03_path))]
         if self.generates:
             held.append((self.store / ".latents.lock", f"latent files in {self.store}"))
+        copies = [o.path.parent for o in self.outputs if o.kind == "analysis" and o.action != "skip"]
+        if copies:
+            held.append((copies[0] / ".df03_copies.lock", f"analysis copies in {copies[0]}"))
         return held
 
     def as_dict(self) -> dict[str, Any]:
@@ -271,7 +275,8 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     qc = cols.get("use_embryo_flag")
     return Build06Plan(
         options=opts, df02_path=df02_path, df03_path=df03_path, store=store, model=model,
-        model_error=model_error, request=request, df02=df02, snip_ids=snip_ids, row_experiments=row_exp, qc=qc,
+        model_error=model_error, request=request, embedder_provider=registry.embedders[opts.embedder].provider,
+        df02=df02, snip_ids=snip_ids, row_experiments=row_exp, qc=qc,
         experiments=tuple(exp_plans), outputs=tuple(outputs), warnings=tuple(warnings), latents=latents,
     )
 
