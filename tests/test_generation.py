@@ -211,3 +211,16 @@ def test_png_snips_are_found(tmp_path, cli):
     assert {r[2] for r in read_rows(s.latent_dir(MODEL) / "morph_latents_20231207.csv")[1]} == set(s.snips["20231207"])
 
 
+
+
+def test_top_up_refused_when_the_file_has_other_columns(synth, cli):
+    from morphseq_stages.testing import write_latent_file
+
+    ids = synth.snips["20231207"][:2]
+    path, _ = write_latent_file(synth.latent_dir(MODEL), "20231207", ids, latent_dim=10, nuisance=None)
+    before = path.read_bytes()
+    code, _, err = build06(cli, synth, "--generate-missing-latents", "--min-coverage", "0")
+    assert code == 0, err
+    events = load_json_lines(err)
+    assert any(e["event"] == "latents.top_up_refused" and "z_mu_00" in e["reason"] for e in events)
+    assert path.read_bytes() == before  # an old file in another naming is never mixed with new rows

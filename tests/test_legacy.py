@@ -205,6 +205,7 @@ def test_fidelity_to_pythae(tmp_path, layers, channels, orth):
 
 def test_allow_pickle_loads_an_architecture_it_cannot_rebuild(tmp_path):
     from pythae.models import VAE, AutoModel, VAEConfig
+
     from pythae_encoder import PooledEncoder, TinyDecoder
 
     torch.manual_seed(5)

@@ -11,7 +11,7 @@ from morphseq_stages.csvtext import read_text_table
 from morphseq_stages.errors import StrictFailure, UserError
 from morphseq_stages.executors import DaskExecutor, LocalExecutor
 from morphseq_stages.io import atomic_write, atomic_write_bytes
-from morphseq_stages.latents import write_latents
+from morphseq_stages.latents import ID_COLUMNS, read_latent_header, write_latents
 from morphseq_stages.registry import Registry
 
 from . import manifest
@@ -31,7 +31,10 @@ class GenerateReport:
 
 
 def resolve_device(asked: str) -> str:
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise UserError("generating latents needs torch: pip install torch (the CPU build will do)") from None
 
     available = torch.cuda.is_available()
     if asked == "cuda" and not available:
@@ -64,6 +67,9 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
     try:
         for exp in todo:
             with structlog.contextvars.bound_contextvars(experiment=exp.experiment):
+                if exp.action == "top-up" and not _can_append(exp, embedder):
+                    skipped.append(str(exp.latent_path))
+                    continue
                 result = executor.embed(exp.to_embed, label=f"embedding {exp.experiment}")
                 for path, err in result.failures:
                     log.warning("image.unreadable", path=path, error=err)
@@ -85,6 +91,17 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
     return GenerateReport(written=tuple(written), embedded=embedded, unreadable_images=tuple(unreadable),
                           skipped=tuple(skipped), embedder=embedder.describe(),
                           seconds=round(time.monotonic() - start, 3))
+
+
+def _can_append(exp: ExperimentPlan, embedder) -> bool:
+    """Whether new rows from this embedder fit the columns an existing file has."""
+    known = {*ID_COLUMNS, *embedder.mu_columns, *embedder.sigma_columns}
+    alien = [c for c in read_latent_header(exp.latent_path) if c not in known]
+    if alien:
+        log.warning("latents.top_up_refused", path=str(exp.latent_path),
+                    reason=f"column {alien[0]!r} is not one this embedder writes",
+                    hint="pass --overwrite to regenerate the file with this model")
+    return not alien
 
 
 def _write(plan: Build06Plan, exp: ExperimentPlan, embedder, snip_ids, mu, logvar) -> bool:
