@@ -80,10 +80,7 @@ def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
         run(out, lambda out=out, exp_rows=exp_rows: _write_table(out, plan.df02, exp_rows, merged, merged.take))
 
     train = plan.output("training")
-    if train is not None and train.action != "skip":
-        run(train, lambda: _write_training(plan, train, merged))
-    else:
-        run(train, lambda: 0)
+    run(train, lambda: _write_training(plan, train, merged))
 
     missing = df03_rows[merged.take[df03_rows] < 0]
     run(plan.output("unembedded"), lambda: _write_unembedded(plan, merged, missing))

@@ -120,11 +120,10 @@ def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
                       previous=plan.latents)
     columns = read.columns
     files = [(e, read.rows[e.experiment]) for e in plan.experiments if e.experiment in read.rows]
-    tables = [t for _, t in files]
     hygiene = {"rows_with_nan": 0, "rows_with_inf": 0, "unparseable_cells": 0, "examples": []}
     rules: dict[str, int] = {}
     key_parts, finite_parts = [], []
-    for (exp, _), t in zip(files, tables, strict=True):
+    for exp, t in files:
         log.info("latents.stale" if exp.stale else "latents.found", path=str(t.path), experiment=exp.experiment,
                  rows=len(t.snip_ids), z_columns=len(t.columns))
         bad = t.nan_rows | t.inf_rows

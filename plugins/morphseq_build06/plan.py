@@ -208,7 +208,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
         example = snip_ids.filter(bad)[0].as_py()
         raise UserError(f"unsafe snip_id {example!r} in {df02_path}: it must not contain '/', '\\' or NUL")
     row_exp = _row_experiments(df02, snip_ids, cols)
-    warnings: list[str] = []
+    warnings: list[str] = [] if len(df02) else [f"df02 {df02_path} has no rows"]
 
     in_df02 = list(dict.fromkeys(e for e in row_exp if e))
     experiments = list(opts.experiments) if opts.experiments else in_df02
