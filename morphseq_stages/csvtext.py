@@ -128,15 +128,17 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _rows_bytes(lines: pa.Array) -> bytes | memoryview:
-    """The concatenated bytes of a binary array's values (no separators), uncopied."""
-    if isinstance(lines, pa.ChunkedArray):
-        lines = lines.combine_chunks()
-    if len(lines) == 0:
-        return b""
-    lines = lines.cast(pa.large_binary())
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
-    return memoryview(lines.buffers()[2])[offsets[0] : offsets[-1]]
+def value_bytes(values: pa.Array) -> tuple[np.ndarray, memoryview | bytes]:
+    """A binary array's values as one uncopied run of bytes, and where each value starts
+    and ends in it (int64 offsets from 0)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if len(values) == 0:
+        return np.zeros(1, np.int64), b""
+    width = np.int64 if pa.types.is_large_binary(values.type) else np.int32
+    offsets = np.frombuffer(values.buffers()[1], dtype=width)[values.offset : values.offset + len(values) + 1]
+    return offsets.astype(np.int64) - offsets[0], memoryview(values.buffers()[2])[offsets[0] : offsets[-1]]
+
 
 
 def float_text(values: np.ndarray) -> pa.Array:
@@ -182,7 +184,7 @@ def write_rows(
             parts.extend(extra(start, stop))
         line = pc.binary_join_element_wise(*parts, b",", null_handling="replace", null_replacement=b"")
         ends = pa.repeat(pa.scalar(b"", pa.binary()), stop - start)
-        fh.write(_rows_bytes(pc.binary_join_element_wise(line, ends, newline)))
+        fh.write(value_bytes(pc.binary_join_element_wise(line, ends, newline))[1])
 
 
 def write_string_table(fh: IO[bytes], columns: dict[str, Sequence[str]], extra: dict[str, np.ndarray] | None = None) -> None:

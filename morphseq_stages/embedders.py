@@ -41,6 +41,14 @@ class EmbedderRequest:
     device: str = "cpu"
     allow_pickle: bool = False
 
+    @property
+    def folder_name(self) -> str | None:
+        """The name ``model_dir`` gives the model: its own, or its parent's for ``final_model/``."""
+        if self.model_dir is None:
+            return None
+        d = Path(self.model_dir).resolve()
+        return d.parent.name if d.name == "final_model" else d.name
+
 
 @attrs.frozen(kw_only=True)
 class ModelInfo:

@@ -48,11 +48,12 @@ class EmbedResult:
     failures: tuple[tuple[str, str], ...] = ()
 
     @staticmethod
-    def concat(parts: Sequence[EmbedResult], offsets: Sequence[int]) -> EmbedResult:
-        mus = [p.mu for p in parts]
-        lvs = [p.logvar for p in parts]
+    def concat(parts: Sequence[EmbedResult], offsets: Sequence[int], dim: int = 0) -> EmbedResult:
+        """Join results of consecutive slices of the inputs, ``offsets`` being where each starts."""
+        embedded = [p for p in parts if len(p.ok)]
+        lvs = [p.logvar for p in embedded]
         return EmbedResult(
-            mu=np.concatenate(mus) if mus else np.empty((0, 0), np.float32),
+            mu=np.concatenate([p.mu for p in embedded]) if embedded else np.empty((0, dim), np.float32),
             logvar=None if not lvs or any(v is None for v in lvs) else np.concatenate(lvs),
             ok=np.concatenate([p.ok + off for p, off in zip(parts, offsets, strict=True)]) if parts else np.empty(0, int),
             failures=tuple(f for p in parts for f in p.failures),
@@ -99,7 +100,7 @@ def embed_images(
     on_cpu = not str(embedder.device).startswith("cuda")
     previous_threads = torch.get_num_threads()
 
-    def work(start: int):
+    def work(start: int) -> EmbedResult:
         batch, ok, failed = _decode_batch(paths[start : start + batch_size], size)
         mu = logvar = None
         if ok:
@@ -107,37 +108,30 @@ def embed_images(
                 m, lv = embedder.embed_batch(torch.from_numpy(batch).to(embedder.device))
                 mu = m.float().cpu().numpy()
                 logvar = None if lv is None else lv.float().cpu().numpy()
-        return start, mu, logvar, ok, failed
+        return EmbedResult(mu=mu, logvar=logvar, ok=np.asarray(ok, int), failures=tuple(failed))
 
     progress = Progress(len(paths), label)
-    mus, lvs, oks, failures = [], [], [], []
+    parts: list[EmbedResult] = []
+    offsets: list[int] = []
     if on_cpu:
         torch.set_num_threads(max(1, previous_threads // workers))
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool:
             starts = iter(range(0, len(paths), batch_size))
-            pending: deque = deque(pool.submit(work, s) for s in itertools.islice(starts, 2 * workers))
+            pending: deque = deque((s, pool.submit(work, s)) for s in itertools.islice(starts, 2 * workers))
             while pending:
-                start, mu, logvar, ok, failed = pending.popleft().result()
+                start, future = pending.popleft()
+                part = future.result()
                 nxt = next(starts, None)
                 if nxt is not None:
-                    pending.append(pool.submit(work, nxt))
-                for path, err in failed:
-                    failures.append((path, err))
-                    if on_failure:
+                    pending.append((nxt, pool.submit(work, nxt)))
+                if on_failure:
+                    for path, err in part.failures:
                         on_failure(path, err)
-                if mu is not None:
-                    mus.append(mu)
-                    lvs.append(logvar)
-                    oks.append(np.asarray(ok) + start)
-                progress.advance(len(ok) + len(failed))
+                parts.append(part)
+                offsets.append(start)
+                progress.advance(len(part.ok) + len(part.failures))
     finally:
         torch.set_num_threads(previous_threads)
         progress.close()
-    dim = embedder.latent_dim
-    return EmbedResult(
-        mu=np.concatenate(mus) if mus else np.empty((0, dim), np.float32),
-        logvar=None if not lvs or any(v is None for v in lvs) else np.concatenate(lvs),
-        ok=np.concatenate(oks) if oks else np.empty(0, int),
-        failures=tuple(failures),
-    )
+    return EmbedResult.concat(parts, offsets, embedder.latent_dim)

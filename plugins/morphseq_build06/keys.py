@@ -47,6 +47,14 @@ def first_of(keys: pa.Array) -> np.ndarray:
     return pc.index_in(keys, value_set=keys).to_numpy(zero_copy_only=False)
 
 
+def repeats(keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(position of each key's first occurrence, whether the key occurs more than once)."""
+    first = first_of(keys)
+    at = np.arange(len(keys))
+    later = first != at
+    return first, later | np.isin(at, first[later])
+
+
 def positions(left: pa.Array, unique_right: pa.Array) -> np.ndarray:
     """Row of ``unique_right`` holding each left key, or -1."""
     return pc.index_in(left, value_set=unique_right).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -70,9 +78,6 @@ def match(left: pa.Array, right: pa.Array, channel_free: pa.Array | None = None,
 def channel_free_index(keys: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """The channel-free keys that stay unique, with the rows they point to."""
     stripped = without_channel(keys)
-    first = first_of(stripped)
-    n = len(stripped)
-    repeated = first != np.arange(n)
-    unique = ~(repeated | np.isin(np.arange(n), first[repeated]))
-    rows = np.flatnonzero(unique)
+    _, shared = repeats(stripped)
+    rows = np.flatnonzero(~shared)
     return stripped.take(pa.array(rows, pa.int64())), rows

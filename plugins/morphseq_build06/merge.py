@@ -86,13 +86,12 @@ def _duplicates(keys_: pa.Array, lines: pa.Array, rows: np.ndarray) -> tuple[np.
 
     ``keys_[i]`` is the key of ``lines[rows[i]]``.
     """
-    first_of = keys.first_of(keys_)
-    n = len(keys_)
-    first = first_of == np.arange(n)
+    first_of, shared = keys.repeats(keys_)
+    first = first_of == np.arange(len(keys_))
     report: dict[str, Any] = {"identical_dropped": 0, "conflicting_keys": 0, "examples": []}
     if first.all():
         return first, report
-    dup = np.flatnonzero(~first | np.isin(np.arange(n), first_of[~first]))
+    dup = np.flatnonzero(shared)
     groups: dict[int, list[np.ndarray]] = {}
     for g, v in zip(first_of[dup], _parse_lines(lines.take(pa.array(rows[dup], pa.int64()))), strict=True):
         groups.setdefault(int(g), []).append(v)

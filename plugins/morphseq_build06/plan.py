@@ -168,13 +168,6 @@ def _row_experiments(table: TextTable, snip_ids: pa.Array, cols: dict[str, pa.Ar
     return exp_arr
 
 
-def _model_name(opts: Build06Options) -> str:
-    if opts.model_dir is None:
-        return opts.model_name
-    d = opts.model_dir.resolve()
-    return d.parent.name if d.name == "final_model" else d.name
-
-
 def _snip_dir(opts: Build06Options, experiment: str) -> Path | None:
     for base in (opts.root, opts.data_root):
         d = base / SNIP_DIR / experiment
@@ -223,7 +216,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     try:
         model = spec.describe(request)
     except UserError as exc:
-        model, model_error = ModelInfo(name=_model_name(opts)), str(exc)
+        model, model_error = ModelInfo(name=request.folder_name or opts.model_name), str(exc)
     store = opts.data_root / "analysis" / "latent_embeddings" / opts.embedder / model.name
     recorded = manifest.load(store / manifest.MANIFEST_NAME)["files"]
 

@@ -15,6 +15,7 @@ import attrs
 import numpy as np
 import pyarrow as pa
 
+from morphseq_stages.csvtext import value_bytes
 from morphseq_stages.latents import LatentRows, latent_z_columns, read_latent_rows, select_z_columns
 
 
@@ -52,9 +53,9 @@ def read_store(paths: Mapping[str, Path], schema: str, include_sigma: bool, prev
         fresh = pool.map(lambda e: read_latent_rows(existing[e], zcols[e], columns), todo)
         for e in existing:
             got = rows[e] if e in rows else next(fresh)
-            off = np.frombuffer(got.lines.buffers()[1], np.int32)[got.lines.offset : got.lines.offset + len(got.lines) + 1]
-            offsets.append(off[1:].astype(np.int64) - off[0] + len(data))
-            data += memoryview(got.lines.buffers()[2])[off[0] : off[-1]] if len(got.lines) else b""
+            off, values = value_bytes(got.lines)
+            offsets.append(off[1:] + len(data))
+            data += values
             sliced[e] = got
     bounds = np.concatenate(offsets)
     lines = pa.Array.from_buffers(pa.large_binary(), len(bounds) - 1, [None, pa.py_buffer(bounds), pa.py_buffer(data)])

@@ -49,8 +49,7 @@ def _layout(folder: Path) -> Path | None:
 
 def resolve(request: EmbedderRequest) -> ModelFolder:
     if request.model_dir is not None:
-        base = Path(request.model_dir)
-        name = base.resolve().parent.name if base.resolve().name == "final_model" else base.resolve().name
+        base, name = Path(request.model_dir), request.folder_name
     else:
         if request.data_root is None:
             raise UserError("no data root to find the model in: pass --data-root or --model-dir")
