@@ -41,10 +41,12 @@ class LatentIndex:
 
     def match(self, snip_ids: pa.Array) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
         """(latent row per id or -1, rules that fired, whether the id's rows are all non-finite)."""
-        k, counts = keys.normalise(snip_ids)
+        return self.match_keys(*keys.normalise(snip_ids))
+
+    def match_keys(self, k: pa.Array, rules: dict[str, int]) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
+        """The same for ids already normalised (``rules``: the rules that fired on them)."""
         pos, by_channel = keys.match(k, self.index, self.channel_index, self.channel_rows)
-        counts["channel_token"] = by_channel
-        return pos, counts, pc.is_in(k, value_set=self.bad_keys).to_numpy(zero_copy_only=False)
+        return pos, {**rules, "channel_token": by_channel}, pc.is_in(k, value_set=self.bad_keys).to_numpy(zero_copy_only=False)
 
     def cells(self, take: np.ndarray) -> list[pa.Array]:
         """The z cells for rows ``take`` (-1: empty cells), as one text column to append."""
@@ -132,7 +134,7 @@ def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
         room = EXAMPLES - len(hygiene["examples"])
         hygiene["examples"] += [{"file": t.path.name, "snip_id": t.snip_ids[int(i)].as_py()}
                                 for i in np.flatnonzero(bad)[:room]]
-        k, counts = keys.normalise(t.snip_ids)
+        k, counts = read.keys[exp.experiment]
         for r, c in counts.items():
             rules[r] = rules.get(r, 0) + c
         key_parts.append(k)
@@ -162,7 +164,7 @@ def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
 def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeResult:
     opts = plan.options
     latents, info = load_latents(plan)
-    take, rules, non_finite = latents.match(plan.snip_ids)
+    take, rules, non_finite = latents.match_keys(plan.row_keys, plan.key_rules)
     n = len(plan.df02)
     keep = np.ones(n, bool)
     warnings: list[str] = []

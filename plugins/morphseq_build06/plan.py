@@ -81,6 +81,8 @@ class Build06Plan(StagePlan):
     embedder_provider: Provider
     df02: TextTable = attrs.field(repr=False)
     snip_ids: pa.Array = attrs.field(repr=False)
+    row_keys: pa.Array = attrs.field(repr=False)  # df02 snip ids normalised for matching
+    key_rules: dict[str, int] = attrs.field(repr=False)  # normalisation rules that fired on them
     row_experiments: np.ndarray = attrs.field(repr=False)
     qc: pa.Array | None = attrs.field(repr=False)
     experiments: tuple[ExperimentPlan, ...]
@@ -220,11 +222,11 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     store = opts.data_root / "analysis" / "latent_embeddings" / opts.embedder / model.name
     recorded = manifest.load(store / manifest.MANIFEST_NAME)["files"]
 
-    row_keys, _ = keys.normalise(snip_ids)
+    row_keys, key_rules = keys.normalise(snip_ids)
     latents = read_store({e: store / latent_file_name(e) for e in experiments}, opts.z_schema, opts.include_sigma)
     exp_plans = [
         _plan_experiment(opts, e, row_keys, row_exp, store, recorded.get(latent_file_name(e)), model,
-                         latents.rows.get(e))
+                         latents.keys[e][0] if e in latents.keys else None)
         for e in experiments
     ]
     missing = [p.experiment for p in exp_plans if p.action == "missing"]
@@ -269,21 +271,21 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     return Build06Plan(
         options=opts, df02_path=df02_path, df03_path=df03_path, store=store, model=model,
         model_error=model_error, request=request, embedder_provider=registry.embedders[opts.embedder].provider,
-        df02=df02, snip_ids=snip_ids, row_experiments=row_exp, qc=qc,
+        df02=df02, snip_ids=snip_ids, row_keys=row_keys, key_rules=key_rules, row_experiments=row_exp, qc=qc,
         experiments=tuple(exp_plans), outputs=tuple(outputs), warnings=tuple(warnings), latents=latents,
     )
 
 
-def _plan_experiment(opts, experiment, row_keys, row_exp, store, record, model, latents) -> ExperimentPlan:
+def _plan_experiment(opts, experiment, row_keys, row_exp, store, record, model, file_keys) -> ExperimentPlan:
     latent_path = store / latent_file_name(experiment)
     rows_mask = row_exp == experiment
     n_rows = int(rows_mask.sum())
-    exists = latents is not None
+    exists = file_keys is not None
     latent_keys: set[str] = set()
     latent_rows = None
     if exists:
-        latent_rows = len(latents.snip_ids)
-        latent_keys = set(keys.normalise(latents.snip_ids)[0].to_pylist())
+        latent_rows = len(file_keys)
+        latent_keys = set(file_keys.to_pylist())
     snip_dir = _snip_dir(opts, experiment)
     images = _images(snip_dir)
     exp_keys = row_keys.filter(pa.array(rows_mask)).to_pylist() if n_rows else []

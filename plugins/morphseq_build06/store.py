@@ -18,6 +18,8 @@ import pyarrow as pa
 from morphseq_stages.csvtext import value_bytes
 from morphseq_stages.latents import LatentRows, latent_z_columns, read_latent_rows, select_z_columns
 
+from . import keys
+
 
 @attrs.frozen(kw_only=True)
 class StoreRead:
@@ -25,6 +27,7 @@ class StoreRead:
     rows: Mapping[str, LatentRows]  # by experiment, in the order asked for
     lines: pa.Array  # large_binary: every file's z text in one buffer; each ``rows[e].lines`` is a slice of it
     stamps: Mapping[str, tuple[int, int]]  # (mtime_ns, size) of each file as read
+    keys: Mapping[str, tuple[pa.Array, dict[str, int]]]  # normalised snip ids of each file, rules that fired
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -63,4 +66,5 @@ def read_store(paths: Mapping[str, Path], schema: str, include_sigma: bool, prev
     for e, got in sliced.items():
         sliced[e] = attrs.evolve(got, lines=lines.slice(at, len(got.lines)))
         at += len(got.lines)
-    return StoreRead(columns=columns, rows=sliced, lines=lines, stamps=stamps)
+    normalised = {e: previous.keys[e] if e in rows else keys.normalise(got.snip_ids) for e, got in sliced.items()}
+    return StoreRead(columns=columns, rows=sliced, lines=lines, stamps=stamps, keys=normalised)
