@@ -224,3 +224,21 @@ def test_top_up_refused_when_the_file_has_other_columns(synth, cli):
     events = load_json_lines(err)
     assert any(e["event"] == "latents.top_up_refused" and "z_mu_00" in e["reason"] for e in events)
     assert path.read_bytes() == before  # an old file in another naming is never mixed with new rows
+
+
+def test_demo_runs_the_main_job_and_a_rerun_changes_nothing(tmp_path, cli):
+    folder = tmp_path / "demo"
+    code, out, err = cli("demo", folder, "--log-format", "json")
+    assert code == 0, err
+    assert "coverage: 100.0%" in out
+    store = folder / "data" / "analysis" / "latent_embeddings" / "legacy" / "demo_vae"
+    assert len(list(store.glob("morph_latents_*.csv"))) == 3
+    assert len(list((folder / "data" / "metadata" / "metadata_n_embeddings" / "demo_vae").glob("df03_*.csv"))) == 3
+    assert (folder / "root" / "training_data" / "demo_train" / "embryo_metadata_with_embeddings.csv").is_file()
+    before = tree_digest(folder)
+    code, out, _ = cli("demo", folder, "--log-format", "json")
+    assert code == 0 and "skipped" in out and tree_digest(folder) == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("mine")
+    code, _, err = cli("demo", tmp_path / "other")
+    assert code == 2 and "is not a demo folder" in err

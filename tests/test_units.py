@@ -118,3 +118,20 @@ def test_lock_is_exclusive_and_released(tmp_path):
             with exclusive_lock(lock, "x"):
                 pass
     assert not lock.exists()
+
+
+def test_other_libraries_warnings_and_log_records_become_json_events(capsys):
+    import json
+    import logging
+    import warnings
+
+    from morphseq_stages import logs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        logs.configure("json")
+        warnings.warn("careful", UserWarning, stacklevel=1)
+    logging.getLogger("distributed.worker").warning("lost %s", "worker-1")
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert events[0]["event"] == "python.warning" and events[0]["message"] == "careful"
+    assert events[1] == {**events[1], "event": "lost worker-1", "logger": "distributed.worker", "level": "warning"}
