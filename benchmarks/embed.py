@@ -41,7 +41,8 @@ def cores() -> int:
 
 
 def build(base: Path, n: int) -> None:
-    from morphseq_stages.testing import make_legacy_model, make_pipeline_root
+    from morphseq_build06.testing import make_pipeline_root
+    from morphseq_legacy.testing import make_legacy_model
 
     if (base / f".built-{n}").exists() and len(snips(base)) == n:
         return
@@ -136,7 +137,7 @@ def child(which: str, base: Path) -> dict:
     if which == "baseline_command":
         import pandas as pd
 
-        from morphseq_stages.latents import column_names
+        from morphseq_stages import column_names
 
         module = plain_module(base)
         mu_cols, sigma_cols = column_names(100, 20)

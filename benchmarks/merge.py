@@ -32,9 +32,10 @@ def build(base: Path, rows: int, n_exp: int, seed: int = 0) -> Path:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from morphseq_stages.csvtext import float_text, write_rows
-    from morphseq_stages.io import atomic_write
-    from morphseq_stages.latents import column_names, latent_file_name
+    from morphseq_build06.csvtext import float_text, write_rows
+    from morphseq_build06.latents import latent_file_name
+    from morphseq_stages import column_names
+    from morphseq_stages.files import atomic_write
 
     marker = base / f".built-{rows}-{n_exp}-{seed}"
     if marker.exists():

@@ -1,34 +1,44 @@
 """morphseq-stages: a pluggy host for morphseq pipeline stages (Build06 first).
 
 Plugin authors need only the names exported here; see ``hookspecs`` for the hooks and
-``embedders`` for the embedder contract.
+``embedders`` for the embedder contract. Pipeline runners use :func:`get_host` and
+:func:`run_stage`.
 """
 
-import pluggy
-
 from ._version import __version__
-
-PROJECT_NAME = "morphseq_stages"
-
-hookspec = pluggy.HookspecMarker(PROJECT_NAME)
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
-
-from .embedders import Embedder, EmbedderRequest, EmbedderSpec, ModelInfo  # noqa: E402
-from .errors import StrictFailure, UserError  # noqa: E402
-from .stages import Stage, StageContext, StageOutcome  # noqa: E402
+from .embedders import (
+    Embedder,
+    EmbedderRequest,
+    EmbedderSpec,
+    ModelInfo,
+    column_names,
+    nuisance_dims,
+)
+from .errors import StrictFailure, UserError
+from .manager import Host, get_host
+from .markers import PROJECT_NAME, hookimpl, hookspec
+from .runner import RunResult, run_stage
+from .stages import Stage, StageContext, StageOutcome, StagePlan
 
 __all__ = [
     "PROJECT_NAME",
     "Embedder",
     "EmbedderRequest",
     "EmbedderSpec",
+    "Host",
     "ModelInfo",
+    "RunResult",
     "Stage",
     "StageContext",
     "StageOutcome",
+    "StagePlan",
     "StrictFailure",
     "UserError",
     "__version__",
+    "column_names",
+    "get_host",
     "hookimpl",
     "hookspec",
+    "nuisance_dims",
+    "run_stage",
 ]

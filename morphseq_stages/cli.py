@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__, logs
 from .errors import UserError
@@ -35,8 +36,12 @@ def build_parser(host) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     _common(p)
 
-    p = sub.add_parser("demo", help="build a small synthetic pipeline root with a tiny legacy model and run build06 on it")
+    demos = sorted(n for n, e in host.registry.stages.items() if e.item.demo is not None)
+    p = sub.add_parser("demo", help="lay out a small built-in example (for build06: a synthetic pipeline root "
+                                    "and a tiny legacy model) and run the stage on it")
     p.add_argument("dir", nargs="?", default="morphseq-demo", help="folder to create (default: ./morphseq-demo)")
+    p.add_argument("--stage", choices=demos or None, default=demos[0] if demos else None,
+                   help="the stage whose demo to run (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     _common(p)
 
@@ -91,6 +96,16 @@ def _print_result(result, as_json: bool, dry_run: bool) -> None:
             print(text)
 
 
+def _run_demo(host, args) -> int:
+    if args.stage is None:
+        raise UserError("no installed stage provides a demo")
+    argv = [args.stage, *host.registry.stage(args.stage).demo(Path(args.dir))]
+    argv += ["--log-format", args.log_format] + (["--log-file", args.log_file] if args.log_file else [])
+    argv += ["--json"] if args.json else []
+    print(f"demo folder: {args.dir}\nrunning: morphseq-stages {' '.join(argv)}\n", flush=True)
+    return main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -111,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from .plugins import get_host
+    from .manager import get_host
 
     # logging must exist before plugins load, so that load failures are reported
     pre = argparse.ArgumentParser(add_help=False)
@@ -129,9 +144,7 @@ def _main(argv: list[str]) -> int:
         _print_list(host, args.json)
         return 0
     if args.command == "demo":
-        from .demo import run_demo
-
-        return run_demo(args, main)
+        return _run_demo(host, args)
     from .runner import run_stage
 
     options = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command",)}

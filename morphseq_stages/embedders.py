@@ -17,6 +17,7 @@ Torch is imported only by embedders, never by the host at start-up.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,21 @@ import attrs
 
 if TYPE_CHECKING:  # torch stays out of start-up
     import torch
+
+
+def column_names(latent_dim: int, nuisance_dims: int | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Mean and log-variance column names (SPEC §4); ``nuisance_dims`` set means the b/n naming:
+    the first ``nuisance_dims`` dimensions are ``z_mu_n_NN``, the rest ``z_mu_b_NN``; else ``z_mu_NN``."""
+    def name(kind: str, n: int) -> str:
+        if nuisance_dims is None:
+            return f"z_{kind}_{n:02}"
+        return f"z_{kind}_{'n' if n < nuisance_dims else 'b'}_{n:02}"
+
+    return tuple(name("mu", n) for n in range(latent_dim)), tuple(name("sigma", n) for n in range(latent_dim))
+
+
+def nuisance_dims(latent_dim: int, zn_frac: float) -> int:
+    return math.floor(latent_dim * zn_frac)
 
 
 @attrs.frozen(kw_only=True)

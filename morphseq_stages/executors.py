@@ -40,7 +40,7 @@ _MODELS_LOCK = threading.Lock()
 def _worker_embedder(name: str, request: EmbedderRequest) -> Embedder:
     with _MODELS_LOCK:
         if (name, request) not in _MODELS:
-            from .plugins import get_host
+            from .manager import get_host
 
             _MODELS[(name, request)] = get_host().registry.embedder(name).load(request)
         return _MODELS[(name, request)]

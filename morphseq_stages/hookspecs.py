@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import hookspec
 from .embedders import EmbedderSpec
+from .markers import hookspec
 from .stages import Stage, StageContext, StageOutcome, StagePlan
 
 # -- registration -------------------------------------------------------------------

@@ -11,8 +11,8 @@ import attrs
 import structlog
 
 from .errors import UserError
-from .io import exclusive_lock
-from .plugins import Host
+from .files import exclusive_lock
+from .manager import Host
 from .stages import StageContext, StageOutcome, StagePlan
 
 log = structlog.get_logger()

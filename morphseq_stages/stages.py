@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -18,11 +19,16 @@ def _no_arguments(parser: argparse.ArgumentParser) -> None:
 
 @attrs.frozen(kw_only=True)
 class Stage:
-    """A pipeline stage: its name, one help line, and the CLI options it adds."""
+    """A pipeline stage: its name, one help line, and the CLI options it adds.
+
+    ``demo``, if given, lays out a small example under a folder and returns the stage's
+    command-line arguments that run it there (``morphseq-stages demo``).
+    """
 
     name: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
+    demo: Callable[[Path], list[str]] | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -12,7 +12,7 @@ import structlog
 
 from morphseq_stages.cli import main
 
-UPSTREAM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "upstream"
+UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "upstream"
 FIXTURES = Path(__file__).resolve().parent / "data"
 
 

@@ -14,16 +14,16 @@ import pyarrow as pa
 import structlog
 
 from morphseq_stages import __version__
-from morphseq_stages.csvtext import (
+from morphseq_stages.errors import UserError
+from morphseq_stages.files import atomic_write, atomic_write_json, sha256_files_in_background
+
+from .csvtext import (
     header_with,
     read_columns,
     read_text_table,
     write_rows,
     write_string_table,
 )
-from morphseq_stages.errors import UserError
-from morphseq_stages.io import atomic_write, atomic_write_json, sha256_files_in_background
-
 from .generate import GenerateReport
 from .merge import MergeResult
 from .plan import Build06Plan, OutputPlan

@@ -7,14 +7,14 @@ import io
 import attrs
 import structlog
 
-from morphseq_stages.csvtext import read_text_table
 from morphseq_stages.errors import StrictFailure, UserError
 from morphseq_stages.executors import DaskExecutor, LocalExecutor
-from morphseq_stages.io import atomic_write, atomic_write_bytes
-from morphseq_stages.latents import ID_COLUMNS, read_latent_header, write_latents
+from morphseq_stages.files import atomic_write, atomic_write_bytes
 from morphseq_stages.registry import Registry
 
 from . import manifest
+from .csvtext import read_text_table
+from .latents import ID_COLUMNS, read_latent_header, write_latents
 from .plan import GENERATING, Build06Plan, ExperimentPlan
 
 log = structlog.get_logger()

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from morphseq_stages.io import atomic_write_json, sha256_file
+from morphseq_stages.files import atomic_write_json, sha256_file
 
 log = structlog.get_logger()
 MANIFEST_NAME = "manifest.json"

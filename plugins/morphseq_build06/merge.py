@@ -1,6 +1,6 @@
 """Build06 merge phase: latents to df02 rows, with hygiene, duplicates and coverage.
 
-Nothing is copied row by row: df02 stays raw text (see ``morphseq_stages.csvtext``),
+Nothing is copied row by row: df02 stays raw text (see ``morphseq_build06.csvtext``),
 and the merge is an index from each df02 row to a latent row (-1: none).
 """
 

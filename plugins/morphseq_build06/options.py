@@ -12,8 +12,9 @@ import attrs
 
 from morphseq_stages.errors import UserError
 from morphseq_stages.executors import EXECUTORS
-from morphseq_stages.io import check_safe_id
-from morphseq_stages.latents import Z_SCHEMAS
+from morphseq_stages.files import check_safe_id
+
+from .latents import Z_SCHEMAS
 
 DEFAULT_MODEL = "20241107_ds_sweep01_optimum"
 DATA_ROOT_ENV = "MORPHSEQ_DATA_ROOT"

@@ -13,15 +13,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
 
-from morphseq_stages.csvtext import TextTable, read_columns, read_text_table
 from morphseq_stages.embedders import EmbedderRequest, ModelInfo
 from morphseq_stages.errors import UserError
-from morphseq_stages.io import check_safe_id, check_writable, sha256_file
-from morphseq_stages.latents import latent_file_name
+from morphseq_stages.files import check_safe_id, check_writable, sha256_file
 from morphseq_stages.registry import Provider, Registry
 from morphseq_stages.stages import StagePlan
 
 from . import keys, manifest
+from .csvtext import TextTable, read_columns, read_text_table
+from .latents import latent_file_name
 from .options import Build06Options
 from .store import StoreRead, read_store
 

@@ -15,7 +15,14 @@ NAME = "build06"
 
 @hookimpl
 def morphseq_register_stages(register) -> None:
-    register(Stage(name=NAME, help="attach VAE embeddings to df02, giving df03", add_arguments=opts_mod.add_arguments))
+    register(Stage(name=NAME, help="attach VAE embeddings to df02, giving df03", add_arguments=opts_mod.add_arguments,
+                   demo=_demo))
+
+
+def _demo(folder):
+    from .demo import build_demo
+
+    return build_demo(folder)
 
 
 @hookimpl

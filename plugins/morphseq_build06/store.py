@@ -15,10 +15,9 @@ import attrs
 import numpy as np
 import pyarrow as pa
 
-from morphseq_stages.csvtext import value_bytes
-from morphseq_stages.latents import LatentRows, latent_z_columns, read_latent_rows, select_z_columns
-
 from . import keys
+from .csvtext import value_bytes
+from .latents import LatentRows, latent_z_columns, read_latent_rows, select_z_columns
 
 
 @attrs.frozen(kw_only=True)

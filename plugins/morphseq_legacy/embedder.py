@@ -8,9 +8,8 @@ from typing import Any
 
 import structlog
 
-from morphseq_stages.embedders import Embedder, EmbedderRequest
+from morphseq_stages.embedders import Embedder, EmbedderRequest, column_names, nuisance_dims
 from morphseq_stages.errors import UserError
-from morphseq_stages.latents import column_names, nuisance_dims
 
 from .architecture import build_encoder, fold_batchnorm, infer_shape, load_checked
 from .folder import SPLIT_CONFIGS, VAE_CONFIGS, ModelFolder, resolve

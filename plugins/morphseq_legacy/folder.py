@@ -10,7 +10,7 @@ import attrs
 
 from morphseq_stages.embedders import EmbedderRequest
 from morphseq_stages.errors import UserError
-from morphseq_stages.io import sha256_file
+from morphseq_stages.files import sha256_file
 
 CONFIG = "model_config.json"
 WEIGHTS = "model.pt"

@@ -11,11 +11,12 @@ from conftest import load_json_lines, read_rows, run_without_torch, tree_digest
 
 torch = pytest.importorskip("torch")
 
+from morphseq_build06.testing import make_pipeline_root, snip_image  # noqa: E402
 from morphseq_legacy.embedder import LegacyEmbedder  # noqa: E402
+from morphseq_legacy.testing import make_legacy_model  # noqa: E402
+from morphseq_stages import column_names  # noqa: E402
 from morphseq_stages.embedders import EmbedderRequest  # noqa: E402
 from morphseq_stages.generation import decode_image  # noqa: E402
-from morphseq_stages.latents import column_names  # noqa: E402
-from morphseq_stages.testing import make_legacy_model, make_pipeline_root, snip_image  # noqa: E402
 
 MODEL = "tiny"
 
@@ -214,7 +215,7 @@ def test_png_snips_are_found(tmp_path, cli):
 
 
 def test_top_up_refused_when_the_file_has_other_columns(synth, cli):
-    from morphseq_stages.testing import write_latent_file
+    from morphseq_build06.testing import write_latent_file
 
     ids = synth.snips["20231207"][:2]
     path, _ = write_latent_file(synth.latent_dir(MODEL), "20231207", ids, latent_dim=10, nuisance=None)

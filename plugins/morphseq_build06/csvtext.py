@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from .errors import UserError
+from morphseq_stages.errors import UserError
 
 WRITE_CHUNK_ROWS = 1 << 14
 

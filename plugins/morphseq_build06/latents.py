@@ -8,7 +8,6 @@ existing file and notebook uses it.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,8 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from morphseq_stages.errors import UserError
+
 from .csvtext import parse_header, write_string_table
-from .errors import UserError
 
 ID_COLUMNS = ("experiment_date", "embryo_id", "snip_id")
 Z_SCHEMAS = ("auto", "flat", "bio_nuisance")
@@ -32,20 +32,6 @@ _TIME = re.compile(r"_[ts](\d{4})$")
 
 def latent_file_name(experiment: str) -> str:
     return f"{LATENT_PREFIX}{experiment}.csv"
-
-
-def column_names(latent_dim: int, nuisance_dims: int | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Mean and log-variance column names; ``nuisance_dims`` set means the b/n naming."""
-    def name(kind: str, n: int) -> str:
-        if nuisance_dims is None:
-            return f"z_{kind}_{n:02}"
-        return f"z_{kind}_{'n' if n < nuisance_dims else 'b'}_{n:02}"
-
-    return tuple(name("mu", n) for n in range(latent_dim)), tuple(name("sigma", n) for n in range(latent_dim))
-
-
-def nuisance_dims(latent_dim: int, zn_frac: float) -> int:
-    return math.floor(latent_dim * zn_frac)
 
 
 def parse_z(name: str) -> tuple[str, str, int] | None:

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from morphseq_stages.latents import column_names, latent_file_name
-from morphseq_stages.testing import write_latent_file
+from morphseq_build06.latents import latent_file_name
+from morphseq_build06.testing import write_latent_file
+from morphseq_stages import column_names
 
 from conftest import load_json_lines, read_rows, tree_digest, upstream_file
 
@@ -345,7 +346,7 @@ def test_interrupted_write_leaves_previous_output(tmp_path, cli, monkeypatch):
     latents_for(df02, data)
     assert cli("build06", "--root", root, "--data-root", data, "--log-format", "json")[0] == 0
     before = tree_digest(tmp_path)
-    from morphseq_stages import csvtext
+    from morphseq_build06 import csvtext
 
     def boom(*a, **k):
         raise KeyboardInterrupt

@@ -6,8 +6,7 @@ preprocessed image, which makes its output easy to check by hand.
 
 import hashlib
 
-from morphseq_stages import Embedder, EmbedderSpec, ModelInfo, hookimpl
-from morphseq_stages.latents import column_names
+from morphseq_stages import Embedder, EmbedderSpec, ModelInfo, column_names, hookimpl
 
 ROWS, COLS = 4, 2
 

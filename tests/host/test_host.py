@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from morphseq_build06.testing import make_pipeline_root, write_latent_file
 from morphseq_stages import EmbedderSpec, Stage, StageOutcome, hookimpl, hookspecs
 from morphseq_stages.errors import UserError
-from morphseq_stages.plugins import get_host
+from morphseq_stages.manager import get_host
 from morphseq_stages.runner import run_stage
-from morphseq_stages.testing import make_pipeline_root, write_latent_file
 
 from conftest import load_json_lines, run_without_torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def install_fake_distribution(tmp_path: Path, monkeypatch, name: str, entry_points: str, modules: dict[str, str]) -> None:

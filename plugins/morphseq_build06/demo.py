@@ -1,11 +1,13 @@
-"""``morphseq-stages demo``: a synthetic pipeline root, a tiny legacy model, one Build06 run."""
+"""``morphseq-stages demo``: a synthetic pipeline root, a tiny legacy model, one Build06 run.
+
+Registered as the build06 stage's demo; the host's ``demo`` command runs what it returns.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from .errors import UserError
+from morphseq_stages.errors import UserError
 
 MARKER = ".morphseq-demo"
 MODEL = "demo_vae"
@@ -13,8 +15,10 @@ EXPERIMENTS = {"20231207": 8, "20240509_18ss": 6, "20250612_30hpf_ctrl_atf6": 6}
 
 
 def build_demo(folder: Path) -> list[str]:
-    """Lay out the demo under ``folder``; return the build06 arguments that run it."""
-    from .testing import make_legacy_model, make_pipeline_root
+    """Lay out the demo under ``folder``; return the build06 arguments that run it on it."""
+    from morphseq_legacy.testing import make_legacy_model
+
+    from .testing import make_pipeline_root
 
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
@@ -29,14 +33,7 @@ def build_demo(folder: Path) -> list[str]:
         lines = synth.df02.read_bytes().split(b"\n")
         (train / "embryo_metadata_df_train.csv").write_bytes(b"\n".join(lines[:1] + lines[1:-1:2]) + b"\n")
         (folder / MARKER).write_text("made by morphseq-stages demo\n")
-    return ["build06", "--root", str(folder / "root"), "--data-root", str(folder / "data"),
+    return ["--root", str(folder / "root"), "--data-root", str(folder / "data"),
             "--model-name", MODEL, "--generate-missing-latents", "--export-analysis-copies",
             "--train-name", "demo_train", "--batch-size", "8"]
 
-
-def run_demo(args, main: Callable[[list[str]], int]) -> int:
-    argv = build_demo(Path(args.dir))
-    argv += ["--log-format", args.log_format] + (["--log-file", args.log_file] if args.log_file else [])
-    argv += ["--json"] if args.json else []
-    print(f"demo pipeline root: {Path(args.dir) / 'root'}\nrunning: morphseq-stages {' '.join(argv)}\n", flush=True)
-    return main(argv)

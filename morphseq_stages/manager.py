@@ -17,9 +17,10 @@ import attrs
 import pluggy
 import structlog
 
-from . import PROJECT_NAME, hookspecs
+from . import hookspecs
 from .embedders import EmbedderSpec
 from .errors import UserError
+from .markers import PROJECT_NAME
 from .registry import PluginFailure, Provider, Registry
 from .stages import Stage, StageContext, StageOutcome, StagePlan
 

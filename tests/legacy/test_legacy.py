@@ -11,11 +11,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from morphseq_build06.testing import snip_image  # noqa: E402
 from morphseq_legacy.embedder import LegacyEmbedder  # noqa: E402
+from morphseq_legacy.testing import make_legacy_model  # noqa: E402
 from morphseq_stages.embedders import EmbedderRequest  # noqa: E402
 from morphseq_stages.errors import UserError  # noqa: E402
 from morphseq_stages.generation import decode_image  # noqa: E402
-from morphseq_stages.testing import make_legacy_model, snip_image  # noqa: E402
 
 
 def load(folder: Path, **kw) -> LegacyEmbedder:

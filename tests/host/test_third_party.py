@@ -15,10 +15,10 @@ from conftest import read_rows
 
 pytest.importorskip("torch")
 
+from morphseq_build06.testing import make_pipeline_root  # noqa: E402
 from morphseq_stages.generation import decode_image  # noqa: E402
-from morphseq_stages.testing import make_pipeline_root  # noqa: E402
 
-PACKAGE = Path(__file__).parent / "example_embedder"
+PACKAGE = Path(__file__).resolve().parents[2] / "examples" / "gridmean_embedder"
 
 
 @pytest.fixture(scope="module")
