@@ -18,13 +18,14 @@ from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write, atomic_write_json, sha256_files_in_background
 
 from .csvtext import (
+    TextTable,
     header_with,
     read_columns,
     read_text_table,
     write_rows,
     write_string_table,
 )
-from .generate import GenerateReport
+from .formats import EXTRA_KINDS, write_extras
 from .merge import MergeResult
 from .plan import Build06Plan, OutputPlan
 
@@ -60,7 +61,8 @@ def _inputs(plan: Build06Plan) -> list[Path]:
 def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
     generated = merged.generated
     wants_sidecar = plan.output("sidecar") is not None and plan.output("df03").action != "skip"
-    hashes = sha256_files_in_background(_inputs(plan)) if wants_sidecar else None
+    wants_provenance = wants_sidecar or any(o.action != "skip" for o in plan.outputs if o.kind in EXTRA_KINDS)
+    hashes = sha256_files_in_background(_inputs(plan)) if wants_provenance else None
     written, skipped = [], []
 
     def run(out: OutputPlan | None, write) -> None:
@@ -85,6 +87,8 @@ def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
     missing = df03_rows[merged.take[df03_rows] < 0]
     run(plan.output("unembedded"), lambda: _write_unembedded(plan, merged, missing))
     run(plan.output("df03"), lambda: _write_table(plan.output("df03"), plan.df02, df03_rows, merged, merged.take))
+    provenance = _provenance(plan, merged, hashes.result()) if wants_provenance else {}
+    write_extras(plan, merged, df03_rows, provenance, run, lambda: _training_join(plan, merged))
 
     summary = {
         "stage": "build06",
@@ -100,20 +104,29 @@ def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
         "warnings": list(merged.warnings),
     }
     sidecar = plan.output("sidecar")
+    report = plan.output("report")
+    if report is not None and str(report.path) in written:
+        summary["report"] = str(report.path)
     if wants_sidecar:
-        run(sidecar, lambda: _write_sidecar(plan, generated, merged, summary, hashes.result()) or 0)
+        run(sidecar, lambda: _write_sidecar(plan, merged, provenance, summary) or 0)
     elif sidecar is not None:
         run(OutputPlan(kind="sidecar", path=sidecar.path, action="skip", reason="df03 was not written"), lambda: 0)
     summary["written"], summary["skipped"] = written, skipped
     return summary
 
 
-def _write_training(plan: Build06Plan, out: OutputPlan, merged: MergeResult) -> int:
-    train_in = out.path.with_name("embryo_metadata_df_train.csv")
+def _training_join(plan: Build06Plan, merged: MergeResult) -> tuple[TextTable, np.ndarray]:
+    """The training metadata and the latent row of each of its rows."""
+    train_in = plan.output("training").path.with_name("embryo_metadata_df_train.csv")
     table = read_text_table(train_in, what="training metadata")
     if "snip_id" not in table.names:
         raise UserError(f"training metadata {train_in} has no snip_id column")
     take, _, _ = merged.latents.match(read_columns(table, ["snip_id"])["snip_id"])
+    return table, take
+
+
+def _write_training(plan: Build06Plan, out: OutputPlan, merged: MergeResult) -> int:
+    table, take = _training_join(plan, merged)
     return _write_table(out, table, np.arange(len(table)), merged, take)
 
 
@@ -125,11 +138,11 @@ def _write_unembedded(plan: Build06Plan, merged: MergeResult, missing: np.ndarra
     return len(ids)
 
 
-def _write_sidecar(plan: Build06Plan, generated: GenerateReport, merged: MergeResult,
-                   summary: dict[str, Any], hashes: dict[str, str]) -> None:
+def _provenance(plan: Build06Plan, merged: MergeResult, hashes: dict[str, str]) -> dict[str, Any]:
+    """What the run was built from: the sidecar's content, and the typed outputs' metadata."""
     opts = plan.options
-    inputs = [{"path": path, "sha256": sha} for path, sha in hashes.items()]
-    data = {
+    generated = merged.generated
+    return {
         "stage": "build06",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": {"morphseq-stages": __version__, "python": platform.python_version(),
@@ -140,7 +153,7 @@ def _write_sidecar(plan: Build06Plan, generated: GenerateReport, merged: MergeRe
                      "version": plan.embedder_provider.version, **(generated.embedder or {})},
         "model": {"name": plan.model.name, "folder": plan.model.location,
                   "weights_sha256": plan.model.fingerprint},
-        "inputs": inputs,
+        "inputs": [{"path": path, "sha256": sha} for path, sha in hashes.items()],
         "options": {f.name: _jsonable(getattr(opts, f.name)) for f in opts.__attrs_attrs__},
         "coverage": {"overall": merged.report["coverage"], "per_experiment": merged.report["per_experiment"]},
         "counts": {k: merged.report[k] for k in ("df02_rows", "df03_rows", "rows_counted", "rows_matched",
@@ -148,10 +161,16 @@ def _write_sidecar(plan: Build06Plan, generated: GenerateReport, merged: MergeRe
         "hygiene": merged.report["hygiene"],
         "duplicates": merged.report["duplicates"],
         "key_rules": {"df02": merged.report["key_rules_df02"], "latents": merged.report["key_rules_latents"]},
+        "warnings": list(merged.warnings),
+    }
+
+
+def _write_sidecar(plan: Build06Plan, merged: MergeResult, provenance: dict[str, Any], summary: dict[str, Any]) -> None:
+    data = {
+        **provenance,
         "generated": summary["generated"],
         "outputs": {"written": summary["written"], "skipped": summary["skipped"]},
-        "timings_s": {"generate": generated.seconds, "total": round(time.monotonic() - plan.started, 3)},
-        "warnings": list(merged.warnings),
+        "timings_s": {"generate": merged.generated.seconds, "total": round(time.monotonic() - plan.started, 3)},
     }
     atomic_write_json(plan.output("sidecar").path, data)
 

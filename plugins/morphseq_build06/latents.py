@@ -25,13 +25,14 @@ from .csvtext import parse_header, write_string_table
 
 ID_COLUMNS = ("experiment_date", "embryo_id", "snip_id")
 Z_SCHEMAS = ("auto", "flat", "bio_nuisance")
+LATENT_FORMATS = ("csv", "parquet")
 LATENT_PREFIX = "morph_latents_"
 _Z = re.compile(r"^z_(mu|sigma)_(?:([bn])_)?(\d+)$")
 _TIME = re.compile(r"_[ts](\d{4})$")
 
 
-def latent_file_name(experiment: str) -> str:
-    return f"{LATENT_PREFIX}{experiment}.csv"
+def latent_file_name(experiment: str, fmt: str = "csv") -> str:
+    return f"{LATENT_PREFIX}{experiment}.{fmt}"
 
 
 def parse_z(name: str) -> tuple[str, str, int] | None:

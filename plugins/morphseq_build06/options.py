@@ -14,7 +14,9 @@ from morphseq_stages.errors import UserError
 from morphseq_stages.executors import EXECUTORS
 from morphseq_stages.files import check_safe_id
 
-from .latents import Z_SCHEMAS
+from .formats import parse_formats, require
+from .latents import LATENT_FORMATS, Z_SCHEMAS
+from .report import require_report
 
 DEFAULT_MODEL = "20241107_ds_sweep01_optimum"
 DATA_ROOT_ENV = "MORPHSEQ_DATA_ROOT"
@@ -26,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-root", type=Path, help=f"central data root (default: ${DATA_ROOT_ENV})")
     g.add_argument("--experiments", nargs="+", metavar="E", help="only these experiments (default: every experiment_date in df02)")
     g.add_argument("--train-name", help="also join training_data/<T>/embryo_metadata_df_train.csv")
+    g.add_argument("--latents-root", type=Path, metavar="OUTPUT_ROOT",
+                   help="read latents from the lab's newer layout: OUTPUT_ROOT/feature_extraction/<experiment>/latent_embeddings/")
     m = p.add_argument_group("model")
     m.add_argument("--model-name", default=DEFAULT_MODEL, help=f"model under <data-root>/models/legacy/ (default: {DEFAULT_MODEL})")
     m.add_argument("--model-dir", type=Path, help="use the model in this folder instead")
@@ -34,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="let the legacy embedder unpickle encoder.pkl for architectures it cannot rebuild (runs code from the file)")
     e = p.add_argument_group("generation")
     e.add_argument("--generate-missing-latents", action="store_true", help="embed snips that have no latent row yet")
+    e.add_argument("--latent-format", choices=LATENT_FORMATS, default="csv",
+                   help="format of the latent files written (and read first when a store holds both; default: csv)")
     e.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default: 64)")
     e.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="where to run the model (default: auto)")
     e.add_argument("--workers", type=int, help="image-decoding threads (default: the cores available, at most 8)")
@@ -46,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--min-coverage", type=float, default=0.95, help="warn below this coverage (default: 0.95)")
     o.add_argument("--strict", action="store_true", help="turn warnings (low coverage, duplicates, bad images) into a failure")
     o.add_argument("--export-analysis-copies", action="store_true", help="write per-experiment df03 copies under the data root")
+    o.add_argument("--formats", default="csv", metavar="csv,parquet,h5ad",
+                   help="also write typed Parquet and/or AnnData beside each CSV output (csv is always written)")
+    o.add_argument("--report", action="store_true", help="write embryo_metadata_df03_report.html beside df03")
     o.add_argument("--overwrite", action="store_true", help="replace existing outputs (and regenerate latents with --generate-missing-latents)")
 
 
@@ -76,6 +85,10 @@ class Build06Options:
     strict: bool = False
     export_analysis_copies: bool = False
     overwrite: bool = False
+    formats: tuple[str, ...] = attrs.field(default=("csv",), converter=parse_formats)
+    report: bool = False
+    latent_format: str = "csv"
+    latents_root: Path | None = attrs.field(default=None, converter=_path)
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> Build06Options:
@@ -108,6 +121,17 @@ class Build06Options:
         check_safe_id(kw.get("model_name", DEFAULT_MODEL), "model name")
         if kw.get("model_dir") is not None and not Path(kw["model_dir"]).is_dir():
             raise UserError(f"--model-dir not found: {kw['model_dir']}")
+        for fmt in parse_formats(kw.get("formats", "csv")):
+            if fmt != "csv":
+                require(fmt)
+        if kw.get("report"):
+            require_report()
+        if kw.get("latent_format", "csv") not in LATENT_FORMATS:
+            raise UserError(f"unknown --latent-format {kw['latent_format']!r} (choose from {', '.join(LATENT_FORMATS)})")
+        if kw.get("latent_format") == "parquet":
+            require("parquet")
+        if kw.get("latents_root") is not None and not Path(kw["latents_root"]).is_dir():
+            raise UserError(f"--latents-root not found: {kw['latents_root']}")
         if kw.get("scheduler") and kw.get("executor", "local") != "dask":
             raise UserError("--scheduler needs --executor dask")
         return cls(**kw)

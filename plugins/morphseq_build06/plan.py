@@ -21,6 +21,7 @@ from morphseq_stages.stages import StagePlan
 
 from . import keys, manifest
 from .csvtext import TextTable, read_columns, read_text_table
+from .formats import extra_outputs
 from .latents import latent_file_name
 from .options import Build06Options
 from .store import StoreRead, read_store
@@ -260,6 +261,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
         outputs.append(OutputPlan(kind="manifest", path=store / manifest.MANIFEST_NAME,
                                   action="overwrite" if (store / manifest.MANIFEST_NAME).exists() else "write",
                                   reason="updated for each latent file written"))
+    outputs += extra_outputs(outputs, opts, _output)
     for o in outputs:
         if o.action != "skip":
             check_writable(o.path)

@@ -82,6 +82,8 @@ def _text(s: dict) -> str:
              f"{s['rows']['unembedded']} without an embedding)"]
     if s["generated"]["files"]:
         lines.append(f"generated: {s['generated']['rows']} latent rows in {len(s['generated']['files'])} file(s)")
+    if s.get("report"):
+        lines.append(f"report: {s['report']}")
     for w in s["written"]:
         lines.append(f"wrote    {w}")
     for k in s["skipped"]:

@@ -1,0 +1,215 @@
+"""Typed copies of df03, the analysis copies and the training join: Parquet and AnnData.
+
+Columns follow the rule of :mod:`morphseq_build06.typed`; z columns are float64 parsed
+from the very text df03.csv holds (NaN where a row has no embedding), so every value
+equals what ``pandas.read_csv`` reads from the CSV.
+
+- Parquet: the typed table columns then the z columns; the run's provenance (the
+  sidecar's content) as JSON under the key-value metadata key ``morphseq``.
+- AnnData (``.h5ad``): one observation per row, named by ``snip_id`` (a repeated id gets
+  ``-1``, ``-2``, as ``AnnData.obs_names_make_unique`` names them); ``obs`` = the typed
+  table columns (text columns with repeated values as categoricals, the way scanpy keeps
+  groupings; ``/`` in a column name, which HDF5 refuses, becomes ``_``); ``obsm["X_morph"]``
+  = the z_mu matrix; ``obsm["X_morph_logvar"]`` = the z_sigma (log-variance) matrix with
+  ``--include-sigma``; ``uns["morphseq"]`` = the provenance (lists and empty values as
+  JSON text, which HDF5 attributes cannot hold otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import pyarrow as pa
+
+from morphseq_stages.errors import UserError
+from morphseq_stages.files import atomic_write
+
+from .latents import parse_z
+from .typed import TypedColumns, unique_names, z_matrix
+
+FORMATS = ("csv", "parquet", "h5ad")
+EXTRA = {"parquet": ("pyarrow.parquet", "parquet"), "h5ad": ("anndata", "anndata")}
+SUFFIX = {"parquet": ".parquet", "h5ad": ".h5ad"}
+
+
+def parse_formats(value: str | Any) -> tuple[str, ...]:
+    """``"csv,parquet"`` -> ("csv", "parquet"); csv is always written (df03.csv is canonical)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    asked = [str(v).strip().lower() for v in items if str(v).strip()]
+    for f in asked:
+        if f not in FORMATS:
+            raise UserError(f"unknown format {f!r} in --formats (choose from {', '.join(FORMATS)})")
+    return tuple(f for f in FORMATS if f == "csv" or f in asked)
+
+
+def require(fmt: str) -> None:
+    """A clear one-line error naming the extra when a format's library is missing."""
+    module, extra = EXTRA[fmt]
+    try:
+        __import__(module)
+    except ImportError:
+        raise UserError(f"--formats {fmt} needs {module.split('.')[0]}: pip install 'morphseq-stages[{extra}]'") from None
+
+
+def sibling(path: Path, fmt: str) -> Path:
+    return path.with_suffix(SUFFIX[fmt])
+
+
+def write_typed(path: Path, fmt: str, typed: TypedColumns, rows: np.ndarray, z_names: tuple[str, ...],
+                z: np.ndarray, provenance: Mapping[str, Any]) -> None:
+    if fmt == "parquet":
+        write_parquet(path, typed, rows, z_names, z, provenance)
+    else:
+        write_h5ad(path, typed, rows, z_names, z, provenance)
+
+
+def typed_table(typed: TypedColumns, rows: np.ndarray, z_names: tuple[str, ...], z: np.ndarray) -> pa.Table:
+    arrays = typed.arrays(rows) + [pa.array(z[:, j], pa.float64()) for j in range(len(z_names))]
+    names = list(typed.names) + [n for n in z_names if n not in typed.names]
+    if len(names) != len(arrays):  # a df02 column named like a z column: keep both, suffixed
+        names = unique_names(list(typed.names) + list(z_names))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def write_parquet(path: Path, typed: TypedColumns, rows: np.ndarray, z_names: tuple[str, ...], z: np.ndarray,
+                  provenance: Mapping[str, Any]) -> None:
+    import pyarrow.parquet as pq
+
+    table = typed_table(typed, rows, z_names, z)
+    table = table.replace_schema_metadata({b"morphseq": json.dumps(provenance, default=str).encode()})
+    atomic_write(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
+
+
+def obs_frame(typed: TypedColumns, rows: np.ndarray):
+    """The typed columns as an AnnData ``obs`` frame, named by snip_id."""
+    import pandas as pd
+
+    data = {}
+    for name, arr, kind in zip(typed.names, typed.arrays(rows), typed.kinds, strict=True):
+        key = name.replace("/", "_")
+        if kind == "int":
+            col = pd.array(arr.to_pylist(), dtype="Int64")
+        elif kind == "bool":
+            col = pd.array(arr.to_pylist(), dtype="boolean")
+        elif kind == "float":
+            col = arr.to_numpy(zero_copy_only=False)
+        else:
+            values = pd.Series(arr.to_pylist(), dtype=object)
+            col = pd.Categorical(values) if values.nunique() < len(values) else values.to_numpy()
+        data[key] = col
+    obs = pd.DataFrame(data)
+    ids = typed.text[typed.names.index("snip_id")]
+    obs.index = pd.Index(unique_names([s or "" for s in ids.take(pa.array(rows, pa.int64())).to_pylist()], "-"))
+    return obs
+
+
+def h5_safe(value: Any) -> Any:
+    """The provenance in a form HDF5 attributes hold: nested dicts of text and numbers."""
+    if isinstance(value, Mapping):
+        return {str(k).replace("/", "_"): h5_safe(v) for k, v in value.items()}
+    if isinstance(value, bool | int | float | str) and not isinstance(value, np.generic):
+        return value
+    return json.dumps(value, default=str)
+
+
+def write_h5ad(path: Path, typed: TypedColumns, rows: np.ndarray, z_names: tuple[str, ...], z: np.ndarray,
+               provenance: Mapping[str, Any]) -> None:
+    import anndata as ad
+
+    kinds = [parse_z(n) for n in z_names]
+    mu = [j for j, k in enumerate(kinds) if k and k[0] == "mu"]
+    sigma = [j for j, k in enumerate(kinds) if k and k[0] == "sigma"]
+    obsm = {"X_morph": z[:, mu]}
+    if sigma:
+        obsm["X_morph_logvar"] = z[:, sigma]
+    uns = {"morphseq": h5_safe({**provenance, "z_mu_columns": [z_names[j] for j in mu],
+                                "z_sigma_columns": [z_names[j] for j in sigma]})}
+    adata = ad.AnnData(obs=obs_frame(typed, rows), obsm=obsm, uns=uns)
+    atomic_path_write(path, lambda tmp: adata.write_h5ad(tmp))
+
+
+def atomic_path_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Like ``atomic_write``, for writers that want a file name instead of a handle."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+#: the plan's output kinds this module writes: ``<csv output kind>.<format>``, and the report
+EXTRA_KINDS = tuple(f"{k}.{f}" for k in ("df03", "analysis", "training") for f in SUFFIX) + ("report",)
+REPORT_NAME = "embryo_metadata_df03_report.html"
+
+
+def extra_outputs(outputs: Sequence, opts, make: Callable) -> list:
+    """The typed siblings of each CSV output, and the report; ``make`` is the plan's
+    ``_output`` (write / overwrite / skip, as for any output)."""
+    extra = []
+    for o in outputs:
+        if o.kind not in ("df03", "analysis", "training"):
+            continue
+        for fmt in opts.formats:
+            if fmt == "csv":
+                continue
+            path = sibling(o.path, fmt)
+            if o.action == "skip" and not o.path.exists():  # skipped for want of input: so is its sibling
+                extra.append(attrs.evolve(o, kind=f"{o.kind}.{fmt}", path=path))
+            else:
+                extra.append(make(f"{o.kind}.{fmt}", path, opts.overwrite, o.experiment))
+    if opts.report:
+        df03 = next(o.path for o in outputs if o.kind == "df03")
+        path = df03.with_name(REPORT_NAME)
+        # the report describes a run (it holds no data of its own): each --report run rewrites it
+        extra.append(attrs.evolve(make("report", path, True), reason="rewritten by each --report run")
+                     if path.exists() else make("report", path, False))
+    return extra
+
+
+def write_extras(plan, merged, df03_rows: np.ndarray, provenance: Mapping[str, Any], run: Callable,
+                 training: Callable) -> None:
+    """Write the plan's typed outputs and report through the export's ``run``."""
+    from .typed import type_table
+
+    typed_df02 = functools.cache(lambda: type_table(plan.df02))
+    train = functools.cache(training)
+    typed_train = functools.cache(lambda: type_table(train()[0]))
+
+    def one(out, fmt: str, typed, rows: np.ndarray, take: np.ndarray) -> int:
+        columns = merged.latents.columns
+        z = z_matrix(merged.latents.cells(take[rows]), len(columns))
+        write_typed(out.path, fmt, typed, rows, columns, z, provenance)
+        return len(rows)
+
+    for out in plan.outputs:
+        base, _, fmt = out.kind.partition(".")
+        if not fmt:
+            continue
+        if base == "training":
+            run(out, lambda out=out, fmt=fmt: one(out, fmt, typed_train(), np.arange(len(train()[0])), train()[1]))
+        else:
+            rows = df03_rows if base == "df03" else df03_rows[plan.row_experiments[df03_rows] == out.experiment]
+            run(out, lambda out=out, fmt=fmt, rows=rows: one(out, fmt, typed_df02(), rows, merged.take))
+    report = plan.output("report")
+    if report is not None:
+        from .report import write_report
+
+        run(report, lambda: write_report(report.path, plan, merged, provenance))
