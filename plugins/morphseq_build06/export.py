@@ -27,6 +27,7 @@ from .csvtext import (
 )
 from .formats import EXTRA_KINDS, write_extras
 from .merge import MergeResult
+from .parquet_store import shards
 from .plan import Build06Plan, OutputPlan
 
 log = structlog.get_logger()
@@ -51,7 +52,7 @@ def _write_table(out: OutputPlan, table, rows: np.ndarray, merged: MergeResult, 
 
 
 def _inputs(plan: Build06Plan) -> list[Path]:
-    paths = [plan.df02_path] + [e.latent_path for e in plan.experiments if e.latent_path.is_file()]
+    paths = [plan.df02_path] + [f for e in plan.experiments if e.latent_path.exists() for f in shards(e.latent_path)[0]]
     train = plan.output("training")
     if train is not None and train.action != "skip":
         paths.append(train.path.with_name("embryo_metadata_df_train.csv"))

@@ -12,7 +12,7 @@ from morphseq_stages.executors import DaskExecutor, LocalExecutor
 from morphseq_stages.files import atomic_write, atomic_write_bytes
 from morphseq_stages.registry import Registry
 
-from . import manifest
+from . import manifest, parquet_store
 from .csvtext import read_text_table
 from .latents import ID_COLUMNS, read_latent_header, write_latents
 from .plan import GENERATING, Build06Plan, ExperimentPlan
@@ -95,7 +95,7 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
 
 def _can_append(exp: ExperimentPlan, embedder) -> bool:
     """Whether new rows from this embedder fit the columns an existing file has."""
-    known = {*ID_COLUMNS, *embedder.mu_columns, *embedder.sigma_columns}
+    known = {*ID_COLUMNS, parquet_store.MODEL_COLUMN, *embedder.mu_columns, *embedder.sigma_columns}
     alien = [c for c in read_latent_header(exp.latent_path) if c not in known]
     if alien:
         log.warning("latents.top_up_refused", path=str(exp.latent_path),
@@ -106,7 +106,18 @@ def _can_append(exp: ExperimentPlan, embedder) -> bool:
 
 def _write(plan: Build06Plan, exp: ExperimentPlan, embedder, snip_ids, mu, logvar) -> bool:
     args = (exp.experiment, snip_ids, mu, logvar, embedder.mu_columns, embedder.sigma_columns)
-    if exp.action == "top-up":
+    if exp.latent_path.suffix == ".parquet":
+        table = parquet_store.latent_table(snip_ids, mu, logvar, embedder.mu_columns, embedder.sigma_columns,
+                                           plan.model.name)
+        try:
+            rows = parquet_store.write_table(exp.latent_path, table, exp.latent_path if exp.action == "top-up" else None)
+        except UserError as exc:
+            if exp.action != "top-up":
+                raise
+            log.warning("latents.top_up_refused", path=str(exp.latent_path), reason=str(exc),
+                        hint="pass --overwrite to regenerate it")
+            return False
+    elif exp.action == "top-up":
         existing = read_text_table(exp.latent_path, what="latent file")
         buf = io.BytesIO()
         try:

@@ -62,6 +62,23 @@ def select_z_columns(names: Sequence[str], schema: str, include_sigma: bool = Fa
     return list(dict.fromkeys(n for n, _ in chosen))
 
 
+def dimension_key(name: str) -> tuple[str, int] | None:
+    """``z_mu_b_20`` and ``z_mu_20`` -> ("mu", 20): one dimension under either naming (SPEC §11)."""
+    p = parse_z(name)
+    return None if p is None else (p[0], p[2])
+
+
+def dimension_columns(names: Sequence[str]) -> list[str]:
+    """One name per dimension, in dimension order: the b/n name where some file uses it
+    (the 2025 CSVs' naming), else the flat one."""
+    chosen: dict[tuple[str, int], str] = {}
+    for n in select_z_columns(names, "auto", True):
+        key = dimension_key(n)
+        if key not in chosen or parse_z(n)[1]:
+            chosen[key] = n
+    return list(chosen.values())
+
+
 def embryo_id_of(snip_id: str) -> str:
     return _TIME.sub("", snip_id)
 
@@ -85,6 +102,10 @@ class LatentRows:
 
 
 def read_latent_header(path: Path) -> tuple[str, ...]:
+    from . import parquet_store
+
+    if parquet_store.is_parquet(path):
+        return parquet_store.header(path)
     try:
         with open(path, "rb") as fh:
             first = fh.readline().rstrip(b"\r\n")
@@ -100,9 +121,16 @@ def latent_z_columns(path: Path, schema: str = "auto", include_sigma: bool = Fal
     names = read_latent_header(path)
     if "snip_id" not in names:
         raise UserError(f"latent file {path} has no snip_id column")
+    odd = [n for n in names if n.startswith(("z_mu_", "z_sigma_")) and parse_z(n) is None]
+    if odd:
+        raise UserError(f"latent file {path}: column {odd[0]!r} maps to no latent dimension")
     zcols = select_z_columns(names, schema, include_sigma)
     if not zcols:
         raise UserError(f"latent file {path} has no z columns for --z-schema {schema} (columns: {', '.join(names[:8])}...)")
+    keys = [dimension_key(c) for c in zcols]
+    if len(set(keys)) != len(keys):
+        twice = next(c for c, k in zip(zcols, keys, strict=True) if keys.count(k) > 1)
+        raise UserError(f"latent file {path} names dimension {dimension_key(twice)[1]} twice (flat and b/n)")
     return tuple(zcols)
 
 
@@ -119,7 +147,14 @@ def _as_float(text: pa.Array) -> tuple[np.ndarray, int]:
 
 
 def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -> LatentRows:
-    """Read ``snip_id`` and ``columns`` (text, nothing parsed away) of a latent file."""
+    """Read ``snip_id`` and ``columns`` (text, nothing parsed away) of a latent file;
+    each name of ``order`` takes this file's column for the same dimension."""
+    by_dim = {dimension_key(c): c for c in columns}
+    names = {o: by_dim[dimension_key(o)] for o in order if dimension_key(o) in by_dim}
+    from . import parquet_store
+
+    if parquet_store.is_parquet(path):
+        return parquet_store.read_rows(path, columns, order, names)
     try:
         table = pacsv.read_csv(
             path,
@@ -140,7 +175,7 @@ def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -
         inf_rows |= np.isinf(values)
         unparseable += bad
     empty = pa.repeat(pa.scalar("", pa.string()), n)
-    cells = [table.column(c).combine_chunks() if c in columns else empty for c in order]
+    cells = [table.column(names[c]).combine_chunks() if c in names else empty for c in order]
     lines = pc.binary_join_element_wise(*cells, ",") if cells else empty
     return LatentRows(
         path=path, snip_ids=table.column("snip_id").combine_chunks(), columns=tuple(columns),

@@ -115,7 +115,7 @@ def _duplicates(keys_: pa.Array, lines: pa.Array, rows: np.ndarray) -> tuple[np.
 def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
     opts = plan.options
     for exp in plan.experiments:
-        if not exp.latent_path.is_file():
+        if not exp.latent_path.exists():
             log.warning("latents.missing", path=str(exp.latent_path), experiment=exp.experiment)
     read = read_store({e.experiment: e.latent_path for e in plan.experiments}, opts.z_schema, opts.include_sigma,
                       previous=plan.latents)
@@ -173,7 +173,7 @@ def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeRe
         if unknown:
             warnings.append(f"{unknown} use_embryo_flag value(s) are not true/false; treated as false")
     selected = set(e.experiment for e in plan.experiments)
-    with_file = {e.experiment for e in plan.experiments if e.latent_path.is_file()}
+    with_file = {e.experiment for e in plan.experiments if e.latent_path.exists()}
     in_sel = np.array([e in selected for e in plan.row_experiments], bool) if n else np.zeros(0, bool)
     reasons = np.full(n, "", dtype=object)
     unmatched = take < 0

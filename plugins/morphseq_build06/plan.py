@@ -19,10 +19,9 @@ from morphseq_stages.files import check_safe_id, check_writable, sha256_file
 from morphseq_stages.registry import Provider, Registry
 from morphseq_stages.stages import StagePlan
 
-from . import keys, manifest
+from . import keys, manifest, parquet_store
 from .csvtext import TextTable, read_columns, read_text_table
 from .formats import extra_outputs
-from .latents import latent_file_name
 from .options import Build06Options
 from .store import StoreRead, read_store
 
@@ -49,6 +48,7 @@ class ExperimentPlan:
     stale: bool
     action: str  # read | generate | top-up | regenerate | missing
     reason: str
+    source_note: str = ""  # which latent file is read and why, when there was a choice
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,7 +57,7 @@ class ExperimentPlan:
             "latent_rows": self.latent_rows, "snip_dir": str(self.snip_dir) if self.snip_dir else None,
             "snip_images": self.snip_images, "rows_without_latent": self.rows_without_latent,
             "images_to_embed": len(self.to_embed), "recorded_model": self.recorded_model,
-            "stale": self.stale, "action": self.action, "reason": self.reason,
+            "stale": self.stale, "action": self.action, "reason": self.reason, "source": self.source_note,
         }
 
 
@@ -140,6 +140,7 @@ class Build06Plan(StagePlan):
                  f"latent store: {self.store}", ""]
         for r in rows:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+        lines += [f"  {e.experiment} reads {e.latent_path.name}: {e.source_note}" for e in self.experiments if e.source_note]
         lines.append("")
         lines.append("outputs:")
         for o in self.outputs:
@@ -224,9 +225,12 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     recorded = manifest.load(store / manifest.MANIFEST_NAME)["files"]
 
     row_keys, key_rules = keys.normalise(snip_ids)
-    latents = read_store({e: store / latent_file_name(e) for e in experiments}, opts.z_schema, opts.include_sigma)
+    sources = {e: parquet_store.locate(store, e, opts.latent_format, opts.latents_root) for e in experiments}
+    for src in sources.values():
+        warnings += [f"{p} has no {p.name}{parquet_store.SENTINEL_SUFFIX} sentinel; skipped" for p in src.skipped]
+    latents = read_store({e: sources[e].path for e in experiments}, opts.z_schema, opts.include_sigma)
     exp_plans = [
-        _plan_experiment(opts, e, row_keys, row_exp, store, recorded.get(latent_file_name(e)), model,
+        _plan_experiment(opts, e, row_keys, row_exp, sources[e], recorded.get(sources[e].path.name), model,
                          latents.keys[e][0] if e in latents.keys else None)
         for e in experiments
     ]
@@ -278,8 +282,8 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     )
 
 
-def _plan_experiment(opts, experiment, row_keys, row_exp, store, record, model, file_keys) -> ExperimentPlan:
-    latent_path = store / latent_file_name(experiment)
+def _plan_experiment(opts, experiment, row_keys, row_exp, source, record, model, file_keys) -> ExperimentPlan:
+    latent_path = source.path
     rows_mask = row_exp == experiment
     n_rows = int(rows_mask.sum())
     exists = file_keys is not None
@@ -297,10 +301,10 @@ def _plan_experiment(opts, experiment, row_keys, row_exp, store, record, model, 
 
     recorded_model = record.get("model_fingerprint") if record else None
     stale = bool(exists and recorded_model and model.fingerprint and recorded_model != model.fingerprint)
-    if record and exists and record.get("sha256") and record["sha256"] != sha256_file(latent_path):
+    if record and exists and latent_path.is_file() and record.get("sha256") and record["sha256"] != sha256_file(latent_path):
         log.warning("latents.changed_since_recorded", experiment=experiment, path=str(latent_path))
 
-    gen = opts.generate_missing_latents
+    gen = opts.generate_missing_latents and source.writable
     if not exists:
         if gen and images:
             action, reason, todo = "generate", "no latent file", tuple(images)
@@ -323,5 +327,5 @@ def _plan_experiment(opts, experiment, row_keys, row_exp, store, record, model, 
         experiment=experiment, df02_rows=n_rows, latent_path=latent_path, latent_exists=exists,
         latent_rows=latent_rows, snip_dir=snip_dir, snip_images=len(images) if snip_dir else None,
         rows_without_latent=rows_without, to_embed=todo, recorded_model=recorded_model, stale=stale,
-        action=action, reason=reason,
+        action=action, reason=reason, source_note=source.note,
     )

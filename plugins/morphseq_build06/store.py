@@ -15,9 +15,9 @@ import attrs
 import numpy as np
 import pyarrow as pa
 
-from . import keys
+from . import keys, parquet_store
 from .csvtext import value_bytes
-from .latents import LatentRows, latent_z_columns, read_latent_rows, select_z_columns
+from .latents import LatentRows, dimension_columns, latent_z_columns, read_latent_rows
 
 
 @attrs.frozen(kw_only=True)
@@ -30,14 +30,17 @@ class StoreRead:
 
 
 def _stamp(path: Path) -> tuple[int, int]:
+    if path.is_dir():  # a folder of shards: its newest shard and their total size
+        stats = [os.stat(p) for p in parquet_store.shards(path)[0]]
+        return max((s.st_mtime_ns for s in stats), default=0), sum(s.st_size for s in stats)
     st = os.stat(path)
     return st.st_mtime_ns, st.st_size
 
 
 def read_store(paths: Mapping[str, Path], schema: str, include_sigma: bool, previous: StoreRead | None = None) -> StoreRead:
-    existing = {e: p for e, p in paths.items() if p.is_file()}
+    existing = {e: p for e, p in paths.items() if p.is_file() or p.is_dir()}
     zcols = {e: latent_z_columns(p, schema, include_sigma) for e, p in existing.items()}
-    columns = tuple(select_z_columns([c for cols in zcols.values() for c in cols], "auto", True))
+    columns = tuple(dimension_columns([c for cols in zcols.values() for c in cols]))
     stamps = {e: _stamp(p) for e, p in existing.items()}
     reusable = previous is not None and previous.columns == columns
     rows = {e: previous.rows[e] for e in existing

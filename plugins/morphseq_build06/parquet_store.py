@@ -1,0 +1,223 @@
+"""Parquet latent files: the lab's newer contract (SPEC §11), read and written.
+
+A Parquet latent table holds ``snip_id`` (text, unique, non-null), ``z_mu_*`` (at least
+one; numeric, non-null), optionally ``z_sigma_*`` (log-variance, named as in the CSVs),
+and ``embedding_model_name`` (text, non-null: the model that produced the vectors).
+Every ``z_*`` name must map to a dimension (``z_mu_07``, ``z_mu_b_20``); nothing else is
+required. Any breach is one error naming the file.
+
+A path is a file, or a folder of ``*_latents.parquet`` shards (found at any depth); a
+shard is read once its ``<file>.validated`` sentinel holds ``ok`` (the lab's pipeline
+writes it when the shard is complete); a shard without one is reported and skipped.
+
+z values reach df03 as the shortest text that reads back as the same value, in the
+column's own precision (float32 columns as float32), exactly as the CSV writer writes
+them: df03 built from a Parquet store is byte for byte the one built from the CSV store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from morphseq_stages.errors import UserError
+from morphseq_stages.files import atomic_write
+
+from .latents import LatentRows, latent_file_name, parse_z
+
+MODEL_COLUMN = "embedding_model_name"
+SHARD_SUFFIX = "_latents.parquet"
+SENTINEL_SUFFIX = ".validated"
+
+
+def is_parquet(path: Path) -> bool:
+    return path.is_dir() or path.suffix == ".parquet"
+
+
+def validated(path: Path) -> bool:
+    sentinel = path.with_name(path.name + SENTINEL_SUFFIX)
+    try:
+        return sentinel.read_text().strip() == "ok"
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def shards(path: Path) -> tuple[list[Path], list[Path]]:
+    """(files to read, shards skipped for want of their sentinel) of a file or folder."""
+    if not path.is_dir():
+        return [path], []
+    found = sorted(p for p in path.rglob(f"*{SHARD_SUFFIX}") if p.is_file())
+    return [p for p in found if validated(p)], [p for p in found if not validated(p)]
+
+
+def _schema(path: Path) -> pa.Schema:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise UserError(f"cannot read latent file {path}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def check_names(names: Sequence[str], path: Path) -> None:
+    """The column-level part of the contract."""
+    if "snip_id" not in names:
+        raise UserError(f"latent file {path} has no snip_id column")
+    if MODEL_COLUMN not in names:
+        raise UserError(f"latent file {path} has no {MODEL_COLUMN} column (the model that produced the vectors)")
+    odd = [n for n in names if n.startswith(("z_mu_", "z_sigma_")) and parse_z(n) is None]
+    if odd:
+        raise UserError(f"latent file {path}: column {odd[0]!r} maps to no latent dimension")
+    if not any(n.startswith("z_mu_") for n in names):
+        raise UserError(f"latent file {path} has no z_mu_* columns")
+
+
+def header(path: Path) -> tuple[str, ...]:
+    """The columns of a Parquet latent file, or of the first readable shard of a folder."""
+    files, _ = shards(path)
+    if not files:
+        raise UserError(f"no validated *{SHARD_SUFFIX} shard in {path}")
+    names = tuple(_schema(files[0]).names)
+    check_names(names, files[0])
+    return names
+
+
+def _read(path: Path, columns: Sequence[str]) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    names = _schema(path).names
+    check_names(names, path)
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise UserError(f"latent file {path} lacks column {missing[0]!r} that other shards have")
+    try:
+        table = pq.read_table(path, columns=["snip_id", MODEL_COLUMN, *columns])
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise UserError(f"cannot read latent file {path}: {str(exc).strip().splitlines()[0]}") from None
+    validate(table, path)
+    return table.select(["snip_id", *columns])
+
+
+def validate(table: pa.Table, path: Path) -> None:
+    """The value-level part of the contract, one error naming the file."""
+    ids = table.column("snip_id")
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+        raise UserError(f"latent file {path}: snip_id must be text, found {ids.type}")
+    if ids.null_count:
+        raise UserError(f"latent file {path}: snip_id has {ids.null_count} empty value(s)")
+    if len(pc.unique(ids)) != len(ids):
+        dup = pc.value_counts(ids).filter(pc.greater(pc.value_counts(ids).field("counts"), 1))[0]["values"]
+        raise UserError(f"latent file {path}: snip_id {dup.as_py()!r} appears more than once")
+    model = table.column(MODEL_COLUMN)
+    if model.null_count or (pa.types.is_string(model.type) and pc.any(pc.equal(model, "")).as_py()):
+        raise UserError(f"latent file {path}: {MODEL_COLUMN} is empty in some rows")
+    for name in table.column_names:
+        if not name.startswith(("z_mu_", "z_sigma_")):
+            continue
+        col = table.column(name)
+        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+            raise UserError(f"latent file {path}: column {name!r} is not numeric ({col.type})")
+        if col.null_count:
+            raise UserError(f"latent file {path}: column {name!r} has {col.null_count} empty value(s)")
+
+
+def read_rows(path: Path, columns: Sequence[str], order: Sequence[str], names: dict[str, str]) -> LatentRows:
+    """Like ``latents.read_latent_rows`` for a Parquet file or a folder of shards;
+    ``names`` maps each name of ``order`` to this file's column for that dimension."""
+    files, _ = shards(path)
+    tables = [_read(f, columns) for f in files]
+    table = pa.concat_tables(tables) if tables else pa.table({"snip_id": pa.array([], pa.string())})
+    n = table.num_rows
+    nan_rows, inf_rows = np.zeros(n, bool), np.zeros(n, bool)
+    empty = pa.repeat(pa.scalar("", pa.string()), n)
+    cells = []
+    for c in order:
+        if c not in names:
+            cells.append(empty)
+            continue
+        col = table.column(names[c]).combine_chunks()
+        values = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        nan_rows |= np.isnan(values)
+        inf_rows |= np.isinf(values)
+        if pa.types.is_floating(col.type):
+            # the CSV writer leaves NaN cells empty; so does this (the row is set aside anyway)
+            col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)
+        cells.append(pc.cast(col, pa.string()).fill_null(""))
+    lines = pc.binary_join_element_wise(*cells, ",") if cells else empty
+    return LatentRows(path=path, snip_ids=table.column("snip_id").combine_chunks().cast(pa.string()),
+                      columns=tuple(columns), lines=pc.cast(lines, pa.binary()), nan_rows=nan_rows,
+                      inf_rows=inf_rows)
+
+
+def latent_table(snip_ids: Sequence[str], mu: np.ndarray, logvar: np.ndarray | None, mu_columns: Sequence[str],
+                 sigma_columns: Sequence[str], model_name: str) -> pa.Table:
+    """A table in the contract's layout; z values keep the embedder's precision."""
+    data = {"snip_id": pa.array(list(snip_ids), pa.string())}
+    data.update({c: pa.array(mu[:, j]) for j, c in enumerate(mu_columns)})
+    if logvar is not None:
+        data.update({c: pa.array(logvar[:, j]) for j, c in enumerate(sigma_columns)})
+    data[MODEL_COLUMN] = pa.array([model_name] * len(snip_ids), pa.string())
+    return pa.table(data)
+
+
+def write_table(path: Path, table: pa.Table, existing: Path | None = None) -> int:
+    """Write ``table`` (after the rows of ``existing``, a Parquet file being topped up),
+    checked against the contract; return the rows written."""
+    import pyarrow.parquet as pq
+
+    if existing is not None:
+        old = pq.read_table(existing)
+        if old.schema.names != table.schema.names:
+            raise UserError(f"cannot append to {existing}: its columns differ from what this embedder writes")
+        table = pa.concat_tables([old, table.cast(old.schema)])
+    validate(table, path)
+    atomic_write(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
+    return table.num_rows
+
+
+@attrs.frozen(kw_only=True)
+class LatentSource:
+    """Where an experiment's latents are read from, and why that file."""
+
+    path: Path
+    note: str = ""  # why this file, when there was a choice
+    skipped: tuple[Path, ...] = ()  # shards without their sentinel
+    writable: bool = True  # generation may write here (the store), not the lab's output root
+
+
+def lab_folder(latents_root: Path, experiment: str) -> Path:
+    return latents_root / "feature_extraction" / experiment / "latent_embeddings"
+
+
+def locate(store: Path, experiment: str, fmt: str, latents_root: Path | None) -> LatentSource:
+    """The latent file (or shard folder) of one experiment."""
+    if latents_root is not None:
+        folder = lab_folder(latents_root, experiment)
+        merged = folder / f"{experiment}{SHARD_SUFFIX}"
+        if merged.is_file() and validated(merged):
+            return LatentSource(path=merged, note="merged file under --latents-root", writable=False)
+        found, skipped = shards(folder / "per_well") if (folder / "per_well").is_dir() else ([], [])
+        unvalidated = " (its merged file has no .validated sentinel)" if merged.is_file() else ""
+        if found:
+            return LatentSource(path=folder / "per_well", skipped=tuple(skipped), writable=False,
+                                note=f"{len(found)} validated per-well shard(s) under --latents-root{unvalidated}")
+        if skipped or merged.is_file():
+            return LatentSource(path=store / latent_file_name(experiment, fmt), skipped=tuple(skipped),
+                                note=f"nothing validated under {folder}{unvalidated}; using the store")
+    return _in_store(store, experiment, fmt)
+
+
+def _in_store(store: Path, experiment: str, fmt: str) -> LatentSource:
+    other = "parquet" if fmt == "csv" else "csv"
+    chosen, alternative = store / latent_file_name(experiment, fmt), store / latent_file_name(experiment, other)
+    if chosen.is_file() and alternative.is_file():
+        return LatentSource(path=chosen, note=f"the store also holds {alternative.name}; reading the "
+                                              f"--latent-format {fmt} file")
+    if alternative.is_file():
+        return LatentSource(path=alternative, note=f"only a {other} file (--latent-format {fmt})")
+    return LatentSource(path=chosen)
