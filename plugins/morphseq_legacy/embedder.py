@@ -12,14 +12,15 @@ from morphseq_stages.embedders import Embedder, EmbedderRequest, column_names, n
 from morphseq_stages.errors import UserError
 
 from .architecture import build_encoder, fold_batchnorm, infer_shape, load_checked
-from .folder import SPLIT_CONFIGS, VAE_CONFIGS, ModelFolder, resolve
+from .folder import REFORMATTED, SPLIT_CONFIGS, VAE_CONFIGS, ModelFolder, resolve
 
 log = structlog.get_logger()
 DEFAULT_ZN_FRAC = 0.2
 
 
 def read_weights(folder: ModelFolder) -> dict[str, Any]:
-    """``model.pt`` through ``torch.load(weights_only=True)``: tensors only, no code runs."""
+    """``model.pt`` (or ``encoder_reformatted.pt``) through ``torch.load(weights_only=True)``:
+    tensors only, no code runs. The encoder's tensors come back under ``encoder.*`` names."""
     import torch
 
     path = folder.weights
@@ -29,6 +30,8 @@ def read_weights(folder: ModelFolder) -> dict[str, Any]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot read weights {path} (truncated or not a torch file?): {first[:300]}") from None
     state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
+    if path.name == REFORMATTED and isinstance(state, dict) and not any(str(k).startswith("encoder.") for k in state):
+        state = {f"encoder.{k}": v for k, v in state.items()}
     if not isinstance(state, dict) or not any(str(k).startswith("encoder.") for k in state):
         raise UserError(f"{path} holds no model_state_dict with encoder.* weights")
     return state

@@ -14,6 +14,8 @@ from morphseq_stages.files import sha256_file
 
 CONFIG = "model_config.json"
 WEIGHTS = "model.pt"
+#: the lab's newer layout: the encoder's own state dict (keys without ``encoder.``), read when model.pt is absent
+REFORMATTED = "encoder_reformatted.pt"
 PICKLED_ENCODER = "encoder.pkl"
 #: pythae config names whose encoder is the lab's Encoder_Conv_VAE (SPEC §5)
 VAE_CONFIGS = ("MetricVAEConfig", "SeqVAEConfig", "VAEConfig", "BetaVAEConfig")
@@ -29,7 +31,7 @@ class ModelFolder:
 
     @property
     def weights(self) -> Path:
-        return self.path / WEIGHTS
+        return self.path / WEIGHTS if (self.path / WEIGHTS).is_file() else self.path / REFORMATTED
 
     @property
     def pickled_encoder(self) -> Path | None:
@@ -61,8 +63,8 @@ def resolve(request: EmbedderRequest) -> ModelFolder:
     if path is None:
         raise UserError(f"no {CONFIG} in model folder {base} (nor in its final_model/)")
     config = read_config(path / CONFIG)
-    if not (path / WEIGHTS).is_file():
-        raise UserError(f"model folder {path} has no {WEIGHTS}")
+    if not (path / WEIGHTS).is_file() and not (path / REFORMATTED).is_file():
+        raise UserError(f"model folder {path} has no {WEIGHTS} (nor {REFORMATTED})")
     return ModelFolder(path=path, name=name, config=config)
 
 

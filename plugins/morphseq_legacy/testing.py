@@ -74,11 +74,14 @@ def make_legacy_model(
     layout: str = "direct",
     seed: int = 0,
     config_overrides: Mapping[str, object] | None = None,
+    reformatted: bool = False,
 ) -> Path:
     """A model folder as pythae's ``model.save`` writes it; returns the folder given.
 
     ``layout="final_model"`` puts the files in ``folder/final_model/``. Config keys set
     to None in ``config_overrides`` are left out (to test inference from shapes).
+    ``reformatted=True`` writes the lab's newer ``encoder_reformatted.pt`` (the encoder's
+    own state dict, keys without ``encoder.``) instead of ``model.pt``.
     """
     import torch
 
@@ -98,7 +101,11 @@ def make_legacy_model(
     state = legacy_state_dict(input_dim=input_dim, latent_dim=latent_dim, n_conv_layers=n_conv_layers,
                               n_out_channels=n_out_channels, orth=orth, seed=seed)
     (target / "model_config.json").write_text(json.dumps(config, indent=4))
-    torch.save({"model_state_dict": state}, target / "model.pt")
+    if reformatted:
+        torch.save({k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")},
+                   target / "encoder_reformatted.pt")
+    else:
+        torch.save({"model_state_dict": state}, target / "model.pt")
     (target / "environment.json").write_text(json.dumps({"python_version": "3.9"}))
     (target / "training_config.json").write_text(json.dumps({"name": "BaseTrainerConfig", "num_epochs": 100}))
     return Path(folder)

@@ -150,6 +150,27 @@ def test_loader_errors_are_clear(tmp_path):
         load(d)
 
 
+def test_encoder_reformatted_pt_is_read_when_model_pt_is_absent(tmp_path):
+    kw = dict(name="SeqVAEConfig", latent_dim=6, n_out_channels=2, seed=4)
+    pythae_folder = make_legacy_model(tmp_path / "pythae", **kw)
+    lab_folder = make_legacy_model(tmp_path / "lab", reformatted=True, **kw)
+    assert not (lab_folder / "model.pt").exists() and (lab_folder / "encoder_reformatted.pt").is_file()
+    state = torch.load(lab_folder / "encoder_reformatted.pt", weights_only=True)
+    assert "conv_layers.0.weight" in state and not any(k.startswith("encoder.") for k in state)
+    x = batch(images(tmp_path, 2))
+    lab = load(lab_folder)
+    with torch.inference_mode():
+        assert torch.equal(load(pythae_folder).embed_batch(x)[0], lab.embed_batch(x)[0])
+    assert lab.folder.weights.name == "encoder_reformatted.pt" and len(lab.fingerprint) == 64
+    state["log_var.weight"] = state["log_var.weight"][:, :-1]
+    torch.save(state, lab_folder / "encoder_reformatted.pt")
+    with pytest.raises(UserError, match=r"log_var\.weight has shape \(6, 1151\)"):
+        load(lab_folder)
+    (lab_folder / "encoder_reformatted.pt").unlink()
+    with pytest.raises(UserError, match="has no model.pt \\(nor encoder_reformatted.pt\\)"):
+        load(lab_folder)
+
+
 def test_weights_that_need_unpickling_are_refused(tmp_path):
     import argparse
 
