@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__, logs
 from .errors import UserError
+from .options import add_arguments, options_of
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +49,8 @@ def build_parser(host) -> argparse.ArgumentParser:
     for name, entry in sorted(host.registry.stages.items()):
         stage = entry.item
         p = sub.add_parser(name, help=stage.help, description=stage.help)
-        stage.add_arguments(p)
+        if stage.options is not None:
+            add_arguments(p, stage.options)
         g = p.add_argument_group("run")
         g.add_argument("--dry-run", action="store_true", help="print the plan and write nothing at all")
         g.add_argument("--json", action="store_true", help="print the plan or summary as JSON")
@@ -147,7 +149,9 @@ def _main(argv: list[str]) -> int:
         return _run_demo(host, args)
     from .runner import run_stage
 
-    options = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command",)}
+    schema = host.registry.stage(args._stage).options
+    names = {o.name for o in options_of(schema)} if schema is not None else set()
+    options = {k: v for k, v in vars(args).items() if k in names and v is not None}
     result = run_stage(host, args._stage, options, dry_run=args.dry_run)
     _print_result(result, args.json, args.dry_run)
     return result.outcome.exit_code

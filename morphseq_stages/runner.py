@@ -13,6 +13,7 @@ import structlog
 from .errors import UserError
 from .files import exclusive_lock
 from .manager import Host
+from .options import validate
 from .stages import StageContext, StageOutcome, StagePlan
 
 log = structlog.get_logger()
@@ -34,12 +35,16 @@ def run_stage(
 ) -> RunResult:
     """Run ``stage``; with ``dry_run`` stop after the plan (nothing is written).
 
+    ``options`` are checked against the stage's option schema first (unknown keys,
+    types, choices, bounds: a :class:`UserError` naming the option), as the CLI's are.
+
     A plan may name lock files (``plan.locks() -> [(path, what)]``): they are held from
     generate to the end of export, so that a second run on the same outputs stops.
     """
-    host.registry.stage(stage)  # an unknown stage is a clear error
+    schema = host.registry.stage(stage).options  # an unknown stage is a clear error
+    checked = validate(schema, options, stage) if schema is not None else dict(options)
     run_id = run_id or uuid.uuid4().hex[:12]
-    context = StageContext(run_id=run_id, stage=stage, options=dict(options), registry=host.registry, dry_run=dry_run)
+    context = StageContext(run_id=run_id, stage=stage, options=checked, registry=host.registry, dry_run=dry_run)
     with structlog.contextvars.bound_contextvars(run_id=run_id, stage=stage):
         plan = host.plan(stage, context)
         if plan is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,13 +12,14 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 
-def _no_arguments(parser: argparse.ArgumentParser) -> None:
-    return None
-
-
 @attrs.frozen(kw_only=True)
 class Stage:
-    """A pipeline stage: its name, one help line, and the CLI options it adds.
+    """A pipeline stage: its name, one help line, and its options.
+
+    ``options`` is the stage's option schema: an attrs class whose fields are made with
+    :func:`morphseq_stages.options.option`. The CLI flags are generated from it and
+    :func:`morphseq_stages.run_stage` checks every call against it; ``None`` declares no
+    options (any mapping is passed through unchecked).
 
     ``demo``, if given, lays out a small example under a folder and returns the stage's
     command-line arguments that run it there (``morphseq-stages demo``).
@@ -27,7 +27,7 @@ class Stage:
 
     name: str
     help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
+    options: type | None = None
     demo: Callable[[Path], list[str]] | None = None
 
 
@@ -35,8 +35,8 @@ class Stage:
 class StageContext:
     """What every phase hook of one run receives.
 
-    ``options`` holds the parsed command-line options (or the keyword arguments of an
-    API call) by name; the stage validates them itself.
+    ``options`` holds every option of the stage's schema by name, already converted and
+    checked against it (defaults filled in); the stage adds its own checks.
     """
 
     run_id: str

@@ -15,7 +15,7 @@ NAME = "build06"
 
 @hookimpl
 def morphseq_register_stages(register) -> None:
-    register(Stage(name=NAME, help="attach VAE embeddings to df02, giving df03", add_arguments=opts_mod.add_arguments,
+    register(Stage(name=NAME, help="attach VAE embeddings to df02, giving df03", options=opts_mod.Build06Options,
                    demo=_demo))
 
 
