@@ -9,6 +9,8 @@ duplicated column name stays duplicated).
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
@@ -42,33 +44,75 @@ class TextTable:
             return None
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def record_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Where each record of ``data`` starts and ends (line end excluded), blank lines
+    dropped; the same records pandas, the csv module and Arrow read.
+
+    A line ends at ``\\n``, ``\\r\\n`` or a lone ``\\r``, except inside a quoted value. A
+    quote opens a quoted value only at the start of a field; elsewhere (``a"b``,
+    ``5" long``) it is an ordinary character. Inside a quoted value ``""`` is a quote
+    and the next lone quote closes it.
+    """
+    buf = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    width = np.ones(len(ends), np.int64)
+    if b"\r" in data:
+        cr = np.flatnonzero(buf == 13)
+        crlf = np.isin(cr + 1, ends)
+        ends = np.concatenate([ends[~np.isin(ends - 1, cr)], cr])
+        width = np.concatenate([np.ones(len(ends) - len(cr), np.int64), np.where(crlf, 2, 1)])
+        order = np.argsort(ends, kind="stable")
+        ends, width = ends[order], width[order]
+    if b'"' in data:
+        opened, closed = _quoted_spans(data, buf)
+        # a line end inside a quoted value is part of the value
+        inside = np.searchsorted(opened, ends, side="right") > np.searchsorted(closed, ends, side="left")
+        ends, width = ends[~inside], width[~inside]
+    if len(ends) == 0 or ends[-1] + width[-1] < len(data):
+        ends, width = np.append(ends, len(data)), np.append(width, 0)
+    starts = np.concatenate([[0], ends[:-1] + width[:-1]])
+    keep = ends > starts
+    return starts[keep], ends[keep]
+
+
+def _quoted_spans(data: bytes, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(opening quote, closing quote) of every quoted value; an unclosed one is an error."""
+    quotes = np.flatnonzero(buf == 34).tolist()
+    opened, closed = [], []
+    field_start = b",\n\r"
+    i, n = 0, len(quotes)
+    while i < n:
+        q = quotes[i]
+        if q == 0 or data[q - 1] in field_start or (q == 3 and data.startswith(_BOM)):
+            i += 1
+            while i < n and quotes[i] + 1 < len(data) and data[quotes[i] + 1] == 34:
+                i += 2  # "" inside a quoted value
+            if i >= n:
+                line = data.count(b"\n", 0, q) + 1
+                raise CsvShapeError(f"a quoted value opened on line {line} is never closed")
+            opened.append(q)
+            closed.append(quotes[i])
+        i += 1
+    return np.array(opened, np.int64), np.array(closed, np.int64)
+
+
 def _split_records(data: bytes) -> tuple[pa.Array, bytes]:
-    """Each record's raw bytes (line ends dropped, blank lines skipped), and the line end."""
-    first_end = data.find(b"\n")
-    newline = b"\r\n" if first_end > 0 and data[first_end - 1 : first_end] == b"\r" else b"\n"
-    lines = pc.split_pattern(pa.array([data], pa.large_binary()), b"\n").flatten()
-    if newline == b"\r\n":
-        lines = pc.replace_substring_regex(lines, "\r$", "")
-    if b'"' in data and pc.any(pc.not_equal(pc.bit_wise_and(pc.count_substring(lines, b'"'), 1), 0)).as_py():
-        lines = pa.array(_join_quoted(lines.to_pylist(), newline), pa.large_binary())
-    lines = lines.filter(pc.greater(pc.binary_length(lines), 0))
-    return lines.cast(pa.binary()), newline
-
-
-def _join_quoted(lines: list[bytes], newline: bytes) -> list[bytes]:
-    """A quoted value may hold a line end: a record goes on while its quotes are unbalanced."""
-    merged: list[bytes] = []
-    pending: list[bytes] = []
-    quotes = 0
-    for ln in lines:
-        pending.append(ln)
-        quotes += ln.count(b'"')
-        if quotes % 2 == 0:
-            merged.append(newline.join(pending))
-            pending, quotes = [], 0
-    if pending:
-        merged.append(newline.join(pending))
-    return merged
+    """Each record's raw bytes (line end dropped, blank lines skipped), and the line end
+    of the output: the first data record's (the header's if there is none)."""
+    starts, ends = record_bounds(data)
+    newline = b"\n"
+    if len(ends):
+        at = ends[1] if len(ends) > 1 else ends[0]
+        newline = b"\r\n" if data[at : at + 2] == b"\r\n" else (b"\r" if data[at : at + 1] == b"\r" else b"\n")
+    # records and the gaps between them (line ends, blank lines) tile the data: keep the records
+    cuts = np.empty(2 * len(starts) + 1, np.int64)
+    cuts[0], cuts[1::2], cuts[2::2] = 0, starts, ends
+    pieces = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(cuts) - 1, [None, pa.py_buffer(cuts), pa.py_buffer(data)])
+    return pieces.take(pa.array(np.arange(1, len(cuts), 2), pa.int64())).cast(pa.binary()), newline
 
 
 def parse_header(raw: bytes, path: Path) -> tuple[str, ...]:
@@ -79,15 +123,17 @@ def parse_header(raw: bytes, path: Path) -> tuple[str, ...]:
         raise UserError(f"cannot read the header of {path}: {exc}") from None
 
 
+class CsvShapeError(ValueError):
+    """The text breaks the CSV record model (an unclosed quoted value)."""
+
+
 def read_text_table(path: Path, *, what: str = "table") -> TextTable:
     path = Path(path)
+    data = read_regular_file(path, what)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    records, newline = _split_records(data)
+        records, newline = _split_records(data)
+    except CsvShapeError as exc:
+        raise UserError(f"cannot parse {what} {path}: {exc}") from None
     del data
     if not len(records):
         raise UserError(f"{what} {path} is empty (no header row)")
@@ -95,8 +141,27 @@ def read_text_table(path: Path, *, what: str = "table") -> TextTable:
     return TextTable(path=path, header=header, names=parse_header(header, path), records=records[1:], newline=newline)
 
 
+def read_regular_file(path: Path, what: str) -> bytes:
+    """The bytes of a regular file; a FIFO, a device or a folder is refused before reading."""
+    try:
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise UserError(f"{what} {path} is not a regular file")
+            return fh.read()
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is not a regular file") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
 def read_columns(table: TextTable, names: Sequence[str]) -> dict[str, pa.Array]:
-    """Parse the named columns (first occurrence of each) as strings, one per record."""
+    """Parse the named columns (first occurrence of each) as strings, one per record.
+
+    Arrow parses the records already split (each one line of its input), so the parser
+    and the writer agree on every record.
+    """
     indices = {}
     for name in names:
         idx = table.index_of(name)
@@ -105,11 +170,14 @@ def read_columns(table: TextTable, names: Sequence[str]) -> dict[str, pa.Array]:
     if not indices or len(table) == 0:
         return {name: pa.array([""] * len(table), pa.string()) for name in indices}
     generated = [f"c{i}" for i in range(len(table.names))]
+    text = pc.binary_join_element_wise(table.records, pa.repeat(pa.scalar(b"", pa.binary()), len(table)), b"\n")
+    offsets, body = value_bytes(text)
+    longest = int(np.diff(offsets).max())
     try:
         parsed = pacsv.read_csv(
-            table.path,
-            read_options=pacsv.ReadOptions(column_names=generated, skip_rows=1),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            pa.BufferReader(pa.py_buffer(body)),
+            read_options=pacsv.ReadOptions(column_names=generated, block_size=min(max(1 << 20, 2 * longest + 2), 2**31 - 1)),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
                 include_columns=[generated[i] for i in indices.values()],
                 column_types={generated[i]: pa.string() for i in indices.values()},
