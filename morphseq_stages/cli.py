@@ -7,6 +7,7 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Sequence
@@ -108,6 +109,19 @@ def _run_demo(host, args) -> int:
     return main(argv)
 
 
+#: what a user can cause or meet (a full or read-only disk, no permission, a name too
+#: long, a folder or file in the wrong place): one line and exit 2, like bad input
+USER_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.EISDIR,
+    errno.ENOTDIR, errno.ENOENT, errno.EEXIST, errno.ELOOP, errno.EIO, errno.EFBIG, errno.EMFILE, errno.ENXIO,
+})
+
+
+def _os_error(exc: OSError) -> str:
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    return f"{exc.strerror or exc}" + (f": {where}" if where else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -122,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
+        if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
+            print(f"morphseq-stages: error: {_os_error(exc)}", file=sys.stderr)
+            return 2
         print(f"morphseq-stages: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 70

@@ -39,7 +39,10 @@ def run_stage(
     types, choices, bounds: a :class:`UserError` naming the option), as the CLI's are.
 
     A plan may name lock files (``plan.locks() -> [(path, what)]``): they are held from
-    generate to the end of export, so that a second run on the same outputs stops.
+    generate to the end of export, so that a second run on the same outputs stops at once
+    (:class:`~.files.LockBusy`, exit 75). A plan that can tell whether it is still
+    current (``plan.still_current() -> bool``) is made again, under the locks, when a
+    run that held them meanwhile changed its inputs or outputs.
     """
     schema = host.registry.stage(stage).options  # an unknown stage is a clear error
     checked = validate(schema, options, stage) if schema is not None else dict(options)
@@ -53,9 +56,21 @@ def run_stage(
             log.info("run.dry_run", message="plan only; nothing written")
             return RunResult(plan=plan, outcome=StageOutcome(exit_code=0, summary={"dry_run": True}))
         with contextlib.ExitStack() as held:
-            for path, what in getattr(plan, "locks", list)():
-                held.enter_context(exclusive_lock(path, what))
+            taken: set[str] = set()
+            _hold(held, plan, taken)
+            if not getattr(plan, "still_current", lambda: True)():
+                log.info("plan.remade", reason="another run changed its inputs or outputs before the locks were taken")
+                plan = host.plan(stage, context)
+                _hold(held, plan, taken)
             generated = host.generate(stage, context, plan)
             merged = host.merge(stage, context, plan, generated)
             outcome = host.export(stage, context, plan, merged) or StageOutcome()
     return RunResult(plan=plan, outcome=outcome)
+
+
+def _hold(held: contextlib.ExitStack, plan: StagePlan, taken: set[str]) -> None:
+    """Take the plan's locks not yet held, in path order (so two runs contend on the same first lock)."""
+    for path, what in sorted(getattr(plan, "locks", list)(), key=lambda lock: str(lock[0])):
+        if str(path) not in taken:
+            held.enter_context(exclusive_lock(path, what))
+            taken.add(str(path))

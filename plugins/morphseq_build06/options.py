@@ -95,6 +95,9 @@ class Build06Options:
         if not data_root:
             raise UserError(f"no data root: pass --data-root or set {DATA_ROOT_ENV}")
         kw["data_root"] = Path(data_root).expanduser()
+        if not kw["data_root"].is_dir():
+            what = "is not a folder" if kw["data_root"].exists() else "not found"
+            raise UserError(f"data root {kw['data_root']} {what} (--data-root or ${DATA_ROOT_ENV})")
         if not kw["root"].is_dir():
             raise UserError(f"pipeline root not found: {kw['root']}")
         if kw.get("experiments"):

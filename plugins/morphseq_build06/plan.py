@@ -22,6 +22,7 @@ from morphseq_stages.stages import StagePlan
 from . import keys, manifest, parquet_store
 from .csvtext import TextTable, read_columns, read_text_table
 from .formats import extra_outputs
+from .latents import parse_z
 from .options import Build06Options
 from .store import StoreRead, read_store
 
@@ -90,6 +91,7 @@ class Build06Plan(StagePlan):
     outputs: tuple[OutputPlan, ...]
     warnings: tuple[str, ...]
     latents: StoreRead = attrs.field(repr=False)
+    snapshot: tuple = attrs.field(default=(), repr=False)  # what the plan saw of its files (see still_current)
     started: float = attrs.field(factory=time.monotonic, repr=False)
 
     @property
@@ -102,6 +104,15 @@ class Build06Plan(StagePlan):
 
     def output(self, kind: str) -> OutputPlan | None:
         return next((o for o in self.outputs if o.kind == kind), None)
+
+    def watched(self) -> list[Path]:
+        return [self.df02_path, self.manifest_path, *(e.latent_path for e in self.experiments),
+                *(o.path for o in self.outputs)]
+
+    def still_current(self) -> bool:
+        """Whether no file the plan read or decided on changed since (another run may have
+        written them before this one took the locks)."""
+        return _snapshot(self.watched()) == self.snapshot
 
     def locks(self) -> list[tuple[Path, str]]:
         held = [(self.df03_path.parent / f".{self.df03_path.name}.lock", str(self.df03_path))]
@@ -150,6 +161,17 @@ class Build06Plan(StagePlan):
         return "\n".join(lines)
 
 
+def _snapshot(paths: list[Path]) -> tuple:
+    stamps = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
 def _output(kind: str, path: Path, overwrite: bool, experiment: str | None = None) -> OutputPlan:
     if path.exists():
         if overwrite:
@@ -185,6 +207,12 @@ def _images(folder: Path | None) -> list[Path]:
         return []
     with os.scandir(folder) as it:
         found = [Path(e.path) for e in it if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)]
+    for p in found:
+        try:
+            p.name.encode()
+        except UnicodeEncodeError:
+            raise UserError(f"snip file name {os.fsencode(p.name)!r} in {folder} is not valid UTF-8; "
+                            "rename it") from None
     return sorted(found)
 
 
@@ -200,10 +228,15 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     if opts.qc_filter and "use_embryo_flag" not in cols:
         raise UserError(f"--qc-filter needs a use_embryo_flag column, and df02 {df02_path} has none")
     snip_ids = cols["snip_id"]
-    bad = pc.match_substring_regex(snip_ids, r"[/\\\x00]")
+    bad = pc.match_substring_regex(snip_ids, r"[/\\\x00-\x1f\x7f]")
     if len(snip_ids) and pc.any(bad).as_py():
         example = snip_ids.filter(bad)[0].as_py()
-        raise UserError(f"unsafe snip_id {example!r} in {df02_path}: it must not contain '/', '\\' or NUL")
+        raise UserError(f"unsafe snip_id {example!r} in {df02_path}: it must not contain '/', '\\', NUL "
+                        "or control characters")
+    stale_z = [n for n in df02.names if parse_z(n)]
+    if stale_z:
+        raise UserError(f"df02 {df02_path} already holds z column {stale_z[0]!r} ({len(stale_z)} in all): "
+                        "df03 would repeat its names; remove them from df02 (is it a df03?)")
     row_exp = _row_experiments(df02, snip_ids, cols)
     warnings: list[str] = [] if len(df02) else [f"df02 {df02_path} has no rows"]
 
@@ -274,12 +307,13 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
             check_writable(p.latent_path)
 
     qc = cols.get("use_embryo_flag")
-    return Build06Plan(
+    plan = Build06Plan(
         options=opts, df02_path=df02_path, df03_path=df03_path, store=store, model=model,
         model_error=model_error, request=request, embedder_provider=registry.embedders[opts.embedder].provider,
         df02=df02, snip_ids=snip_ids, row_keys=row_keys, key_rules=key_rules, row_experiments=row_exp, qc=qc,
         experiments=tuple(exp_plans), outputs=tuple(outputs), warnings=tuple(warnings), latents=latents,
     )
+    return attrs.evolve(plan, snapshot=_snapshot(plan.watched()))
 
 
 def _plan_experiment(opts, experiment, row_keys, row_exp, source, record, model, file_keys) -> ExperimentPlan:

@@ -83,6 +83,8 @@ def _unpickle(folder: ModelFolder, state: dict[str, Any], why: str):
             module = pickle.load(fh)  # noqa: S301 - explicit user opt-in
     except Exception as exc:
         raise UserError(f"cannot unpickle {pkl}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise UserError(f"{pkl} does not hold an encoder: it unpickled to {type(module).__name__}, not a torch module")
     enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     try:
         module.load_state_dict(enc)
@@ -91,7 +93,13 @@ def _unpickle(folder: ModelFolder, state: dict[str, Any], why: str):
     dims = folder.config.get("input_dim")
     if dims is None:
         raise UserError(f"{folder.path}: input_dim is needed in model_config.json for a pickled encoder")
-    latent = int(folder.config.get("latent_dim") or module(torch.zeros(1, *dims))["embedding"].shape[1])
+    try:  # one tiny batch through it: an unpickled module that does not embed fails here, not mid-run
+        with torch.inference_mode():
+            out = module.eval()(torch.zeros(1, *dims))
+        latent = int(out["embedding"].shape[1])
+    except Exception as exc:
+        raise UserError(f"{pkl}: the unpickled encoder does not embed a {list(dims)} image into "
+                        f"{{'embedding': ...}}: {type(exc).__name__}: {exc}") from None
     return _PickledEncoder(module), tuple(int(d) for d in dims), latent
 
 

@@ -312,7 +312,7 @@ def test_bad_inputs_are_one_clear_line(tmp_path, cli, monkeypatch):
     # an output folder that cannot be made (a file stands in its way)
     (data / "metadata").write_text("not a folder")
     code, _, err = run("--export-analysis-copies")
-    check(code, err, "not writable")
+    check(code, err, "is a file, not a folder")
     (data / "metadata").unlink()
     # unwritable output folder
     os.chmod(df02.parent, 0o555)
@@ -328,16 +328,23 @@ def test_bad_inputs_are_one_clear_line(tmp_path, cli, monkeypatch):
 
 
 def test_lock_stops_a_concurrent_run(tmp_path, cli):
+    import fcntl
+
     root, data, df02 = make_root(tmp_path)
     latents_for(df02, data)
     lock = df02.parent / ".embryo_metadata_df03.csv.lock"
     lock.write_text(json.dumps({"pid": os.getppid(), "host": __import__("socket").gethostname(), "since": "now"}))
-    code, _, err = cli("build06", "--root", root, "--data-root", data, "--log-format", "json")
-    assert code != 0 and "another run is writing" in err.splitlines()[-1]
+    with open(lock) as held:  # another run holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code, _, err = cli("build06", "--root", root, "--data-root", data, "--log-format", "json")
+    assert code == 75 and "busy, retry: another run is writing" in err.splitlines()[-1]
     assert not df03_path(root).exists() and lock.exists()
     # a lock left by a process that is gone is taken over
     lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": __import__("socket").gethostname(), "since": "x"}))
-    assert cli("build06", "--root", root, "--data-root", data, "--log-format", "json")[0] == 0
+    code, _, err = cli("build06", "--root", root, "--data-root", data, "--log-format", "json")
+    assert code == 0
+    assert {"event": "lock.recovered", "old_pid": 2**22 + 12345}.items() <= next(
+        e for e in load_json_lines(err) if e["event"] == "lock.recovered").items()
     assert df03_path(root).exists() and not lock.exists()
 
 
