@@ -10,8 +10,11 @@ import argparse
 import errno
 import json
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
+
+import structlog
 
 from . import __version__, logs
 from .errors import UserError
@@ -23,6 +26,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                    help="JSON lines or console rendering on stderr (default: console on a terminal, else JSON)")
     g.add_argument("--log-file", help="also append every event as a JSON line to this file")
+    g.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr (--log-file still gets every event)")
     g.add_argument("--debug", action="store_true", help="show tracebacks and debug events")
 
 
@@ -92,11 +96,9 @@ def _print_result(result, as_json: bool, dry_run: bool) -> None:
     if dry_run:
         print(json.dumps(result.plan.as_dict(), indent=2, default=str) if as_json else result.plan.render())
     elif as_json:
-        print(json.dumps(dict(result.outcome.summary), indent=2, default=str))
-    else:
-        text = result.outcome.summary.get("text")
-        if text:
-            print(text)
+        print(json.dumps(result.summary, indent=2, default=str))
+    elif result.outcome.text:
+        print(result.outcome.text)
 
 
 def _run_demo(host, args) -> int:
@@ -105,6 +107,7 @@ def _run_demo(host, args) -> int:
     argv = [args.stage, *host.registry.stage(args.stage).demo(Path(args.dir))]
     argv += ["--log-format", args.log_format] + (["--log-file", args.log_file] if args.log_file else [])
     argv += ["--json"] if args.json else []
+    argv += ["--quiet"] if args.quiet else []
     print(f"demo folder: {args.dir}\nrunning: morphseq-stages {' '.join(argv)}\n", flush=True)
     return main(argv)
 
@@ -125,26 +128,38 @@ def _os_error(exc: OSError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    run_id = uuid.uuid4().hex[:12]
     try:
-        return _main(argv)
+        return _main(argv, run_id)
     except UserError as exc:
-        print(f"morphseq-stages: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _failed(argv, run_id, str(exc), exc.exit_code, "error")
     except KeyboardInterrupt:
-        print("morphseq-stages: interrupted; outputs are either unchanged or complete", file=sys.stderr)
-        return 130
+        return _failed(argv, run_id, "interrupted; outputs are either unchanged or complete", 130, None)
     except Exception as exc:
         if debug:
             raise
         if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
-            print(f"morphseq-stages: error: {_os_error(exc)}", file=sys.stderr)
-            return 2
-        print(f"morphseq-stages: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-              file=sys.stderr)
-        return 70
+            return _failed(argv, run_id, _os_error(exc), 2, "error")
+        message = f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+        return _failed(argv, run_id, message, 70, "internal error")
 
 
-def _main(argv: list[str]) -> int:
+def _failed(argv: list[str], run_id: str, message: str, code: int, kind: str | None) -> int:
+    """One line on stderr; with --json also ``{"error", "exit_code"}`` on stdout.
+
+    The ``run.failed`` event goes to the log file, and to stderr only with --json (a
+    person reading stderr gets the one line)."""
+    as_json = "--json" in argv
+    logs.library_default()  # set-up itself may have failed (a bad --log-file): never stdout
+    structlog.get_logger().error("run.failed", run_id=run_id, error=message, exit_code=code,
+                                 **({} if as_json else {logs.FILE_ONLY: True}))
+    print(f"morphseq-stages: {kind + ': ' if kind else ''}{message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message, "exit_code": code, "run_id": run_id}, indent=2))
+    return code
+
+
+def _main(argv: list[str], run_id: str) -> int:
     from .manager import get_host
 
     # logging must exist before plugins load, so that load failures are reported
@@ -152,10 +167,11 @@ def _main(argv: list[str]) -> int:
     pre.add_argument("--log-format", default="auto")
     pre.add_argument("--log-file")
     pre.add_argument("--debug", action="store_true")
+    pre.add_argument("--quiet", action="store_true")
     early, _ = pre.parse_known_args(argv)
     if early.log_format not in ("auto", "json", "console"):
         early.log_format = "auto"  # argparse reports it properly below
-    logs.configure(early.log_format, early.log_file, "debug" if early.debug else "info")
+    logs.configure(early.log_format, early.log_file, "debug" if early.debug else "info", quiet=early.quiet)
 
     host = get_host()
     args = build_parser(host).parse_args(argv)
@@ -169,6 +185,6 @@ def _main(argv: list[str]) -> int:
     schema = host.registry.stage(args._stage).options
     names = {o.name for o in options_of(schema)} if schema is not None else set()
     options = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    result = run_stage(host, args._stage, options, dry_run=args.dry_run)
+    result = run_stage(host, args._stage, options, dry_run=args.dry_run, run_id=run_id)
     _print_result(result, args.json, args.dry_run)
     return result.outcome.exit_code

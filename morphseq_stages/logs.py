@@ -2,7 +2,13 @@
 
 Events go to stderr (stdout is kept for the plan and the summary): console rendering on
 a terminal, JSON lines otherwise or with ``--log-format json``. ``--log-file`` adds a
-JSON-lines copy of every event.
+JSON-lines copy of every event; ``--quiet`` keeps only warnings and errors on stderr
+(the file still gets every event).
+
+Used as a library (Python API, a pipeline runner), nothing is configured for the caller:
+until structlog is configured, :func:`library_default` sends warnings and errors to
+stderr and drops the rest (as the stdlib does with no handler), never to stdout. Call
+:func:`configure` (or ``structlog.configure``) to see more.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from typing import IO, Any
 
 import structlog
 
+#: an event key that keeps the event out of stderr (progress events while a bar is drawn)
+FILE_ONLY = "_file_only"
+
 
 class _Tee:
     """A processor that writes each event as a JSON line to a file, then passes it on."""
@@ -23,8 +32,22 @@ class _Tee:
         self.fh = fh
 
     def __call__(self, logger: Any, name: str, event: dict) -> dict:
-        self.fh.write(json.dumps(event, default=str) + "\n")
+        self.fh.write(json.dumps({k: v for k, v in event.items() if k != FILE_ONLY}, default=str) + "\n")
         self.fh.flush()
+        return event
+
+
+class _StderrFilter:
+    """Drops, from stderr only, file-only events and (with ``--quiet``) events below warning."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __call__(self, logger: Any, name: str, event: dict) -> dict:
+        if event.pop(FILE_ONLY, False):
+            raise structlog.DropEvent
+        if self.quiet and event.get("level") in ("debug", "info"):
+            raise structlog.DropEvent
         return event
 
 
@@ -56,9 +79,29 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 CONSOLE = False
 
 
-def configure(log_format: str | None = None, log_file: str | None = None, level: str = "info") -> None:
-    global CONSOLE
+#: whether a log file receives every event (progress events are then logged under a bar too)
+TO_FILE = False
+
+
+def library_default() -> None:
+    """Warnings and errors to stderr, nothing else, unless structlog is configured already."""
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True), _StderrFilter(quiet=False),
+                    structlog.processors.JSONRenderer(default=str)],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=_stderr_logger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def configure(log_format: str | None = None, log_file: str | None = None, level: str = "info",
+              quiet: bool = False) -> None:
+    global CONSOLE, TO_FILE
     console = CONSOLE = wants_console(log_format)
+    TO_FILE = bool(log_file)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -73,6 +116,7 @@ def configure(log_format: str | None = None, log_file: str | None = None, level:
 
             raise UserError(f"cannot open --log-file {log_file}: {exc.strerror or exc}") from None
         processors.append(_Tee(fh))
+    processors.append(_StderrFilter(quiet))
     processors.append(
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         if console

@@ -28,10 +28,11 @@ class Progress:
             rate = self.done / max(now - self.start, 1e-9)
             sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {rate:.1f}/s")
             sys.stderr.flush()
-        elif now - self._last >= self.every_s or self.done >= self.total:
+        if (not self.bar or logs.TO_FILE) and (now - self._last >= self.every_s or self.done >= self.total):
             self._last = now
+            # under a bar the event goes to the log file only
             log.info("progress", what=self.label, done=self.done, total=self.total,
-                     rate_per_s=round(self.done / max(now - self.start, 1e-9), 2))
+                     rate_per_s=round(self.done / max(now - self.start, 1e-9), 2), **({logs.FILE_ONLY: True} if self.bar else {}))
 
     def close(self) -> None:
         if self.bar:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import attrs
 import structlog
 
+from . import logs
 from .errors import UserError
 from .files import exclusive_lock
 from .manager import Host
@@ -19,10 +21,48 @@ from .stages import StageContext, StageOutcome, StagePlan
 log = structlog.get_logger()
 
 
+#: version of :attr:`RunResult.summary`'s layout; raised when a key changes meaning or goes
+SUMMARY_SCHEMA_VERSION = 1
+#: the summary keys every stage's run has (a stage may add its own beside them)
+SUMMARY_KEYS = ("schema_version", "run_id", "stage", "exit_code", "dry_run", "written", "skipped",
+                "warnings", "sidecar", "timings_s")
+
+
 @attrs.frozen(kw_only=True)
 class RunResult:
+    """What :func:`run_stage` returns: the plan, the stage's outcome, and a stable summary."""
+
     plan: StagePlan
     outcome: StageOutcome
+    run_id: str
+    stage: str
+    dry_run: bool = False
+    timings_s: Mapping[str, float] = attrs.field(factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.exit_code
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The versioned, JSON-able summary (``--json`` prints it); no console text.
+
+        ``written``: paths written; ``skipped``: ``{"path", "reason"}`` of outputs left as
+        they were; ``warnings``: one line each; ``sidecar``: the provenance file written,
+        or None; ``timings_s``: seconds per phase and in total. The stage's own keys
+        (for build06: ``df03``, ``coverage``, ``rows``, ``generated``, ...) come with them.
+        """
+        own = dict(self.outcome.summary)
+        if self.dry_run:
+            own.setdefault("warnings", list(self.plan.as_dict().get("warnings", [])))
+        return {
+            **own,
+            "schema_version": SUMMARY_SCHEMA_VERSION, "run_id": self.run_id, "stage": self.stage,
+            "exit_code": self.exit_code, "dry_run": self.dry_run,
+            "written": list(own.get("written", [])), "skipped": list(own.get("skipped", [])),
+            "warnings": list(own.get("warnings", [])), "sidecar": own.get("sidecar"),
+            "timings_s": dict(self.timings_s),
+        }
 
 
 def run_stage(
@@ -44,17 +84,29 @@ def run_stage(
     current (``plan.still_current() -> bool``) is made again, under the locks, when a
     run that held them meanwhile changed its inputs or outputs.
     """
+    logs.library_default()
     schema = host.registry.stage(stage).options  # an unknown stage is a clear error
     checked = validate(schema, options, stage) if schema is not None else dict(options)
     run_id = run_id or uuid.uuid4().hex[:12]
     context = StageContext(run_id=run_id, stage=stage, options=checked, registry=host.registry, dry_run=dry_run)
+    timings: dict[str, float] = {}
+    start = last = time.monotonic()
+
+    def lap(phase: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        timings[phase], last = round(now - last, 3), now
+
     with structlog.contextvars.bound_contextvars(run_id=run_id, stage=stage):
         plan = host.plan(stage, context)
         if plan is None:
             raise UserError(f"no installed plugin implements the plan phase of stage {stage!r}")
+        lap("plan")
         if dry_run:
             log.info("run.dry_run", message="plan only; nothing written")
-            return RunResult(plan=plan, outcome=StageOutcome(exit_code=0, summary={"dry_run": True}))
+            timings["total"] = round(time.monotonic() - start, 3)
+            return RunResult(plan=plan, outcome=StageOutcome(exit_code=0), run_id=run_id, stage=stage,
+                             dry_run=True, timings_s=timings)
         with contextlib.ExitStack() as held:
             taken: set[str] = set()
             _hold(held, plan, taken)
@@ -63,9 +115,13 @@ def run_stage(
                 plan = host.plan(stage, context)
                 _hold(held, plan, taken)
             generated = host.generate(stage, context, plan)
+            lap("generate")
             merged = host.merge(stage, context, plan, generated)
+            lap("merge")
             outcome = host.export(stage, context, plan, merged) or StageOutcome()
-    return RunResult(plan=plan, outcome=outcome)
+            lap("export")
+    timings["total"] = round(time.monotonic() - start, 3)
+    return RunResult(plan=plan, outcome=outcome, run_id=run_id, stage=stage, timings_s=timings)
 
 
 def _hold(held: contextlib.ExitStack, plan: StagePlan, taken: set[str]) -> None:

@@ -48,10 +48,13 @@ class StageContext:
 
 @attrs.frozen(kw_only=True)
 class StageOutcome:
-    """What a stage run ends with: its exit code and a JSON-able summary."""
+    """What a stage run ends with: its exit code, a JSON-able summary (with ``written``,
+    ``skipped``, ``warnings`` and ``sidecar`` where the stage has them) and the text the
+    CLI prints for a person."""
 
     exit_code: int = 0
     summary: Mapping[str, Any] = attrs.field(factory=dict)
+    text: str = ""
 
 
 class StagePlan:

@@ -71,9 +71,10 @@ def morphseq_stage_export(stage: str, context: StageContext, plan, merged):
     from .export import export
 
     summary = export(plan, merged)
-    summary["text"] = _text(summary)
-    structlog.get_logger().info("build06.summary", **{k: v for k, v in summary.items() if k != "text"})
-    return StageOutcome(exit_code=0, summary=summary)
+    side = plan.output("sidecar")
+    summary["sidecar"] = str(side.path) if side is not None and str(side.path) in summary["written"] else None
+    structlog.get_logger().info("build06.summary", **summary)
+    return StageOutcome(exit_code=0, summary=summary, text=_text(summary))
 
 
 def _text(s: dict) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 
 import attrs
 import pytest
@@ -13,8 +15,9 @@ from morphseq_build06.options import Build06Options
 from morphseq_build06.testing import make_pipeline_root, write_latent_file
 from morphseq_stages import UserError, get_host, run_stage
 from morphseq_stages.options import add_arguments, describe, option, options_of, validate
+from morphseq_stages.runner import SUMMARY_KEYS
 
-from conftest import tree_digest
+from conftest import load_json_lines, tree_digest
 
 MODEL = "20241107_ds_sweep01_optimum"
 
@@ -125,3 +128,79 @@ def test_a_new_option_is_one_field(tmp_path):
     assert validate(Opts, {}, "t") == {"level": "low", "paths": ()}
     with pytest.raises(UserError, match="did you mean 'level'"):
         validate(Opts, {"levle": "x"}, "t")
+
+
+# ---------------------------------------------------------------- the run summary
+
+
+def test_run_result_carries_a_versioned_summary(host, synth, cli):
+    result = run_stage(host, "build06", {"root": synth.root, "data_root": synth.data_root})
+    s = result.summary
+    assert set(SUMMARY_KEYS) <= set(s) and "text" not in s
+    assert s["schema_version"] == 1 and s["exit_code"] == 0 == result.exit_code and s["run_id"] == result.run_id
+    df03 = str(synth.df02.with_name("embryo_metadata_df03.csv"))
+    assert df03 in s["written"] and s["sidecar"] == df03[:-4] + ".json" and s["sidecar"] in s["written"]
+    assert set(s["timings_s"]) == {"plan", "generate", "merge", "export", "total"}
+    assert result.outcome.text.startswith("df03: ")
+    # the second run skips every output, and the CLI prints the same layout
+    code, out, _ = cli("build06", "--root", synth.root, "--data-root", synth.data_root, "--json",
+                       "--log-format", "json")
+    again = json.loads(out)
+    assert code == 0 and again["written"] == [] and again["sidecar"] is None
+    assert {k["path"] for k in again["skipped"]} >= {df03} and set(SUMMARY_KEYS) <= set(again)
+
+
+def test_failed_run_with_json_prints_the_error_on_stdout(tmp_path, cli):
+    log_file = tmp_path / "run.jsonl"
+    code, out, err = cli("build06", "--root", tmp_path / "nope", "--data-root", tmp_path, "--json",
+                         "--log-format", "json", "--log-file", log_file)
+    assert code == 2
+    doc = json.loads(out)
+    assert doc["exit_code"] == 2 and doc["error"].startswith("pipeline root not found")
+    assert err.strip().splitlines()[-1] == f"morphseq-stages: error: {doc['error']}"
+    failed = [e for e in load_json_lines(log_file.read_text()) if e["event"] == "run.failed"]
+    assert failed and failed[0]["exit_code"] == 2 and failed[0]["run_id"] == doc["run_id"]
+    assert "_file_only" not in failed[0]
+
+
+def test_library_use_writes_nothing_on_stdout(synth):
+    # a fresh interpreter in which nobody configured logging; one experiment lacks its file
+    synth.latent_dir(MODEL).joinpath("morph_latents_20240509_18ss.csv").unlink()
+    code = (f"from morphseq_stages import get_host, run_stage\n"
+            f"r = run_stage(get_host(), 'build06', {{'root': {str(synth.root)!r}, 'data_root': {str(synth.data_root)!r}}})\n"
+            f"assert r.exit_code == 0\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    events = load_json_lines(proc.stderr)
+    assert events and {e["level"] for e in events} <= {"warning", "error"}
+    assert any("no latent file for 20240509_18ss" in e.get("message", "") for e in events)
+
+
+def test_quiet_keeps_warnings_on_stderr_and_everything_in_the_log_file(synth, tmp_path, cli):
+    synth.latent_dir(MODEL).joinpath("morph_latents_20240509_18ss.csv").unlink()
+    log_file = tmp_path / "run.jsonl"
+    code, out, err = cli("build06", "--root", synth.root, "--data-root", synth.data_root, "--quiet",
+                         "--log-format", "json", "--log-file", log_file)
+    assert code == 0 and out.startswith("df03: ")
+    on_stderr = load_json_lines(err)
+    assert on_stderr and {e["level"] for e in on_stderr} == {"warning"}
+    in_file = {e["event"] for e in load_json_lines(log_file.read_text())}
+    assert {"plan.summary", "coverage", "write.done", "build06.summary", "build06.warning"} <= in_file
+
+
+def test_progress_events_reach_the_log_file_under_a_bar(tmp_path, monkeypatch, capsys):
+    from morphseq_stages import logs
+    from morphseq_stages.progress import Progress
+
+    log_file = tmp_path / "run.jsonl"
+    logs.configure("console", str(log_file))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    bar = Progress(total=4, label="embedding x")
+    bar.advance(2)
+    bar.advance(2)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "embedding x [" in err and "progress" not in err
+    events = [e for e in load_json_lines(log_file.read_text()) if e["event"] == "progress"]
+    assert events and events[-1]["done"] == 4 and events[-1]["total"] == 4
