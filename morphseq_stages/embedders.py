@@ -71,12 +71,14 @@ class ModelInfo:
     """Facts about a model known without loading it (and without torch).
 
     ``name`` names the latent store folder; ``fingerprint`` (sha256 of the weights)
-    lets the manifest tell which model wrote a latent file.
+    lets the manifest tell which model wrote a latent file; ``config_sha256``, the sha256
+    of the model's configuration file where it has one, goes into provenance records.
     """
 
     name: str
     location: str | None = None
     fingerprint: str | None = None
+    config_sha256: str | None = None
 
 
 class Embedder(abc.ABC):

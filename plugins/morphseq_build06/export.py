@@ -1,11 +1,10 @@
-"""Build06 export phase: df03, the unembedded list, the training join, analysis
-copies and the provenance sidecar; each atomically, none replaced without --overwrite."""
+"""Build06 export phase: df03, the unembedded list, the training join, analysis copies and
+their provenance sidecars; each atomically, as the plan decided (see ``outputs``)."""
 
 from __future__ import annotations
 
-import platform
 import time
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,10 @@ import numpy as np
 import pyarrow as pa
 import structlog
 
-from morphseq_stages import __version__
 from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write, atomic_write_json, sha256_files_in_background
 
+from . import manifest, paths
 from .csvtext import (
     TextTable,
     header_with,
@@ -26,18 +25,15 @@ from .csvtext import (
     write_string_table,
 )
 from .formats import EXTRA_KINDS, write_extras
+from .freshness import file_state
+from .latents import parse_z
 from .merge import MergeResult
+from .outputs import OutputPlan
 from .parquet_store import shards
-from .plan import Build06Plan, OutputPlan
+from .plan import Build06Plan
+from .provenance import run_facts, versions
 
 log = structlog.get_logger()
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def _write_table(out: OutputPlan, table, rows: np.ndarray, merged: MergeResult, take: np.ndarray) -> int:
@@ -52,73 +48,113 @@ def _write_table(out: OutputPlan, table, rows: np.ndarray, merged: MergeResult, 
 
 
 def _inputs(plan: Build06Plan) -> list[Path]:
-    paths = [plan.df02_path] + [f for e in plan.experiments if e.latent_path.exists() for f in shards(e.latent_path)[0]]
+    paths_ = [plan.df02_path] + [f for e in plan.experiments if e.latent_path.exists() for f in shards(e.latent_path)[0]]
     train = plan.output("training")
     if train is not None and train.action != "skip":
-        paths.append(train.path.with_name("embryo_metadata_df_train.csv"))
-    return paths
+        paths_.append(paths.training_input(plan.options.root, plan.options.train_name))
+    return paths_
+
+
+class _Writer:
+    """Runs each planned write (or logs its skip), keeping the lists the summary reports."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.skipped: list[dict[str, str]] = []
+        self.rows: dict[str, int] = {}
+
+    def __call__(self, out: OutputPlan | None, write: Callable[[], int]) -> bool:
+        if out is None:
+            return False
+        if out.action == "skip":
+            self.skipped.append({"path": str(out.path), "reason": out.reason})
+            log.info("write.skipped", path=str(out.path), what=out.kind, reason=out.reason)
+            return False
+        rows = self.rows[str(out.path)] = write()
+        self.written.append(str(out.path))
+        log.info("write.done", path=str(out.path), what=out.kind, rows=rows, action=out.action)
+        return True
 
 
 def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
-    generated = merged.generated
-    wants_sidecar = plan.output("sidecar") is not None and plan.output("df03").action != "skip"
-    wants_provenance = wants_sidecar or any(o.action != "skip" for o in plan.outputs if o.kind in EXTRA_KINDS)
-    hashes = sha256_files_in_background(_inputs(plan)) if wants_provenance else None
-    written, skipped = [], []
-
-    def run(out: OutputPlan | None, write) -> None:
-        if out is None:
-            return
-        if out.action == "skip":
-            skipped.append({"path": str(out.path), "reason": out.reason})
-            log.info("write.skipped", path=str(out.path), what=out.kind, reason=out.reason)
-            return
-        rows = write()
-        written.append(str(out.path))
-        log.info("write.done", path=str(out.path), what=out.kind, rows=rows, action=out.action)
-
+    df03 = plan.output("df03")
+    typed = any(o.action != "skip" for o in plan.outputs if o.kind in EXTRA_KINDS)
+    hashes = sha256_files_in_background(_inputs(plan)) if df03.action != "skip" or typed else None
+    run = _Writer()
     df03_rows = np.flatnonzero(merged.keep)
-    for out in (o for o in plan.outputs if o.kind == "analysis"):
+    copies = [o for o in plan.outputs if o.kind == "analysis"]
+    for out in copies:
         exp_rows = df03_rows[plan.row_experiments[df03_rows] == out.experiment]
         run(out, lambda out=out, exp_rows=exp_rows: _write_table(out, plan.df02, exp_rows, merged, merged.take))
-
     train = plan.output("training")
-    run(train, lambda: _write_training(plan, train, merged))
+    if run(train, lambda: _write_training(plan, train, merged)):
+        _write_training_sidecar(plan, merged, train, run)
+    listed = np.flatnonzero(merged.reasons != "")
+    run(plan.output("unembedded"), lambda: _write_unembedded(plan, merged, listed))
+    run(df03, lambda: _write_table(df03, plan.df02, df03_rows, merged, merged.take))
+    record = _df03_record(plan, merged, hashes.result()) if hashes is not None else {}
+    write_extras(plan, merged, df03_rows, record, run, lambda: _training_join(plan, merged))
+    if any(str(o.path) in run.rows for o in copies):
+        _write_copies_sidecar(plan, merged, copies, run)
+    summary = _summary(plan, merged, run)
+    report = plan.output("report")
+    if report is not None and str(report.path) in run.written:
+        summary["report"] = str(report.path)
+    if df03.action != "skip":
+        run(plan.output("sidecar"), lambda: _write_sidecar(plan, merged, record, summary, run) or 0)
+    else:
+        run(plan.output("sidecar"), lambda: 0)
+    summary["written"], summary["skipped"] = run.written, run.skipped
+    return summary
 
-    missing = df03_rows[merged.take[df03_rows] < 0]
-    run(plan.output("unembedded"), lambda: _write_unembedded(plan, merged, missing))
-    run(plan.output("df03"), lambda: _write_table(plan.output("df03"), plan.df02, df03_rows, merged, merged.take))
-    provenance = _provenance(plan, merged, hashes.result()) if wants_provenance else {}
-    write_extras(plan, merged, df03_rows, provenance, run, lambda: _training_join(plan, merged))
 
-    summary = {
+def _summary(plan: Build06Plan, merged: MergeResult, run: _Writer) -> dict[str, Any]:
+    """What is on disk after the run: df03 as written, or as it was (never an unwritten merge)."""
+    out, report, generated = plan.output("df03"), merged.report, merged.generated
+    df03: dict[str, Any] = {"path": str(out.path), "written": out.action != "skip", "exists": out.path.exists(),
+                            "status": out.freshness.status, "reason": out.reason or out.freshness.describe()}
+    if out.action != "skip" or out.freshness.status == "current":  # current: built from these very inputs
+        df03.update(rows=report["df03_rows"], matched=report["rows_matched"], coverage=report["coverage"],
+                    coverage_selected=report["coverage_selected"],
+                    unembedded=report["df03_rows"] - report["rows_matched"],
+                    never_embeddable=report["rows_never_embeddable"])
+    else:
+        df03.update(_recorded_counts(plan) if out.freshness.status == "out-of-date" else _unknown_counts())
+    return {
         "stage": "build06",
-        "df03": str(plan.df03_path),
-        "coverage": merged.report["coverage"],
-        "rows": {"df02": merged.report["df02_rows"], "df03": merged.report["df03_rows"],
-                 "matched": merged.report["rows_matched"], "unembedded": int(len(missing))},
+        "df03": df03,
+        "coverage": df03["coverage"],
+        "rows": {"df02": report["df02_rows"], "df03": df03["rows"], "matched": df03["matched"],
+                 "unembedded": df03["unembedded"]},
+        "selected_experiments": list(plan.selected),
         "generated": {"files": list(generated.written), "rows": generated.embedded,
                       "unreadable_images": len(generated.unreadable_images),
                       "not_topped_up": list(generated.skipped)},
-        "written": written,
-        "skipped": skipped,
+        "written": run.written,
+        "skipped": run.skipped,
         "warnings": list(merged.warnings),
     }
-    sidecar = plan.output("sidecar")
-    report = plan.output("report")
-    if report is not None and str(report.path) in written:
-        summary["report"] = str(report.path)
-    if wants_sidecar:
-        run(sidecar, lambda: _write_sidecar(plan, merged, provenance, summary) or 0)
-    elif sidecar is not None:
-        run(OutputPlan(kind="sidecar", path=sidecar.path, action="skip", reason="df03 was not written"), lambda: 0)
-    summary["written"], summary["skipped"] = written, skipped
-    return summary
+
+
+def _unknown_counts() -> dict[str, Any]:
+    return dict.fromkeys(("rows", "matched", "coverage", "coverage_selected", "unembedded", "never_embeddable"))
+
+
+def _recorded_counts(plan: Build06Plan) -> dict[str, Any]:
+    """The counts the sidecar recorded for the df03 that is still on disk (its sha256 was checked)."""
+    side = plan.records["df03"]
+    counts, cov = side.get("counts", {}), side.get("coverage", {})
+    out = _unknown_counts()
+    if "df03_rows" in counts:
+        out.update(rows=counts["df03_rows"], matched=counts.get("rows_matched"), coverage=cov.get("overall"),
+                   coverage_selected=cov.get("selected"), never_embeddable=counts.get("rows_never_embeddable"))
+        out["unembedded"] = counts["df03_rows"] - counts["rows_matched"] if "rows_matched" in counts else None
+    return out
 
 
 def _training_join(plan: Build06Plan, merged: MergeResult) -> tuple[TextTable, np.ndarray]:
     """The training metadata and the latent row of each of its rows."""
-    train_in = plan.output("training").path.with_name("embryo_metadata_df_train.csv")
+    train_in = paths.training_input(plan.options.root, plan.options.train_name)
     table = read_text_table(train_in, what="training metadata")
     if "snip_id" not in table.names:
         raise UserError(f"training metadata {train_in} has no snip_id column")
@@ -131,49 +167,121 @@ def _write_training(plan: Build06Plan, out: OutputPlan, merged: MergeResult) -> 
     return _write_table(out, table, np.arange(len(table)), merged, take)
 
 
-def _write_unembedded(plan: Build06Plan, merged: MergeResult, missing: np.ndarray) -> int:
-    ids = plan.snip_ids.take(pa.array(missing, pa.int64())).to_pylist() if len(missing) else []
-    columns = {"snip_id": ids, "experiment": plan.row_experiments[missing].tolist(),
-               "reason": merged.reasons[missing].tolist()}
+def _write_unembedded(plan: Build06Plan, merged: MergeResult, listed: np.ndarray) -> int:
+    ids = plan.snip_ids.take(pa.array(listed, pa.int64())).to_pylist() if len(listed) else []
+    columns = {"snip_id": ids, "experiment": plan.row_experiments[listed].tolist(),
+               "reason": merged.reasons[listed].tolist()}
     atomic_write(plan.output("unembedded").path, lambda fh: write_string_table(fh, columns))
     return len(ids)
 
 
-def _provenance(plan: Build06Plan, merged: MergeResult, hashes: dict[str, str]) -> dict[str, Any]:
-    """What the run was built from: the sidecar's content, and the typed outputs' metadata."""
-    opts = plan.options
-    generated = merged.generated
+def _file_entry(path: Path, rows: int, record: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {**file_state(path), "rows": rows, **extra, "built_from": record}
+
+
+def _z(merged: MergeResult, schema: str) -> dict[str, Any]:
+    kinds = {(parse_z(c) or ("", "?", 0))[1] for c in merged.latents.columns}
+    naming = None if not kinds else "flat" if kinds == {""} else "bio_nuisance" if kinds <= {"b", "n"} else "mixed"
+    return {"columns": list(merged.latents.columns), "schema": schema, "resolved": naming}
+
+
+def _latent_files(plan: Build06Plan, only: set[str] | None = None) -> dict[str, Any]:
+    recorded = manifest.load(plan.manifest_path)["files"]
+    out = {}
+    for e in plan.experiments:
+        if e.latent_path.exists() and (only is None or e.experiment in only):
+            entry = recorded.get(e.latent_path.name)
+            out[e.experiment] = {
+                "path": str(e.latent_path.resolve()), **file_state(e.latent_path),
+                "model_fingerprint": entry.get("model_fingerprint") if entry else None,
+                "model_name": entry.get("model_name") if entry else None,
+                "origin": "manifest" if entry else "unknown origin (no manifest entry)"}
+    return out
+
+
+def _provenance(plan: Build06Plan, merged: MergeResult, only: set[str] | None = None) -> dict[str, Any]:
+    opts, gen = plan.options, merged.generated
     return {
         "stage": "build06",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": {"morphseq-stages": __version__, "python": platform.python_version(),
-                     "pandas": _dist_version("pandas"), "pyarrow": _dist_version("pyarrow"),
-                     "torch": _dist_version("torch")},
+        **run_facts(opts.root),
+        "versions": versions(),
+        "paths": {"root": str(opts.root.resolve()), "data_root": str(opts.data_root.resolve()),
+                  "df02": str(plan.df02_path.resolve()), "df03": str(plan.df03_path.resolve()),
+                  "latent_store": str(plan.store.resolve())},
         "embedder": {"name": opts.embedder, "plugin": plan.embedder_provider.plugin,
                      "distribution": plan.embedder_provider.distribution,
-                     "version": plan.embedder_provider.version, **(generated.embedder or {})},
-        "model": {"name": plan.model.name, "folder": plan.model.location,
-                  "weights_sha256": plan.model.fingerprint},
-        "inputs": [{"path": path, "sha256": sha} for path, sha in hashes.items()],
+                     "version": plan.embedder_provider.version, **(gen.embedder or {})},
+        "model": {"name": plan.model.name,
+                  "folder": str(Path(plan.model.location).resolve()) if plan.model.location else None,
+                  "weights_sha256": plan.model.fingerprint, "config_sha256": plan.model.config_sha256,
+                  **({"error": plan.model_error} if plan.model_error else {})},
+        "latent_files": _latent_files(plan, only),
+        "z": _z(merged, opts.z_schema),
         "options": {f.name: _jsonable(getattr(opts, f.name)) for f in opts.__attrs_attrs__},
-        "coverage": {"overall": merged.report["coverage"], "per_experiment": merged.report["per_experiment"]},
-        "counts": {k: merged.report[k] for k in ("df02_rows", "df03_rows", "rows_counted", "rows_matched",
-                                                   "latent_rows", "z_columns", "unembedded")},
-        "hygiene": merged.report["hygiene"],
-        "duplicates": merged.report["duplicates"],
-        "key_rules": {"df02": merged.report["key_rules_df02"], "latents": merged.report["key_rules_latents"]},
+    }
+
+
+def _df03_record(plan: Build06Plan, merged: MergeResult, hashes: dict[str, str]) -> dict[str, Any]:
+    """df03's provenance: the sidecar's content, and the typed outputs' metadata."""
+    r = merged.report
+    return {
+        **_provenance(plan, merged),
+        "inputs": [{"path": path, "sha256": sha} for path, sha in hashes.items()],
+        "coverage": {"overall": r["coverage"], "selected": r["coverage_selected"],
+                     "per_experiment": r["per_experiment"]},
+        "counts": {k: r[k] for k in ("df02_rows", "df03_rows", "rows_counted", "rows_matched", "latent_rows",
+                                     "z_columns", "unembedded", "rows_never_embeddable")},
+        "hygiene": r["hygiene"],
+        "duplicates": r["duplicates"],
+        "key_rules": {"df02": r["key_rules_df02"], "latents": r["key_rules_latents"]},
         "warnings": list(merged.warnings),
     }
 
 
-def _write_sidecar(plan: Build06Plan, merged: MergeResult, provenance: dict[str, Any], summary: dict[str, Any]) -> None:
+def _write_sidecar(plan: Build06Plan, merged: MergeResult, record: dict[str, Any], summary: dict[str, Any],
+                   run: _Writer) -> None:
+    built = plan.inputs.record(_recorded(plan, "df03", plan.df03_path))
+    df03, listing = plan.output("df03").path, plan.output("unembedded").path
     data = {
-        **provenance,
+        **record,
+        "files": {df03.name: _file_entry(df03, run.rows[str(df03)], built),
+                  listing.name: _file_entry(listing, run.rows[str(listing)], built)},
         "generated": summary["generated"],
-        "outputs": {"written": summary["written"], "skipped": summary["skipped"]},
+        "outputs": {"written": run.written, "skipped": run.skipped},
         "timings_s": {"generate": merged.generated.seconds, "total": round(time.monotonic() - plan.started, 3)},
     }
     atomic_write_json(plan.output("sidecar").path, data)
+
+
+def _recorded(plan: Build06Plan, kind: str, path: Path) -> dict[str, Any]:
+    entry = plan.records.get(kind, {}).get("files", {}).get(path.name)
+    return entry.get("built_from", {}) if isinstance(entry, dict) else {}
+
+
+def _write_copies_sidecar(plan: Build06Plan, merged: MergeResult, copies: list[OutputPlan], run: _Writer) -> None:
+    folder = copies[0].path.parent
+    files = dict(plan.records.get("analysis", {}).get("files", {}))
+    for o in copies:
+        if str(o.path) in run.rows:
+            files[o.path.name] = _file_entry(o.path, run.rows[str(o.path)],
+                                             plan.inputs.record(_recorded(plan, "analysis", o.path), only=o.experiment),
+                                             experiment=o.experiment)
+    path = folder / paths.COPIES_SIDECAR
+    data = {**_provenance(plan, merged, {o.experiment for o in copies}), "files": files}
+    atomic_write_json(path, data)
+    run.written.append(str(path))
+    log.info("write.done", path=str(path), what="analysis copies sidecar")
+
+
+def _write_training_sidecar(plan: Build06Plan, merged: MergeResult, train: OutputPlan, run: _Writer) -> None:
+    train_in = paths.training_input(plan.options.root, plan.options.train_name)
+    record = plan.inputs.record(_recorded(plan, "training", train.path), training=train_in)
+    path = paths.sidecar(train.path)
+    data = {**_provenance(plan, merged), "training_metadata": str(train_in.resolve()),
+            "files": {train.path.name: _file_entry(train.path, run.rows[str(train.path)], record)}}
+    atomic_write_json(path, data)
+    run.written.append(str(path))
+    log.info("write.done", path=str(path), what="training join sidecar")
 
 
 def _jsonable(v: Any) -> Any:

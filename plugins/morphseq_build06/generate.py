@@ -15,7 +15,7 @@ from morphseq_stages.registry import Registry
 from . import manifest, parquet_store
 from .csvtext import read_text_table
 from .latents import ID_COLUMNS, read_latent_header, write_latents
-from .plan import GENERATING, Build06Plan, ExperimentPlan
+from .plan import GENERATING, Build06Plan, ExperimentPlan, strict_failure
 
 log = structlog.get_logger()
 
@@ -48,11 +48,12 @@ def resolve_device(asked: str) -> str:
 def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
     import time
 
+    if plan.options.strict:
+        check_strict(plan)
     todo = [e for e in plan.experiments if e.action in GENERATING]
-    if not plan.options.generate_missing_latents:
-        return GenerateReport()
     if not todo:
-        log.info("latents.nothing_to_generate")
+        if plan.options.generate_missing_latents or plan.options.overwrite_latents:
+            log.info("latents.nothing_to_generate")
         return GenerateReport()
     opts = plan.options
     start = time.monotonic()
@@ -75,9 +76,11 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
                     log.warning("image.unreadable", path=path, error=err)
                 unreadable.extend(result.failures)
                 if result.failures and opts.strict:
+                    done = f"written before: {', '.join(written + [str(plan.manifest_path)])}" if written else \
+                        "nothing written"
                     raise StrictFailure(
                         f"{len(result.failures)} unreadable image(s) in {exp.experiment}, first: {result.failures[0][0]} "
-                        f"({result.failures[0][1]}); nothing was written for it (--strict)")
+                        f"({result.failures[0][1]}); nothing was written for it (--strict; {done})")
                 snip_ids = [exp.to_embed[i].stem for i in result.ok]
                 if _write(plan, exp, embedder, snip_ids, result.mu, result.logvar):
                     written.append(str(exp.latent_path))
@@ -93,6 +96,13 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
                           seconds=round(time.monotonic() - start, 3))
 
 
+def check_strict(plan: Build06Plan) -> None:
+    """Fail before anything is generated or written when the plan already shows a --strict failure."""
+    warnings = list(plan.warnings) + list(plan.predicted)
+    if warnings:
+        raise strict_failure(warnings, [])
+
+
 def _can_append(exp: ExperimentPlan, embedder) -> bool:
     """Whether new rows from this embedder fit the columns an existing file has."""
     known = {*ID_COLUMNS, parquet_store.MODEL_COLUMN, *embedder.mu_columns, *embedder.sigma_columns}
@@ -100,7 +110,7 @@ def _can_append(exp: ExperimentPlan, embedder) -> bool:
     if alien:
         log.warning("latents.top_up_refused", path=str(exp.latent_path),
                     reason=f"column {alien[0]!r} is not one this embedder writes",
-                    hint="pass --overwrite to regenerate the file with this model")
+                    hint="pass --overwrite-latents to re-embed the file with this model")
     return not alien
 
 
@@ -115,7 +125,7 @@ def _write(plan: Build06Plan, exp: ExperimentPlan, embedder, snip_ids, mu, logva
             if exp.action != "top-up":
                 raise
             log.warning("latents.top_up_refused", path=str(exp.latent_path), reason=str(exc),
-                        hint="pass --overwrite to regenerate it")
+                        hint="pass --overwrite-latents to re-embed it")
             return False
     elif exp.action == "top-up":
         existing = read_text_table(exp.latent_path, what="latent file")
@@ -124,7 +134,7 @@ def _write(plan: Build06Plan, exp: ExperimentPlan, embedder, snip_ids, mu, logva
             write_latents(buf, *args, order=existing.names)
         except UserError as exc:
             log.warning("latents.top_up_refused", path=str(exp.latent_path), reason=str(exc),
-                        hint="its columns differ from what this embedder writes; pass --overwrite to regenerate it")
+                        hint="its columns differ from what this embedder writes; pass --overwrite-latents to re-embed it")
             return False
         new = buf.getvalue().split(b"\n")[1:]
         records = existing.records.to_pylist() + [r for r in new if r]
@@ -138,6 +148,3 @@ def _write(plan: Build06Plan, exp: ExperimentPlan, embedder, snip_ids, mu, logva
     manifest.record(plan.manifest_path, exp.latent_path, rows=rows, fingerprint=embedder.fingerprint,
                     model_name=plan.model.name, embedder=plan.options.embedder)
     return True
-
-
-

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from morphseq_stages.files import atomic_write_json, sha256_file
+
+from .provenance import utc_now
 
 log = structlog.get_logger()
 MANIFEST_NAME = "manifest.json"
@@ -41,7 +42,7 @@ def record(manifest_path: Path, latent_path: Path, *, rows: int, fingerprint: st
         "model_fingerprint": fingerprint,
         "model_name": model_name,
         "embedder": embedder,
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "written_at": utc_now(),
     }
     atomic_write_json(manifest_path, data)
     log.info("write.done", path=str(manifest_path), what="manifest")

@@ -6,6 +6,7 @@ and the merge is an index from each df02 row to a latent row (-1: none).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -14,17 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
 
-from morphseq_stages.errors import StrictFailure
-
 from . import keys
 from .generate import GenerateReport
-from .plan import Build06Plan
+from .plan import Build06Plan, coverage, coverage_warnings, parse_flags, strict_failure
 from .store import read_store
 
 log = structlog.get_logger()
 EXAMPLES = 5
-_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
-_FALSE = {"false", "f", "no", "n", "0", "0.0", ""}
+__all__ = ["merge", "load_latents", "parse_flags"]
 
 
 @attrs.frozen(kw_only=True)
@@ -70,13 +68,6 @@ class MergeResult:
     report: dict[str, Any]
     warnings: tuple[str, ...]
     generated: GenerateReport
-
-
-def parse_flags(values: pa.Array) -> tuple[np.ndarray, int]:
-    text = pc.utf8_lower(pc.utf8_trim_whitespace(values))
-    true = pc.is_in(text, value_set=pa.array(sorted(_TRUE))).to_numpy(zero_copy_only=False)
-    known = pc.is_in(text, value_set=pa.array(sorted(_TRUE | _FALSE))).to_numpy(zero_copy_only=False)
-    return true, int((~known).sum())
 
 
 def _parse_lines(lines: pa.Array) -> list[np.ndarray]:
@@ -161,64 +152,73 @@ def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
     return index, info
 
 
-def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeResult:
-    opts = plan.options
-    latents, info = load_latents(plan)
-    take, rules, non_finite = latents.match_keys(plan.row_keys, plan.key_rules)
-    n = len(plan.df02)
-    keep = np.ones(n, bool)
-    warnings: list[str] = []
-    if plan.qc is not None:
-        keep, unknown = parse_flags(plan.qc)
-        if unknown:
-            warnings.append(f"{unknown} use_embryo_flag value(s) are not true/false; treated as false")
-    selected = set(e.experiment for e in plan.experiments)
+def row_reasons(plan: Build06Plan, take: np.ndarray, non_finite: np.ndarray, generated: GenerateReport) -> np.ndarray:
+    """Per df02 row, why df03 holds no embedding for it ("" when it does)."""
+    reasons = np.full(len(plan.df02), "", dtype=object)
     with_file = {e.experiment for e in plan.experiments if e.latent_path.exists()}
-    in_sel = np.array([e in selected for e in plan.row_experiments], bool) if n else np.zeros(0, bool)
-    reasons = np.full(n, "", dtype=object)
-    unmatched = take < 0
-    for i in np.flatnonzero(unmatched):
+    folders = {e.experiment: e.image_dir for e in plan.experiments}
+    unreadable = {Path(p).stem: p for p, _ in generated.unreadable_images}
+    missing = np.flatnonzero(take < 0)
+    for i, key in zip(missing, plan.row_keys.take(pa.array(missing, pa.int64())).to_pylist(), strict=True):
         exp = plan.row_experiments[i]
-        if exp not in selected:
-            reasons[i] = "experiment not selected" if exp else "no experiment"
+        if not exp:
+            reasons[i] = "no experiment (empty experiment_date, and the snip_id names none)"
+        elif non_finite[i]:
+            reasons[i] = "non-finite latent values"
+        elif not plan.has_image[i]:
+            reasons[i] = f"no image at {folders[exp] / (key + '.jpg')}"
+        elif key in unreadable:
+            reasons[i] = f"unreadable image {unreadable[key]}"
         elif exp not in with_file:
             reasons[i] = "no latent file"
-        elif non_finite[i]:
-            reasons[i] = "non-finite"
         else:
-            reasons[i] = "no latent row"
+            reasons[i] = "no latent row although the image exists"
+    if plan.options.qc_filter:
+        reasons[~plan.keep] = "excluded by --qc-filter"
+    return reasons
 
-    counted = keep & in_sel
-    matched = counted & ~unmatched
-    coverage = float(matched.sum() / counted.sum()) if counted.sum() else 0.0
-    per_exp = {}
-    for e in plan.experiments:
-        m = counted & (plan.row_experiments == e.experiment)
-        per_exp[e.experiment] = {"rows": int(m.sum()), "matched": int((m & ~unmatched).sum()),
-                                 "coverage": float((m & ~unmatched).sum() / m.sum()) if m.sum() else None}
-    log.info("coverage", coverage=round(coverage, 6), rows=int(counted.sum()), matched=int(matched.sum()),
-             per_experiment=per_exp)
-    if counted.sum() and coverage < opts.min_coverage:
-        warnings.append(f"coverage {coverage:.1%} is below --min-coverage {opts.min_coverage:.1%}")
-    low = [f"{e} ({v['coverage']:.1%})" for e, v in per_exp.items() if v["coverage"] is not None and v["coverage"] < opts.min_coverage]
-    if low and len(per_exp) > 1:
-        warnings.append(f"experiments below --min-coverage: {', '.join(low)}")
+
+def _category(reason: str) -> str:
+    """A reason without its path, for counting."""
+    for prefix in ("no image", "unreadable image"):
+        if reason.startswith(prefix):
+            return prefix
+    return reason
+
+
+def _findings(info: dict[str, Any]) -> list[str]:
+    warnings = []
     if info["duplicates"]["conflicting_keys"]:
         warnings.append(f"{info['duplicates']['conflicting_keys']} snip_id(s) have conflicting latent rows "
                         f"(first kept), e.g. {', '.join(info['duplicates']['examples'])}")
     bad_rows = info["hygiene"]["rows_with_nan"] + info["hygiene"]["rows_with_inf"]
     if bad_rows:
         warnings.append(f"{bad_rows} latent row(s) hold NaN or Inf and were treated as missing")
-    warnings = list(plan.warnings) + warnings
+    return warnings
+
+
+def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeResult:
+    generated = generated or GenerateReport()
+    latents, info = load_latents(plan)
+    take, rules, non_finite = latents.match_keys(plan.row_keys, plan.key_rules)
+    reasons = row_reasons(plan, take, non_finite, generated)
+    cov = coverage(take >= 0, plan.keep, plan.row_experiments, [e.experiment for e in plan.experiments],
+                   set(plan.selected))
+    log.info("coverage", coverage=cov["overall"], coverage_selected=cov["selected"], rows=cov["rows"],
+             matched=cov["matched"], per_experiment=cov["per_experiment"])
+    warnings = list(plan.warnings) + coverage_warnings(cov, plan.options.min_coverage) + _findings(info)
     for w in warnings:
         log.warning("build06.warning", message=w)
-    if opts.strict and warnings:
-        raise StrictFailure(f"{warnings[0]} (--strict; {len(warnings)} warning(s), nothing written)")
+    if plan.options.strict and warnings:
+        written = list(generated.written) + ([str(plan.manifest_path)] if generated.written else [])
+        raise strict_failure(warnings, written)
+    listed = [_category(r) for r in reasons[reasons != ""]]
     report = {
-        "df02_rows": n, "df03_rows": int(keep.sum()), "rows_counted": int(counted.sum()),
-        "rows_matched": int(matched.sum()), "coverage": coverage, "per_experiment": per_exp,
-        "key_rules_df02": rules, **info,
-        "unembedded": {r: int(((reasons == r) & keep).sum()) for r in sorted(set(reasons[keep]) - {""})},
+        "df02_rows": len(plan.df02), "df03_rows": int(plan.keep.sum()), "rows_counted": cov["rows"],
+        "rows_matched": cov["matched"], "coverage": cov["overall"], "coverage_selected": cov["selected"],
+        "per_experiment": cov["per_experiment"], "key_rules_df02": rules, **info,
+        "rows_never_embeddable": int((plan.keep & ~plan.has_image & (take < 0)).sum()),
+        "unembedded": {r: listed.count(r) for r in sorted(set(listed))},
     }
-    return MergeResult(latents=latents, take=take, keep=keep, reasons=reasons, report=report, warnings=tuple(warnings),
-                       generated=generated or GenerateReport())
+    return MergeResult(latents=latents, take=take, keep=plan.keep, reasons=reasons, report=report,
+                       warnings=tuple(warnings), generated=generated)

@@ -82,8 +82,14 @@ class Build06Options:
         type=list, default=("csv",), group="merge and outputs", metavar="csv,parquet,h5ad", converter=_formats,
         help="also write typed Parquet and/or AnnData beside each CSV output (csv is always written)")
     report: bool = option(type=bool, group="merge and outputs", help="write embryo_metadata_df03_report.html beside df03")
-    overwrite: bool = option(type=bool, group="merge and outputs",
-                             help="replace existing outputs (and regenerate latents with --generate-missing-latents)")
+    overwrite: bool = option(
+        type=bool, group="merge and outputs",
+        help="replace outputs that are out of date or not written by this tool (df03, its unembedded list and "
+             "sidecar, the training join, analysis copies); never re-embeds")
+    overwrite_latents: bool = option(
+        type=bool, group="generation",
+        help="re-embed the selected experiments' latent files from their snips (also those written by another "
+             "model); implies generation")
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> Build06Options:

@@ -1,11 +1,17 @@
-"""Build06 plan: resolve every input and decide, per experiment and output, what to do."""
+"""Build06 plan: resolve every input and decide, per experiment and output, what to do.
+
+df03 is canonical: every experiment of df02 is read (its latent file, its snip folder);
+``--experiments`` only limits which experiments are generated or topped up and which
+analysis copies are written.
+"""
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -14,61 +20,59 @@ import pyarrow.compute as pc
 import structlog
 
 from morphseq_stages.embedders import EmbedderRequest, ModelInfo
-from morphseq_stages.errors import UserError
+from morphseq_stages.errors import StrictFailure, UserError
 from morphseq_stages.files import check_safe_id, check_writable, sha256_file
 from morphseq_stages.registry import Provider, Registry
 from morphseq_stages.stages import StagePlan
 
-from . import keys, manifest, parquet_store
+from . import keys, manifest, parquet_store, paths
 from .csvtext import TextTable, read_columns, read_text_table
-from .formats import extra_outputs
 from .latents import parse_z
 from .options import Build06Options
+from .outputs import InputsNow, OutputPlan, plan_outputs
 from .store import StoreRead, read_store
 
 log = structlog.get_logger()
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-DF_DIR = Path("metadata") / "combined_metadata_files"
-SNIP_DIR = Path("training_data") / "bf_embryo_snips"
-GENERATING = ("generate", "top-up", "regenerate")
+ExperimentAction = Literal["read", "generate", "top-up", "regenerate", "missing"]
+GENERATING: tuple[ExperimentAction, ...] = ("generate", "top-up", "regenerate")
+_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
+_FALSE = {"false", "f", "no", "n", "0", "0.0", ""}
 
 
 @attrs.frozen(kw_only=True)
 class ExperimentPlan:
     experiment: str
+    selected: bool  # named by --experiments (every experiment when it is not given)
     df02_rows: int
     latent_path: Path
     latent_exists: bool
     latent_rows: int | None
-    snip_dir: Path | None
+    snip_dir: Path | None  # the folder found
+    image_dir: Path  # where its images are (or would be looked for first)
     snip_images: int | None
     rows_without_latent: int
+    rows_without_image: int  # rows that can never be embedded
     to_embed: tuple[Path, ...] = attrs.field(repr=False)
     recorded_model: str | None
+    recorded_name: str | None
+    unknown_origin: bool  # a latent file with no manifest entry
     stale: bool
-    action: str  # read | generate | top-up | regenerate | missing
+    action: ExperimentAction
     reason: str
     source_note: str = ""  # which latent file is read and why, when there was a choice
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "experiment": self.experiment, "df02_rows": self.df02_rows,
+            "experiment": self.experiment, "selected": self.selected, "df02_rows": self.df02_rows,
             "latent_file": str(self.latent_path), "latent_exists": self.latent_exists,
             "latent_rows": self.latent_rows, "snip_dir": str(self.snip_dir) if self.snip_dir else None,
             "snip_images": self.snip_images, "rows_without_latent": self.rows_without_latent,
-            "images_to_embed": len(self.to_embed), "recorded_model": self.recorded_model,
-            "stale": self.stale, "action": self.action, "reason": self.reason, "source": self.source_note,
+            "rows_without_image": self.rows_without_image, "images_to_embed": len(self.to_embed),
+            "recorded_model": self.recorded_model, "recorded_model_name": self.recorded_name,
+            "unknown_origin": self.unknown_origin, "stale": self.stale, "action": self.action,
+            "reason": self.reason, "source": self.source_note,
         }
-
-
-@attrs.frozen(kw_only=True)
-class OutputPlan:
-    kind: str
-    path: Path
-    action: str  # write | overwrite | skip
-    reason: str = ""
-    experiment: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -86,10 +90,16 @@ class Build06Plan(StagePlan):
     row_keys: pa.Array = attrs.field(repr=False)  # df02 snip ids normalised for matching
     key_rules: dict[str, int] = attrs.field(repr=False)  # normalisation rules that fired on them
     row_experiments: np.ndarray = attrs.field(repr=False)
-    qc: pa.Array | None = attrs.field(repr=False)
+    has_image: np.ndarray = attrs.field(repr=False)  # per df02 row: its snip image exists
+    keep: np.ndarray = attrs.field(repr=False)  # per df02 row: it goes into df03 (all, unless --qc-filter)
+    unknown_flags: int
     experiments: tuple[ExperimentPlan, ...]
     outputs: tuple[OutputPlan, ...]
-    warnings: tuple[str, ...]
+    warnings: tuple[str, ...]  # certain now
+    predicted: tuple[str, ...]  # the coverage warnings this run's merge is expected to give
+    prediction: dict[str, Any]
+    records: dict[str, Any] = attrs.field(repr=False)  # sidecar contents as found, by output kind
+    inputs: InputsNow = attrs.field(repr=False)
     latents: StoreRead = attrs.field(repr=False)
     snapshot: tuple = attrs.field(default=(), repr=False)  # what the plan saw of its files (see still_current)
     started: float = attrs.field(factory=time.monotonic, repr=False)
@@ -97,6 +107,10 @@ class Build06Plan(StagePlan):
     @property
     def manifest_path(self) -> Path:
         return self.store / manifest.MANIFEST_NAME
+
+    @property
+    def selected(self) -> tuple[str, ...]:
+        return tuple(e.experiment for e in self.experiments if e.selected)
 
     @property
     def generates(self) -> bool:
@@ -124,41 +138,28 @@ class Build06Plan(StagePlan):
         return held
 
     def as_dict(self) -> dict[str, Any]:
+        df03 = self.output("df03")
         return {
             "stage": "build06",
             "df02": str(self.df02_path), "df02_rows": len(self.df02),
             "df03": str(self.df03_path),
+            "df03_status": {"status": df03.freshness.status, "reasons": list(df03.freshness.reasons),
+                            "action": df03.action},
+            "selected_experiments": list(self.selected),
             "embedder": self.options.embedder,
             "model": {"name": self.model.name, "location": self.model.location,
                       "fingerprint": self.model.fingerprint, "error": self.model_error},
             "latent_store": str(self.store),
             "experiments": [e.as_dict() for e in self.experiments],
-            "outputs": [{"kind": o.kind, "path": str(o.path), "action": o.action, "reason": o.reason}
-                        for o in self.outputs],
-            "warnings": list(self.warnings),
+            "prediction": self.prediction,
+            "outputs": [o.as_dict() for o in self.outputs],
+            "warnings": list(self.warnings) + list(self.predicted),
         }
 
     def render(self) -> str:
-        rows = [("experiment", "df02 rows", "images", "latent rows", "to embed", "action", "why")]
-        for e in self.experiments:
-            rows.append((e.experiment, str(e.df02_rows), "-" if e.snip_images is None else str(e.snip_images),
-                         "-" if e.latent_rows is None else str(e.latent_rows), str(len(e.to_embed)),
-                         e.action, e.reason))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-        lines = [f"Build06 plan: {self.df02_path} ({len(self.df02)} rows)",
-                 f"model: {self.model.name} via embedder {self.options.embedder!r}"
-                 + (f" ({self.model.location})" if self.model.location else ""),
-                 f"latent store: {self.store}", ""]
-        for r in rows:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
-        lines += [f"  {e.experiment} reads {e.latent_path.name}: {e.source_note}" for e in self.experiments if e.source_note]
-        lines.append("")
-        lines.append("outputs:")
-        for o in self.outputs:
-            lines.append(f"  {o.action:<9} {o.path}" + (f"  ({o.reason})" if o.reason else ""))
-        for w in self.warnings:
-            lines.append(f"warning: {w}")
-        return "\n".join(lines)
+        from .console import render_plan
+
+        return render_plan(self)
 
 
 def _snapshot(paths: list[Path]) -> tuple:
@@ -172,13 +173,12 @@ def _snapshot(paths: list[Path]) -> tuple:
     return tuple(stamps)
 
 
-def _output(kind: str, path: Path, overwrite: bool, experiment: str | None = None) -> OutputPlan:
-    if path.exists():
-        if overwrite:
-            return OutputPlan(kind=kind, path=path, action="overwrite", reason="--overwrite", experiment=experiment)
-        return OutputPlan(kind=kind, path=path, action="skip", reason="exists; pass --overwrite to replace",
-                          experiment=experiment)
-    return OutputPlan(kind=kind, path=path, action="write", experiment=experiment)
+def parse_flags(values: pa.Array) -> tuple[np.ndarray, int]:
+    """``use_embryo_flag`` as booleans (bool, 0/1, true/false/t/f/yes/no), and how many were neither."""
+    text = pc.utf8_lower(pc.utf8_trim_whitespace(values))
+    true = pc.is_in(text, value_set=pa.array(sorted(_TRUE))).to_numpy(zero_copy_only=False)
+    known = pc.is_in(text, value_set=pa.array(sorted(_TRUE | _FALSE))).to_numpy(zero_copy_only=False)
+    return true, int((~known).sum())
 
 
 def _row_experiments(table: TextTable, snip_ids: pa.Array, cols: dict[str, pa.Array]) -> np.ndarray:
@@ -194,32 +194,24 @@ def _row_experiments(table: TextTable, snip_ids: pa.Array, cols: dict[str, pa.Ar
     return exp_arr
 
 
-def _snip_dir(opts: Build06Options, experiment: str) -> Path | None:
-    for base in (opts.root, opts.data_root):
-        d = base / SNIP_DIR / experiment
-        if d.is_dir():
-            return d
-    return None
-
-
-def _images(folder: Path | None) -> list[Path]:
-    if folder is None:
-        return []
-    with os.scandir(folder) as it:
-        found = [Path(e.path) for e in it if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)]
-    for p in found:
+def _images(opts: Build06Options, experiment: str) -> tuple[Path | None, Path, list[Path]]:
+    """(the snip folder found, where the images are looked for first, the images in it)."""
+    candidates = paths.snip_dir_candidates(opts.root, opts.data_root, experiment)
+    found = next((d for d in candidates if d.is_dir()), None)
+    if found is None:
+        return None, candidates[0], []
+    with os.scandir(found) as it:
+        images = [Path(e.path) for e in it if e.is_file() and e.name.lower().endswith(paths.IMAGE_SUFFIXES)]
+    for p in images:
         try:
             p.name.encode()
         except UnicodeEncodeError:
-            raise UserError(f"snip file name {os.fsencode(p.name)!r} in {folder} is not valid UTF-8; "
+            raise UserError(f"snip file name {os.fsencode(p.name)!r} in {found} is not valid UTF-8; "
                             "rename it") from None
-    return sorted(found)
+    return found, found, sorted(images)
 
 
-def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
-    spec = registry.embedder(opts.embedder)
-    df02_path = opts.root / DF_DIR / "embryo_metadata_df02.csv"
-    df03_path = df02_path.with_name("embryo_metadata_df03.csv")
+def _read_df02(opts: Build06Options, df02_path: Path) -> tuple[TextTable, dict[str, pa.Array], np.ndarray]:
     df02 = read_text_table(df02_path, what="df02")
     if "snip_id" not in df02.names:
         raise UserError(f"df02 {df02_path} has no snip_id column")
@@ -237,129 +229,226 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     if stale_z:
         raise UserError(f"df02 {df02_path} already holds z column {stale_z[0]!r} ({len(stale_z)} in all): "
                         "df03 would repeat its names; remove them from df02 (is it a df03?)")
-    row_exp = _row_experiments(df02, snip_ids, cols)
-    warnings: list[str] = [] if len(df02) else [f"df02 {df02_path} has no rows"]
+    return df02, cols, _row_experiments(df02, snip_ids, cols)
 
-    in_df02 = list(dict.fromkeys(e for e in row_exp if e))
-    experiments = list(opts.experiments) if opts.experiments else in_df02
-    for e in experiments:
-        check_safe_id(e, "experiment")
-        if opts.experiments and e not in in_df02:
-            warnings.append(f"experiment {e} has no rows in df02")
 
+def strict_failure(warnings: list[str], written: list[str]) -> StrictFailure:
+    done = f"written before the failure: {', '.join(written)}" if written else "nothing written"
+    return StrictFailure(f"--strict: {len(warnings)} warning(s), {done}: {' | '.join(warnings)}")
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def _selected(opts: Build06Options, in_df02: list[str], df02_path: Path) -> set[str]:
+    if not opts.experiments:
+        return set(in_df02)
+    absent = [e for e in opts.experiments if e not in in_df02]
+    if absent:
+        close = difflib.get_close_matches(absent[0], in_df02, n=5, cutoff=0.5) or in_df02[:5]
+        raise UserError(f"--experiments {absent[0]} has no rows in df02 {df02_path}; closest experiments there: "
+                        f"{', '.join(close) or '(none)'}")
+    return set(opts.experiments)
+
+
+def _describe_model(opts: Build06Options, registry: Registry) -> tuple[ModelInfo, str | None, EmbedderRequest]:
+    spec = registry.embedder(opts.embedder)
     request = EmbedderRequest(model_name=opts.model_name, model_dir=opts.model_dir, data_root=opts.data_root,
                               device=opts.device, allow_pickle=opts.allow_pickle)
-    model_error = None
     try:
-        model = spec.describe(request)
+        return spec.describe(request), None, request
     except UserError as exc:
-        model, model_error = ModelInfo(name=request.folder_name or opts.model_name), str(exc)
-    store = opts.data_root / "analysis" / "latent_embeddings" / opts.embedder / model.name
-    recorded = manifest.load(store / manifest.MANIFEST_NAME)["files"]
+        return ModelInfo(name=request.folder_name or opts.model_name), str(exc), request
 
-    row_keys, key_rules = keys.normalise(snip_ids)
-    sources = {e: parquet_store.locate(store, e, opts.latent_format, opts.latents_root) for e in experiments}
-    for src in sources.values():
-        warnings += [f"{p} has no {p.name}{parquet_store.SENTINEL_SUFFIX} sentinel; skipped" for p in src.skipped]
-    latents = read_store({e: sources[e].path for e in experiments}, opts.z_schema, opts.include_sigma)
-    exp_plans = [
-        _plan_experiment(opts, e, row_keys, row_exp, sources[e], recorded.get(sources[e].path.name), model,
-                         latents.keys[e][0] if e in latents.keys else None)
-        for e in experiments
-    ]
-    missing = [p.experiment for p in exp_plans if p.action == "missing"]
-    if missing:
-        warnings.append(f"no latent file for {', '.join(missing)}"
-                        + ("" if opts.generate_missing_latents else " (pass --generate-missing-latents to embed them)")
-                        + "; df03 will lack their embeddings")
-    for p in exp_plans:
-        if p.stale:
-            warnings.append(f"{p.latent_path.name} was written by another model ({p.recorded_model})")
-    if any(p.action in GENERATING for p in exp_plans) and model_error:
+
+def _model_warnings(model_error: str | None, store: Path, generating: bool) -> list[str]:
+    if model_error is None:
+        return []
+    if generating:
         raise UserError(model_error)
+    text = f"{model_error}; merging without it: the sidecar records no model fingerprint"
+    if not store.is_dir():
+        siblings = sorted(p.name for p in store.parent.iterdir() if p.is_dir()) if store.parent.is_dir() else []
+        text += f"; no latent store at {store}{did_you_mean(store.name, siblings)}"
+    return [text]
 
-    outputs = [_output("df03", df03_path, opts.overwrite),
-               _output("unembedded", df03_path.with_name("embryo_metadata_df03_unembedded.csv"), opts.overwrite),
-               _output("sidecar", df03_path.with_suffix(".json"), opts.overwrite)]
-    if opts.train_name:
-        train_in = opts.root / "training_data" / opts.train_name / "embryo_metadata_df_train.csv"
-        train_out = train_in.with_name("embryo_metadata_with_embeddings.csv")
-        if train_in.is_file():
-            outputs.append(_output("training", train_out, opts.overwrite))
-        else:
-            warnings.append(f"training metadata not found: {train_in}")
-            outputs.append(OutputPlan(kind="training", path=train_out, action="skip", reason=f"{train_in} not found"))
-    if opts.export_analysis_copies:
-        folder = opts.data_root / "metadata" / "metadata_n_embeddings" / model.name
-        for p in exp_plans:
-            if p.df02_rows:
-                outputs.append(_output("analysis", folder / f"df03_{p.experiment}.csv", opts.overwrite, p.experiment))
-    if any(p.action in GENERATING for p in exp_plans):
-        outputs.append(OutputPlan(kind="manifest", path=store / manifest.MANIFEST_NAME,
-                                  action="overwrite" if (store / manifest.MANIFEST_NAME).exists() else "write",
-                                  reason="updated for each latent file written"))
-    outputs += extra_outputs(outputs, opts, _output)
-    for o in outputs:
-        if o.action != "skip":
-            check_writable(o.path)
-    for p in exp_plans:
-        if p.action in GENERATING:
-            check_writable(p.latent_path)
 
-    qc = cols.get("use_embryo_flag")
+def _latent_match(latents: StoreRead, row_keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Per df02 row: whether a finite latent row matches it now; whether only non-finite ones do."""
+    parts = [(latents.keys[e][0], ~(r.nan_rows | r.inf_rows)) for e, r in latents.rows.items()]
+    if not parts:
+        return np.zeros(len(row_keys), bool), np.zeros(len(row_keys), bool)
+    all_keys = pa.concat_arrays([k for k, _ in parts])
+    finite = pa.array(np.concatenate([f for _, f in parts]))
+    good = pc.unique(all_keys.filter(finite))
+    pos, _ = keys.match(row_keys, good, *keys.channel_free_index(good))
+    matched = pos >= 0
+    bad = pc.unique(all_keys.filter(pc.invert(finite)))
+    return matched, ~matched & pc.is_in(row_keys, value_set=bad).to_numpy(zero_copy_only=False)
+
+
+def _has_image(row_keys: pa.Array, row_exp: np.ndarray, images: dict[str, list[Path]]) -> np.ndarray:
+    out = np.zeros(len(row_keys), bool)
+    for exp, found in images.items():
+        rows = np.flatnonzero(row_exp == exp)
+        if not len(rows) or not found:
+            continue
+        image_keys = pc.unique(keys.normalise(pa.array([p.name for p in found], pa.string()))[0])
+        pos, _ = keys.match(row_keys.take(pa.array(rows)), image_keys, *keys.channel_free_index(image_keys))
+        out[rows] = pos >= 0
+    return out
+
+
+def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
+    df02_path = paths.df02(opts.root)
+    df02, cols, row_exp = _read_df02(opts, df02_path)
+    in_df02 = list(dict.fromkeys(check_safe_id(e, "experiment") for e in row_exp if e))
+    selected = _selected(opts, in_df02, df02_path)
+    model, model_error, request = _describe_model(opts, registry)
+    store = paths.store(opts.data_root, opts.embedder, model.name)
+    row_keys, key_rules = keys.normalise(cols["snip_id"])
+    sources = {e: parquet_store.locate(store, e, opts.latent_format, opts.latents_root) for e in in_df02}
+    latents = read_store({e: sources[e].path for e in in_df02}, opts.z_schema, opts.include_sigma)
+    matched, _ = _latent_match(latents, row_keys)
+    found = {e: _images(opts, e) for e in in_df02}
+    has_image = _has_image(row_keys, row_exp, {e: f[2] for e, f in found.items()})
+    recorded = manifest.load(store / manifest.MANIFEST_NAME)["files"]
+    exp_plans = [
+        _plan_experiment(opts, e, e in selected, sources[e], found[e], recorded.get(sources[e].path.name), model,
+                         latents.keys[e][0] if e in latents.keys else None, row_exp == e, matched, has_image)
+        for e in in_df02
+    ]
+    keep, unknown_flags = parse_flags(cols["use_embryo_flag"]) if opts.qc_filter else (np.ones(len(df02), bool), 0)
+    warnings = ([] if len(df02) else [f"df02 {df02_path} has no rows"])
+    warnings += _model_warnings(model_error, store, any(p.action in GENERATING for p in exp_plans))
+    warnings += _experiment_warnings(opts, exp_plans)
+    warnings += [f"{p} has no {p.name}{parquet_store.SENTINEL_SUFFIX} sentinel; skipped"
+                 for src in sources.values() for p in src.skipped]
+    if unknown_flags:
+        warnings.append(f"{unknown_flags} use_embryo_flag value(s) are not true/false; treated as false")
+    prediction, predicted = predict(opts, exp_plans, row_exp, matched, has_image, keep)
+    now = InputsNow(opts=opts, df02_path=df02_path, df02=df02, row_experiments=row_exp, experiments=exp_plans,
+                    model=model)
+    outputs, records, out_warnings = plan_outputs(opts, now=now, store=store)
+    for path in [o.path for o in outputs if o.action != "skip"] + [p.latent_path for p in exp_plans
+                                                                   if p.action in GENERATING]:
+        check_writable(path)
     plan = Build06Plan(
-        options=opts, df02_path=df02_path, df03_path=df03_path, store=store, model=model,
+        options=opts, df02_path=df02_path, df03_path=paths.df03(opts.root), store=store, model=model,
         model_error=model_error, request=request, embedder_provider=registry.embedders[opts.embedder].provider,
-        df02=df02, snip_ids=snip_ids, row_keys=row_keys, key_rules=key_rules, row_experiments=row_exp, qc=qc,
-        experiments=tuple(exp_plans), outputs=tuple(outputs), warnings=tuple(warnings), latents=latents,
+        df02=df02, snip_ids=cols["snip_id"], row_keys=row_keys, key_rules=key_rules, row_experiments=row_exp,
+        has_image=has_image, keep=keep, unknown_flags=unknown_flags, experiments=tuple(exp_plans),
+        outputs=tuple(outputs), warnings=tuple(warnings + out_warnings), predicted=tuple(predicted),
+        prediction=prediction, records=records, inputs=now, latents=latents,
     )
     return attrs.evolve(plan, snapshot=_snapshot(plan.watched()))
 
 
-def _plan_experiment(opts, experiment, row_keys, row_exp, source, record, model, file_keys) -> ExperimentPlan:
+def _experiment_warnings(opts: Build06Options, plans: list[ExperimentPlan]) -> list[str]:
+    warnings = []
+    missing = [p.experiment for p in plans if p.action == "missing"]
+    if missing:
+        gen = opts.generate_missing_latents or opts.overwrite_latents
+        hint = "" if gen else " (pass --generate-missing-latents to embed them)"
+        if gen and any(not p.selected for p in plans if p.action == "missing"):
+            hint = " (not selected by --experiments, or no snip images)"
+        warnings.append(f"no latent file for {', '.join(missing)}{hint}; df03 will lack their embeddings")
+    for p in plans:
+        if p.stale:
+            warnings.append(f"{p.latent_path.name} was written by another model ({p.recorded_name or p.recorded_model})"
+                            "; pass --overwrite-latents to re-embed it with this one")
+    unknown = [p.latent_path.name for p in plans if p.unknown_origin]
+    if unknown:
+        warnings.append(f"{len(unknown)} latent file(s) of unknown origin (no entry in {manifest.MANIFEST_NAME}): "
+                        f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+    return warnings
+
+
+def coverage(matched: np.ndarray, keep: np.ndarray, row_exp: np.ndarray, experiments: list[str],
+             selected: set[str]) -> dict[str, Any]:
+    """Coverage over the df03 rows: overall, over the selected experiments, per experiment."""
+    def share(mask: np.ndarray) -> float | None:
+        n = int(mask.sum())
+        return float((mask & matched).sum() / n) if n else None
+
+    in_sel = np.isin(row_exp, list(selected)) if len(row_exp) else np.zeros(0, bool)
+    per_exp = {}
+    for e in experiments:
+        m = keep & (row_exp == e)
+        per_exp[e] = {"rows": int(m.sum()), "matched": int((m & matched).sum()), "coverage": share(m)}
+    return {"overall": share(keep), "selected": share(keep & in_sel), "rows": int(keep.sum()),
+            "matched": int((keep & matched).sum()), "per_experiment": per_exp}
+
+
+def coverage_warnings(cov: dict[str, Any], min_coverage: float, prefix: str = "") -> list[str]:
+    out = []
+    if cov["overall"] is not None and cov["overall"] < min_coverage:
+        out.append(f"{prefix}coverage {cov['overall']:.1%} is below --min-coverage {min_coverage:.1%}")
+    low = [f"{e} ({v['coverage']:.1%})" for e, v in cov["per_experiment"].items()
+           if v["coverage"] is not None and v["coverage"] < min_coverage]
+    if low and len(cov["per_experiment"]) > 1:
+        out.append(f"{prefix}experiments below --min-coverage: {', '.join(low)}")
+    return out
+
+
+def predict(opts: Build06Options, plans: list[ExperimentPlan], row_exp: np.ndarray, matched: np.ndarray,
+            has_image: np.ndarray, keep: np.ndarray) -> tuple[dict[str, Any], list[str]]:
+    """Coverage after this run's generation, if every image decodes; the warnings it would give."""
+    after = matched.copy()
+    for p in plans:
+        rows = row_exp == p.experiment
+        if p.action == "regenerate":
+            after[rows] = has_image[rows]
+        elif p.action in GENERATING:
+            after[rows] |= has_image[rows]
+    cov = coverage(after, keep, row_exp, [p.experiment for p in plans], {p.experiment for p in plans if p.selected})
+    never = int((keep & ~has_image & ~matched).sum())
+    prediction = {"coverage": cov["overall"], "coverage_selected": cov["selected"],
+                  "rows_never_embeddable": never, "rows_unembedded": cov["rows"] - cov["matched"]}
+    return prediction, coverage_warnings(cov, opts.min_coverage, "predicted ")
+
+
+def _plan_experiment(opts, experiment, selected, source, found, record, model, file_keys, rows_mask, matched,
+                     has_image) -> ExperimentPlan:
+    snip_dir, image_dir, images = found
     latent_path = source.path
-    rows_mask = row_exp == experiment
-    n_rows = int(rows_mask.sum())
     exists = file_keys is not None
-    latent_keys: set[str] = set()
-    latent_rows = None
-    if exists:
-        latent_rows = len(file_keys)
-        latent_keys = set(file_keys.to_pylist())
-    snip_dir = _snip_dir(opts, experiment)
-    images = _images(snip_dir)
-    exp_keys = row_keys.filter(pa.array(rows_mask)).to_pylist() if n_rows else []
-    rows_without = sum(1 for k in exp_keys if k not in latent_keys)
+    latent_keys = set(file_keys.to_pylist()) if exists else set()
     image_keys = keys.normalise(pa.array([p.name for p in images], pa.string()))[0].to_pylist()
     new_images = tuple(p for p, k in zip(images, image_keys, strict=True) if k not in latent_keys)
-
     recorded_model = record.get("model_fingerprint") if record else None
     stale = bool(exists and recorded_model and model.fingerprint and recorded_model != model.fingerprint)
     if record and exists and latent_path.is_file() and record.get("sha256") and record["sha256"] != sha256_file(latent_path):
         log.warning("latents.changed_since_recorded", experiment=experiment, path=str(latent_path))
+    action, reason, todo = _action(opts, selected and source.writable, exists, stale, images, new_images)
+    return ExperimentPlan(
+        experiment=experiment, selected=selected, df02_rows=int(rows_mask.sum()), latent_path=latent_path,
+        latent_exists=exists, latent_rows=len(file_keys) if exists else None, snip_dir=snip_dir,
+        image_dir=image_dir, snip_images=len(images) if snip_dir else None,
+        rows_without_latent=int((rows_mask & ~matched).sum()), rows_without_image=int((rows_mask & ~has_image).sum()),
+        to_embed=todo, recorded_model=recorded_model, recorded_name=record.get("model_name") if record else None,
+        unknown_origin=exists and not record, stale=stale, action=action, reason=reason, source_note=source.note,
+    )
 
-    gen = opts.generate_missing_latents and source.writable
+
+def _action(opts: Build06Options, selected: bool, exists: bool, stale: bool, images: list[Path],
+            new_images: tuple[Path, ...]) -> tuple[ExperimentAction, str, tuple[Path, ...]]:
+    gen = selected and (opts.generate_missing_latents or opts.overwrite_latents)
+    aside = "" if selected else " (not selected by --experiments)"
     if not exists:
         if gen and images:
-            action, reason, todo = "generate", "no latent file", tuple(images)
-        elif gen:
-            action, reason, todo = "missing", "no latent file and no snip images", ()
-        else:
-            action, reason, todo = "missing", "no latent file", ()
-    elif gen and opts.overwrite and images:
-        action, reason, todo = "regenerate", "forced by --overwrite", tuple(images)
-    elif stale:
-        action, todo = "read", ()
-        reason = "written by another model" + ("; pass --overwrite to regenerate" if gen else "")
-    elif new_images and gen:
-        action, reason, todo = "top-up", f"{len(new_images)} new snips", new_images
-    elif new_images:
-        action, reason, todo = "read", f"{len(new_images)} snips not yet embedded", ()
-    else:
-        action, reason, todo = "read", "complete", ()
-    return ExperimentPlan(
-        experiment=experiment, df02_rows=n_rows, latent_path=latent_path, latent_exists=exists,
-        latent_rows=latent_rows, snip_dir=snip_dir, snip_images=len(images) if snip_dir else None,
-        rows_without_latent=rows_without, to_embed=todo, recorded_model=recorded_model, stale=stale,
-        action=action, reason=reason, source_note=source.note,
-    )
+            return "generate", "no latent file", tuple(images)
+        return "missing", "no latent file" + (" and no snip images" if gen else aside), ()
+    if gen and opts.overwrite_latents and images:
+        return "regenerate", "--overwrite-latents", tuple(images)
+    if stale:
+        return "read", "written by another model; pass --overwrite-latents to re-embed it", ()
+    if new_images and gen:
+        return "top-up", f"{len(new_images)} new snips", new_images
+    if new_images:
+        hint = "" if selected else aside
+        hint = hint or ("" if opts.generate_missing_latents else "; pass --generate-missing-latents to embed them")
+        return "read", f"{len(new_images)} snips not yet embedded{hint}", ()
+    return "read", "complete", ()

@@ -34,12 +34,18 @@ def morphseq_stage_plan(stage: str, context: StageContext):
     plan = make_plan(opts_mod.Build06Options.from_mapping(context.options), context.registry)
     import structlog
 
+    df03 = plan.output("df03")
     structlog.get_logger().info(
         "plan.summary",
         df02_rows=len(plan.df02),
         experiments={e.experiment: e.action for e in plan.experiments},
+        selected=list(plan.selected),
         images_to_embed=sum(len(e.to_embed) for e in plan.experiments),
-        outputs={str(o.path): o.action for o in plan.outputs},
+        df03={"status": df03.freshness.status, "reasons": list(df03.freshness.reasons), "action": df03.action},
+        outputs={str(o.path): {"action": o.action, "status": o.freshness.status, "reasons": list(o.freshness.reasons)}
+                 for o in plan.outputs},
+        prediction=plan.prediction,
+        warnings=list(plan.warnings) + list(plan.predicted),
     )
     return plan
 
@@ -68,27 +74,11 @@ def morphseq_stage_export(stage: str, context: StageContext, plan, merged):
         return None
     import structlog
 
+    from .console import render_summary
     from .export import export
 
     summary = export(plan, merged)
     side = plan.output("sidecar")
     summary["sidecar"] = str(side.path) if side is not None and str(side.path) in summary["written"] else None
     structlog.get_logger().info("build06.summary", **summary)
-    return StageOutcome(exit_code=0, summary=summary, text=_text(summary))
-
-
-def _text(s: dict) -> str:
-    lines = [f"df03: {s['df03']}",
-             f"coverage: {s['coverage']:.1%} ({s['rows']['matched']} of the counted rows; "
-             f"{s['rows']['unembedded']} without an embedding)"]
-    if s["generated"]["files"]:
-        lines.append(f"generated: {s['generated']['rows']} latent rows in {len(s['generated']['files'])} file(s)")
-    if s.get("report"):
-        lines.append(f"report: {s['report']}")
-    for w in s["written"]:
-        lines.append(f"wrote    {w}")
-    for k in s["skipped"]:
-        lines.append(f"skipped  {k['path']} ({k['reason']})")
-    for w in s["warnings"]:
-        lines.append(f"warning: {w}")
-    return "\n".join(lines)
+    return StageOutcome(exit_code=0, summary=summary, text=render_summary(summary))

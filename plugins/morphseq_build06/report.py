@@ -27,12 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write_bytes
 
-from . import keys
 from .latents import parse_z
 from .typed import z_matrix
 
@@ -47,13 +45,6 @@ def require_report() -> None:
         raise UserError("--report needs matplotlib: pip install 'morphseq-stages[report]'") from None
 
 
-def _image_keys(plan, experiment: str) -> set[str]:
-    from .plan import _images, _snip_dir
-
-    names = [p.name for p in _images(_snip_dir(plan.options, experiment))]
-    return set(keys.normalise(pa.array(names, pa.string()))[0].to_pylist()) if names else set()
-
-
 def coverage_table(plan, merged) -> list[dict[str, Any]]:
     """Per experiment of df03: rows embedded, not embedded yet, never embeddable (no image)."""
     rows = np.flatnonzero(merged.keep)
@@ -61,8 +52,7 @@ def coverage_table(plan, merged) -> list[dict[str, Any]]:
     for exp in dict.fromkeys(plan.row_experiments[rows]):
         mine = rows[plan.row_experiments[rows] == exp]
         missing = mine[merged.take[mine] < 0]
-        images = _image_keys(plan, exp) if len(missing) and exp else set()
-        no_image = sum(1 for k in plan.row_keys.take(pa.array(missing, pa.int64())).to_pylist() if k not in images)
+        no_image = int((~plan.has_image[missing]).sum())
         out.append({"experiment": exp or "(none)", "rows": len(mine), "embedded": len(mine) - len(missing),
                     "not_yet": len(missing) - no_image, "never": no_image})
     return out

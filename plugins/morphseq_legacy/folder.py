@@ -58,7 +58,7 @@ def resolve(request: EmbedderRequest) -> ModelFolder:
         base = Path(request.data_root) / "models" / "legacy" / request.model_name
         name = request.model_name
     if not base.is_dir():
-        raise UserError(f"model folder not found: {base}")
+        raise UserError(f"model folder not found: {base}{_did_you_mean(base)}")
     path = _layout(base)
     if path is None:
         raise UserError(f"no {CONFIG} in model folder {base} (nor in its final_model/)")
@@ -66,6 +66,14 @@ def resolve(request: EmbedderRequest) -> ModelFolder:
     if not (path / WEIGHTS).is_file() and not (path / REFORMATTED).is_file():
         raise UserError(f"model folder {path} has no {WEIGHTS} (nor {REFORMATTED})")
     return ModelFolder(path=path, name=name, config=config)
+
+
+def _did_you_mean(missing: Path) -> str:
+    import difflib
+
+    known = sorted(p.name for p in missing.parent.iterdir() if p.is_dir()) if missing.parent.is_dir() else []
+    close = difflib.get_close_matches(missing.name, known, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def read_config(path: Path) -> dict[str, Any]:

@@ -12,10 +12,13 @@ def _load(request: EmbedderRequest):
 
 
 def _describe(request: EmbedderRequest) -> ModelInfo:
-    from .folder import resolve
+    from morphseq_stages.files import sha256_file
+
+    from .folder import CONFIG, resolve
 
     folder = resolve(request)
-    return ModelInfo(name=folder.name, location=str(folder.path), fingerprint=folder.fingerprint())
+    return ModelInfo(name=folder.name, location=str(folder.path), fingerprint=folder.fingerprint(),
+                     config_sha256=sha256_file(folder.path / CONFIG))
 
 
 @hookimpl

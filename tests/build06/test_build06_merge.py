@@ -117,9 +117,19 @@ def test_rerun_without_overwrite_changes_nothing(tmp_path, cli):
     assert tree_digest(tmp_path) == before
     skipped = [e for e in load_json_lines(err) if e["event"] == "write.skipped"]
     assert len(skipped) >= 5 and all("path" in e for e in skipped)
-    # --overwrite replaces them
+    assert {e["reason"] for e in skipped if e["what"] in ("df03", "analysis")} == {"current"}
+    # --overwrite leaves current outputs alone, and replaces one edited by hand
+    code, _, err = cli(*args, "--overwrite")
+    assert code == 0 and tree_digest(tmp_path) == before
+    df03 = df03_path(root)
+    df03.write_bytes(df03.read_bytes() + b"hand,edit\n")
+    code, out, err = cli(*args)
+    assert code == 0 and df03.read_bytes().endswith(b"hand,edit\n")
+    warning = next(ln for ln in out.splitlines() if ln.startswith("warning: df03"))
+    assert "not written by this tool or edited since" in warning and "pass --overwrite" in warning
     code, _, err = cli(*args, "--overwrite")
     assert code == 0 and any(e["event"] == "write.done" and e.get("what") == "df03" for e in load_json_lines(err))
+    assert not df03.read_bytes().endswith(b"hand,edit\n")
 
 
 def test_partial_merge_warns_and_lists_unembedded_rows(tmp_path, cli):
@@ -135,20 +145,23 @@ def test_partial_merge_warns_and_lists_unembedded_rows(tmp_path, cli):
     header, rows = read_rows(report)
     assert header == ["snip_id", "experiment", "reason"]
     reasons = {r[0]: r[2] for r in rows}
-    assert reasons["20231208_B12_e00_t0000"] == "no latent row"
-    assert reasons["20240509_18ss_A01_e00_t0000"] == "no latent file"
+    snips = root / "training_data" / "bf_embryo_snips"
+    assert reasons["20231208_B12_e00_t0000"] == f"no image at {snips / '20231208' / '20231208_B12_e00_t0000.jpg'}"
+    assert reasons["20240509_18ss_A01_e00_t0000"].startswith("no image at ")
     assert len(rows) == 5
     sidecar = json.loads(df03_path(root).with_suffix(".json").read_text())
     assert sidecar["coverage"]["overall"] == pytest.approx(10 / 15)
     assert sidecar["coverage"]["per_experiment"]["20231208"]["coverage"] == pytest.approx(3 / 4)
-    # --strict turns the warning into a failure, and writes nothing
+    # --strict turns the warnings into a failure before anything is written
     shutil.rmtree(root / "metadata" / "combined_metadata_files")
-    make_root_again = df02.parent
-    make_root_again.mkdir(parents=True)
+    df02.parent.mkdir(parents=True)
     shutil.copy(upstream_file("morphseq_metadata_sample.csv"), df02)
+    before = tree_digest(tmp_path)
     code, _, err = cli("build06", "--root", root, "--data-root", data, "--strict", "--log-format", "json")
-    assert code != 0 and "--strict" in err.splitlines()[-1]
-    assert not df03_path(root).exists()
+    last = err.splitlines()[-1]
+    assert code == 3 and "no latent file for 20240509_18ss" in last and "--strict" in last
+    assert "nothing written" in last
+    assert tree_digest(tmp_path) == before
 
 
 def test_sidecar_manifest_free_merge_records_inputs(tmp_path, cli):
@@ -203,8 +216,8 @@ def test_key_normalisation_duplicates_and_non_finite(tmp_path, cli):
     assert side["hygiene"]["rows_with_nan"] == 1 and side["hygiene"]["rows_with_inf"] == 1
     _, unemb = read_rows(df03_path(root).with_name("embryo_metadata_df03_unembedded.csv"))
     reasons = {r[0]: r[2] for r in unemb}
-    assert reasons["20231207_E02_e00_t0000"] == "non-finite"
-    assert reasons["20231208_A01_e00_t0000"] == "experiment not selected"
+    assert reasons["20231207_E02_e00_t0000"] == "non-finite latent values"
+    assert reasons["20231208_A01_e00_t0000"].startswith("no image at ")
     # conflicting duplicates are an error with --strict
     code, _, err = cli("build06", "--root", root, "--data-root", data, "--experiments", "20231207",
                        "--strict", "--overwrite", "--min-coverage", "0", "--log-format", "json")
@@ -244,7 +257,8 @@ def test_training_join_and_analysis_copies(tmp_path, cli):
     assert [float(v) for v in rows[0][2:]] == list(values["20231207"]["20231207_A02_e00_t0000"])
     assert rows[2][2:] == [""] * 8
     copies = data / "metadata" / "metadata_n_embeddings" / MODEL
-    assert sorted(p.name for p in copies.iterdir()) == ["df03_20231207.csv", "df03_20231208.csv", "df03_20240509_18ss.csv"]
+    assert sorted(p.name for p in copies.iterdir()) == ["df03_20231207.csv", "df03_20231208.csv",
+                                                         "df03_20240509_18ss.csv", "df03_copies.json"]
     full = df03_path(root).read_bytes().splitlines()
     part = (copies / "df03_20240509_18ss.csv").read_bytes().splitlines()
     assert part[0] == full[0] and part[1:] == [ln for ln in full[1:] if b",20240509_18ss," in ln]

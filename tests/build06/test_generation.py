@@ -143,7 +143,7 @@ def test_model_dir_and_stale_files(synth, cli, tmp_path):
                          "--generate-missing-latents", "--overwrite", "--log-format", "json")
     assert code == 0, err
     assert (synth.latent_dir("other_model") / "morph_latents_20231207.csv").is_file()
-    # a file written by another model is reported stale and kept unless --overwrite
+    # a file written by another model is reported stale and kept unless --overwrite-latents
     shutil_copy = (synth.latent_dir("other_model") / "morph_latents_20231207.csv").read_bytes()
     (tiny_store / "morph_latents_20231207.csv").write_bytes(shutil_copy)
     manifest = json.loads((tiny_store / "manifest.json").read_text())
@@ -154,6 +154,8 @@ def test_model_dir_and_stale_files(synth, cli, tmp_path):
     assert plan["20231207"]["stale"] is True and "another model" in plan["20231207"]["reason"]
     assert any("written by another model" in w for w in json.loads(out)["warnings"])
     code, _, err = build06(cli, synth, "--generate-missing-latents", "--overwrite")
+    assert code == 0 and not any(e["event"] == "latents.generated" for e in load_json_lines(err))
+    code, _, err = build06(cli, synth, "--overwrite-latents", "--experiments", "20231207")
     assert code == 0
     events = load_json_lines(err)
     assert any(e["event"] == "latents.generated" and e["experiment"] == "20231207" and e["mode"] == "regenerate"
@@ -231,7 +233,7 @@ def test_demo_runs_the_main_job_and_a_rerun_changes_nothing(tmp_path, cli):
     folder = tmp_path / "demo"
     code, out, err = cli("demo", folder, "--log-format", "json")
     assert code == 0, err
-    assert "coverage: 100.0%" in out
+    assert "coverage of df03 on disk: 100.0% overall" in out
     store = folder / "data" / "analysis" / "latent_embeddings" / "legacy" / "demo_vae"
     assert len(list(store.glob("morph_latents_*.csv"))) == 3
     assert len(list((folder / "data" / "metadata" / "metadata_n_embeddings" / "demo_vae").glob("df03_*.csv"))) == 3

@@ -1,0 +1,177 @@
+"""Whether an output is current: what it was built from, recorded in its sidecar, against now.
+
+Each sidecar holds, per output file, its sha256 (with size and mtime, so that an
+unchanged file is not hashed again) and ``built_from``: df02 (sha256 and, per
+experiment, the row count and a digest of its rows), each latent file's sha256, the
+model fingerprint and the options that change the content. Comparing that record with
+the inputs as they are now says: new, current, out of date (and why), or foreign (not
+written by this tool, or edited since).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import numpy as np
+import pyarrow as pa
+import structlog
+
+from morphseq_stages.files import sha256_file
+
+from .csvtext import TextTable, value_bytes
+from .parquet_store import shards
+
+log = structlog.get_logger()
+Status = Literal["new", "current", "out-of-date", "foreign"]
+#: the options that change what df03 and its copies hold
+CONTENT_OPTIONS = ("embedder", "model_name", "z_schema", "include_sigma", "qc_filter")
+
+
+@attrs.frozen(kw_only=True)
+class Freshness:
+    status: Status
+    reasons: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        text = {"new": "not there yet", "current": "current", "out-of-date": "out of date",
+                "foreign": "not written by this tool or edited since"}[self.status]
+        return text + (f": {'; '.join(self.reasons)}" if self.reasons else "")
+
+
+def file_state(path: Path, recorded: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """sha256, size and mtime of a file; the recorded sha256 is reused when size and mtime match."""
+    if Path(path).is_dir():  # a folder of Parquet shards: their names and contents together
+        files = shards(Path(path))[0]
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f.relative_to(path)}\0{sha256_file(f)}\n".encode())
+        return {"sha256": h.hexdigest(), "size": sum(f.stat().st_size for f in files), "mtime_ns": None}
+    st = os.stat(path)
+    if recorded and recorded.get("size") == st.st_size and recorded.get("mtime_ns") == st.st_mtime_ns:
+        sha = recorded.get("sha256")
+    else:
+        sha = None
+    return {"sha256": sha or sha256_file(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def df02_parts(table: TextTable, row_experiments: np.ndarray, experiments: Iterable[str]) -> dict[str, list]:
+    """Per experiment: [row count, sha256 of the header and its records]."""
+    out: dict[str, list] = {}
+    for exp in experiments:
+        mask = row_experiments == exp
+        records = table.records.filter(pa.array(mask)) if len(table) else table.records
+        offsets, data = value_bytes(records)
+        h = hashlib.sha256(table.header)
+        h.update(offsets.tobytes())
+        h.update(data)
+        out[exp] = [int(mask.sum()), h.hexdigest()]
+    return out
+
+
+def load_sidecar(path: Path) -> dict[str, Any]:
+    """A sidecar's content, or {} when it is missing or unreadable (then nothing counts as recorded)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("sidecar.unreadable", path=str(path), error=str(exc))
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def status(path: Path, sidecar_path: Path, recorded: Mapping[str, Any] | None,
+           current: Callable[[], Mapping[str, Any]], changing: Mapping[str, str]) -> Freshness:
+    """The state of output ``path`` whose sidecar entry is ``recorded``.
+
+    ``current()`` gives ``built_from`` as the inputs are now (called only when there is a
+    record to compare with); ``changing``: experiment -> what this run does to its latent file.
+    """
+    if not path.exists():
+        return Freshness(status="new")
+    if not recorded or "built_from" not in recorded:
+        return Freshness(status="foreign", reasons=(f"no record of it in {sidecar_path.name}",))
+    now = file_state(path, recorded)
+    if now["sha256"] != recorded.get("sha256"):
+        return Freshness(status="foreign", reasons=("edited since this tool wrote it",))
+    reasons = compare(recorded["built_from"], current(), changing)
+    return Freshness(status="out-of-date" if reasons else "current", reasons=tuple(reasons))
+
+
+def compare(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[str, str]) -> list[str]:
+    reasons = []
+    for key in CONTENT_OPTIONS:
+        a, b = old.get("options", {}).get(key), new.get("options", {}).get(key)
+        if a != b:
+            reasons.append(f"--{key.replace('_', '-')} changed ({_show(a)} -> {_show(b)})")
+    a, b = old.get("model_fingerprint"), new.get("model_fingerprint")
+    if a and b and a != b:
+        reasons.append("the model's weights changed")
+    reasons += _df02_reasons(old.get("df02", {}), new.get("df02", {}))
+    reasons += _latent_reasons(old.get("latents", {}), new.get("latents", {}), changing)
+    if old.get("training", {}).get("sha256") != new.get("training", {}).get("sha256"):
+        reasons.append("training metadata changed")
+    return reasons
+
+
+def _show(v: Any) -> str:
+    return {True: "on", False: "off", None: "none"}.get(v, str(v)) if isinstance(v, bool | None) else str(v)
+
+
+def _df02_reasons(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    if old.get("sha256") == new.get("sha256"):
+        return []
+    a, b = old.get("experiments", {}), new.get("experiments", {})
+    changes = []
+    for exp in dict.fromkeys([*a, *b]):
+        n_old, n_new = (a[exp][0] if exp in a else 0), (b[exp][0] if exp in b else 0)
+        if n_new > n_old:
+            changes.append(f"{n_new - n_old} new row{'s' * (n_new - n_old != 1)} in {exp}")
+        elif n_new < n_old:
+            changes.append(f"{n_old - n_new} row{'s' * (n_old - n_new != 1)} of {exp} removed")
+        elif a[exp][1] != b[exp][1]:
+            changes.append(f"rows of {exp} edited")
+    return [f"df02 changed: {'; '.join(changes)}" if changes else "df02 changed"]
+
+
+def _latent_reasons(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[str, str]) -> list[str]:
+    out = []
+    for exp in dict.fromkeys([*old, *new, *changing]):
+        if exp in changing:
+            out.append(f"latent file for {exp} {changing[exp]} by this run")
+        elif exp not in old:
+            out.append(f"latent file for {exp} added")
+        elif exp not in new:
+            out.append(f"latent file for {exp} removed")
+        elif old[exp].get("sha256") != new[exp].get("sha256"):
+            out.append(f"latent file for {exp} changed")
+    return out
+
+
+def content_options(opts: Any) -> dict[str, Any]:
+    return {k: getattr(opts, k) for k in CONTENT_OPTIONS}
+
+
+def built_from(*, df02: Mapping[str, Any], parts: Mapping[str, list], latents: Mapping[str, Mapping[str, Any]],
+               fingerprint: str | None, options: Mapping[str, Any], only: str | None = None,
+               training: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What an output is built from; ``only``: the one experiment of an analysis copy."""
+    if only is not None:
+        parts = {only: parts[only]} if only in parts else {}
+        df02 = {"sha256": parts[only][1] if only in parts else ""}
+        latents = {only: latents[only]} if only in latents else {}
+    record: dict[str, Any] = {
+        "df02": {**df02, "experiments": dict(parts)},
+        "latents": {e: dict(s) for e, s in latents.items()},
+        "model_fingerprint": fingerprint,
+        "options": dict(options),
+    }
+    if training is not None:
+        record["training"] = dict(training)
+    return record

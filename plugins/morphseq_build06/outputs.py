@@ -1,0 +1,199 @@
+"""Which outputs a Build06 run writes, replaces or skips, and why.
+
+df03 (with its unembedded list and sidecar), the training join and each analysis copy
+is compared with what its sidecar says it was built from (see ``freshness``): a new
+output is written, a current one skipped, and an out-of-date or foreign one replaced
+only with ``--overwrite`` (a warning otherwise, naming the flag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+import numpy as np
+
+from morphseq_stages.embedders import ModelInfo
+
+from . import manifest, paths
+from .csvtext import TextTable
+from .formats import extra_outputs
+from .freshness import (
+    Freshness,
+    built_from,
+    content_options,
+    df02_parts,
+    file_state,
+    load_sidecar,
+    status,
+)
+from .options import Build06Options
+
+if TYPE_CHECKING:
+    from .plan import ExperimentPlan
+
+#: what a generating action does to a latent file, as the out-of-date reasons say it
+CHANGES = {"generate": "written", "top-up": "topped up", "regenerate": "re-embedded"}
+UPDATE_HINT = "pass --overwrite to update it (nothing is re-embedded)"
+
+
+OutputKind = Literal["df03", "unembedded", "sidecar", "training", "analysis", "manifest", "report"]
+
+
+@attrs.frozen(kw_only=True)
+class OutputPlan:
+    kind: OutputKind | str  # str: a typed sibling, "<csv kind>.<format>" (see ``formats``)
+    path: Path
+    action: Literal["write", "overwrite", "skip"]
+    reason: str = ""
+    experiment: str | None = None
+    freshness: Freshness = Freshness(status="new")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": str(self.path), "action": self.action, "reason": self.reason,
+                "experiment": self.experiment, "status": self.freshness.status,
+                "status_reasons": list(self.freshness.reasons)}
+
+
+@attrs.define
+class InputsNow:
+    """What df03 and its copies would be built from now; each part computed once, when asked."""
+
+    opts: Build06Options
+    df02_path: Path
+    df02: TextTable
+    row_experiments: np.ndarray
+    experiments: Sequence[ExperimentPlan]
+    model: ModelInfo
+    _parts: dict | None = None
+    _df02_state: dict | None = None
+
+    def parts(self) -> dict[str, list]:
+        if self._parts is None:
+            self._parts = df02_parts(self.df02, self.row_experiments, [e.experiment for e in self.experiments])
+        return self._parts
+
+    def latents(self, recorded: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        recorded = recorded or {}
+        return {e.experiment: file_state(e.latent_path, recorded.get(e.experiment)) for e in self.experiments
+                if e.latent_path.exists()}
+
+    def record(self, recorded: Mapping[str, Any] | None = None, *, only: str | None = None,
+               training: Path | None = None) -> dict[str, Any]:
+        recorded = recorded or {}
+        if self._df02_state is None:
+            self._df02_state = file_state(self.df02_path, recorded.get("df02"))
+        return built_from(
+            df02={k: self._df02_state[k] for k in ("sha256", "size", "mtime_ns")}, parts=self.parts(),
+            latents=self.latents(recorded.get("latents")), fingerprint=self.model.fingerprint,
+            options=content_options(self.opts), only=only,
+            training=file_state(training, recorded.get("training")) if training is not None else None)
+
+
+def decide(kind: Any, path: Path, fresh: Freshness, overwrite: bool, experiment: str | None = None) -> OutputPlan:
+    if fresh.status == "new":
+        return OutputPlan(kind=kind, path=path, action="write", experiment=experiment, freshness=fresh)
+    if fresh.status == "current":
+        return OutputPlan(kind=kind, path=path, action="skip", reason="current", experiment=experiment,
+                          freshness=fresh)
+    if overwrite:
+        return OutputPlan(kind=kind, path=path, action="overwrite", reason=f"{fresh.describe()}; --overwrite",
+                          experiment=experiment, freshness=fresh)
+    hint = UPDATE_HINT if fresh.status == "out-of-date" else "pass --overwrite to replace it"
+    return OutputPlan(kind=kind, path=path, action="skip", reason=f"{fresh.describe()}; {hint}",
+                      experiment=experiment, freshness=fresh)
+
+
+def _fresh(path: Path, sidecar: Path, data: Mapping[str, Any], current: Callable[[Mapping], dict],
+           changing: Mapping[str, str]) -> Freshness:
+    entry = data.get("files", {}).get(path.name)
+    recorded = entry.get("built_from") if isinstance(entry, dict) else None
+    return status(path, sidecar, entry, lambda: current(recorded or {}), changing)
+
+
+def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
+                 ) -> tuple[list[OutputPlan], dict[str, Any], list[str]]:
+    """(outputs, the sidecars found by output kind, warnings for the outputs left out of date)."""
+    changing = {e.experiment: CHANGES[e.action] for e in now.experiments if e.action in CHANGES}
+    df03 = paths.df03(opts.root)
+    records = {"df03": load_sidecar(paths.sidecar(df03))}
+    fresh = _fresh(df03, paths.sidecar(df03), records["df03"], now.record, changing)
+    listing = _fresh(paths.unembedded(df03), paths.sidecar(df03), records["df03"], now.record, changing)
+    if fresh.status == "current" and listing.status != "current":
+        fresh = Freshness(status="out-of-date", reasons=(f"{paths.unembedded(df03).name} is {listing.describe()}",))
+    main = decide("df03", df03, fresh, opts.overwrite)
+    follow = f"kept, as df03 is ({fresh.describe().split(':')[0]})" if main.action == "skip" else ""
+    outputs = [main] + [
+        OutputPlan(kind=k, path=p, action="skip" if follow else ("overwrite" if p.exists() else "write"),
+                   reason=follow, freshness=fresh)
+        for k, p in (("unembedded", paths.unembedded(df03)), ("sidecar", paths.sidecar(df03)))]
+    warnings = [f"df03 {df03} is {fresh.describe()}; not updated: {main.reason.rsplit('; ', 1)[-1]}"
+                if main.action == "skip" and fresh.status != "current" else ""]
+    if opts.train_name:
+        out, warning = _training(opts, now, records, changing)
+        outputs.append(out)
+        warnings.append(warning)
+    if opts.export_analysis_copies:
+        copies, warning = _copies(opts, now, records, changing)
+        outputs += copies
+        warnings.append(warning)
+    outputs += extra_outputs(outputs, opts, _sibling_of(outputs))
+    if changing:
+        path = store / manifest.MANIFEST_NAME
+        outputs.append(OutputPlan(kind="manifest", path=path, action="overwrite" if path.exists() else "write",
+                                  reason="updated for each latent file written"))
+    return outputs, records, [w for w in warnings if w]
+
+
+def _sibling_of(outputs: list[OutputPlan]) -> Callable[..., OutputPlan]:
+    """How a typed sibling (Parquet, h5ad) or the report is decided: with the CSV it comes from."""
+    def make(kind: str, path: Path, overwrite: bool, experiment: str | None = None) -> OutputPlan:
+        base = kind.partition(".")[0]
+        csv = next((o for o in outputs if o.kind == base and o.experiment == experiment), None)
+        if not path.exists():
+            return OutputPlan(kind=kind, path=path, action="write", experiment=experiment)
+        if csv is None:  # the report: rewritten by each run that asks for it
+            return OutputPlan(kind=kind, path=path, action="overwrite" if overwrite else "skip",
+                              reason="" if overwrite else "exists", experiment=experiment)
+        if csv.action != "skip":
+            return OutputPlan(kind=kind, path=path, action="overwrite", reason=f"with {csv.path.name}",
+                              experiment=experiment, freshness=csv.freshness)
+        return OutputPlan(kind=kind, path=path, action="skip", reason=f"as {csv.path.name}: {csv.reason}",
+                          experiment=experiment, freshness=csv.freshness)
+    return make
+
+
+def _training(opts: Build06Options, now: InputsNow, records: dict[str, Any],
+              changing: Mapping[str, str]) -> tuple[OutputPlan, str]:
+    train_in, train_out = paths.training_input(opts.root, opts.train_name), paths.training_output(opts.root, opts.train_name)
+    if not train_in.is_file():
+        return (OutputPlan(kind="training", path=train_out, action="skip", reason=f"{train_in} not found"),
+                f"training metadata not found: {train_in}")
+    side = paths.sidecar(train_out)
+    records["training"] = load_sidecar(side)
+    fresh = _fresh(train_out, side, records["training"], lambda rec: now.record(rec, training=train_in), changing)
+    out = decide("training", train_out, fresh, opts.overwrite)
+    skipped = out.action == "skip" and fresh.status != "current"
+    return out, f"training join {train_out} is {fresh.describe()}; not updated: {UPDATE_HINT}" if skipped else ""
+
+
+def _copies(opts: Build06Options, now: InputsNow, records: dict[str, Any],
+            changing: Mapping[str, str]) -> tuple[list[OutputPlan], str]:
+    folder = paths.analysis_dir(opts.data_root, now.model.name)
+    side = folder / paths.COPIES_SIDECAR
+    records["analysis"] = load_sidecar(side)
+    out = []
+    for e in now.experiments:
+        if not (e.selected and e.df02_rows):
+            continue
+        path = paths.analysis_copy(opts.data_root, now.model.name, e.experiment)
+        mine = {e.experiment: changing[e.experiment]} if e.experiment in changing else {}
+        fresh = _fresh(path, side, records["analysis"],
+                       lambda rec, exp=e.experiment: now.record(rec, only=exp), mine)
+        out.append(decide("analysis", path, fresh, opts.overwrite, e.experiment))
+    stale = [o.experiment for o in out if o.action == "skip" and o.freshness.status != "current"]
+    warning = (f"{len(stale)} analysis cop{'y is' if len(stale) == 1 else 'ies are'} out of date or not written by "
+               f"this tool ({', '.join(stale)}); not updated: pass --overwrite to update them" if stale else "")
+    return out, warning

@@ -1,0 +1,59 @@
+"""Facts about a run for the provenance sidecars: who ran what, where, with which versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from morphseq_stages import __version__
+
+TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def utc_now() -> str:
+    """The current time as every Build06 record writes it (ISO 8601, UTC, seconds)."""
+    return time.strftime(TIMESTAMP, time.gmtime())
+
+
+def dist_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def git_commit(folder: Path) -> str | None:
+    """The commit checked out in ``folder`` when it is a git work tree, else None."""
+    try:
+        proc = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = proc.stdout.strip()
+    return commit if proc.returncode == 0 and len(commit) == 40 else None
+
+
+def run_facts(root: Path) -> dict[str, Any]:
+    """This run: its log ``run_id``, command line, folder, host, the pipeline root's commit."""
+    return {
+        "run_id": structlog.contextvars.get_contextvars().get("run_id"),
+        "created_at": utc_now(),
+        "argv": list(sys.argv),
+        "cwd": os.getcwd(),
+        "host": socket.gethostname(),
+        "pipeline_root_git_commit": git_commit(root),
+    }
+
+
+def versions() -> dict[str, str | None]:
+    return {"morphseq-stages": __version__, "python": platform.python_version(),
+            **{name: dist_version(name) for name in ("numpy", "pandas", "pyarrow", "Pillow", "torch")}}

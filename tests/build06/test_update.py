@@ -1,0 +1,257 @@
+"""The operator's update loop: df03 stays canonical and current; nothing re-embedded or lost."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from morphseq_build06.latents import embryo_id_of
+from morphseq_build06.testing import make_pipeline_root, snip_image, write_latent_file
+
+from conftest import load_json_lines, read_rows, tree_digest
+
+MODEL = "tiny"
+NEW = "20250115_newexp"
+EXPERIMENTS = {"20231207": 5, "20240509_18ss": 4, "20250612_30hpf_ctrl_atf6": 3}
+
+
+def df03_of(s) -> Path:
+    return s.root / "metadata" / "combined_metadata_files" / "embryo_metadata_df03.csv"
+
+
+def z_cells(path: Path, width: int) -> dict[str, bytes]:
+    """Each row's z cells, as bytes, by snip_id."""
+    header, rows = read_rows(path)
+    si = header.index("snip_id")
+    lines = path.read_bytes().splitlines()[1:]
+    return {r[si]: b",".join(line.split(b",")[-width:]) for r, line in zip(rows, lines, strict=True)}
+
+
+def append_experiment(s, experiment: str, n: int, *, images: bool = True) -> list[str]:
+    """Append ``n`` rows of a new experiment to df02 (and their snips), as Build05 would."""
+    header, rows = read_rows(s.df02)
+    ids = [f"{experiment}_C{i + 1:02}_e00_t0000" for i in range(n)]
+    with open(s.df02, "a", newline="") as fh:
+        for i, snip in enumerate(ids):
+            row = list(rows[0])
+            row[header.index("snip_id")], row[header.index("embryo_id")] = snip, embryo_id_of(snip)
+            row[header.index("experiment_date")] = experiment
+            fh.write(",".join(row) + "\n")
+            if images:
+                path = s.snip_path(experiment, snip)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                snip_image(500 + i).save(path, quality=90)
+    return ids
+
+
+def stamps(folder: Path) -> dict[str, tuple[str, int]]:
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.glob("morph_latents_*.csv"))}
+
+
+@pytest.fixture
+def stored(tmp_path):
+    """A pipeline root whose latent files exist (written by a test helper, no torch)."""
+    s = make_pipeline_root(tmp_path, EXPERIMENTS, seed=2)
+    for n, (exp, ids) in enumerate(s.snips.items()):
+        write_latent_file(s.latent_dir(MODEL), exp, ids, latent_dim=6, seed=n)
+    return s
+
+
+def run(cli, s, *extra):
+    return cli("build06", "--root", s.root, "--data-root", s.data_root, "--model-name", MODEL,
+               "--log-format", "json", *extra)
+
+
+def test_experiments_subset_with_overwrite_keeps_every_other_embedding(stored, cli):
+    code, _, err = run(cli, stored)
+    assert code == 0, err
+    before = z_cells(df03_of(stored), 6)
+    assert all(v.replace(b",", b"") for v in before.values())
+    # new values for one experiment, so that df03 is out of date
+    write_latent_file(stored.latent_dir(MODEL), "20240509_18ss", stored.snips["20240509_18ss"], latent_dim=6, seed=99)
+    code, out, err = run(cli, stored, "--experiments", "20240509_18ss", "--overwrite", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    after = z_cells(df03_of(stored), 6)
+    assert after.keys() == before.keys()
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == set(stored.snips["20240509_18ss"])  # every other row byte for byte
+    assert summary["df03"]["written"] and summary["coverage"] == 1.0 and summary["rows"]["df03"] == 12
+    assert summary["selected_experiments"] == ["20240509_18ss"]
+
+
+def test_an_unknown_experiment_is_an_error_naming_the_closest(stored, cli):
+    before = tree_digest(stored.root.parent)
+    code, _, err = run(cli, stored, "--experiments", "20240509_18s", "--dry-run")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "--experiments 20240509_18s has no rows in df02" in last and "20240509_18ss" in last
+    assert tree_digest(stored.root.parent) == before
+
+
+def test_a_misspelled_model_name_is_a_warning_in_a_dry_run(stored, cli):
+    (stored.data_root / "models" / "legacy" / MODEL).mkdir(parents=True)
+    code, out, _ = cli("build06", "--root", stored.root, "--data-root", stored.data_root, "--model-name", "tinyy",
+                       "--dry-run", "--log-format", "json")
+    assert code == 0
+    warning = next(ln for ln in out.splitlines() if ln.startswith("warning: model folder not found"))
+    assert "did you mean tiny?" in warning and "no latent store at" in warning
+    assert "(model folder not found)" in out
+
+
+def test_precise_reasons_and_the_honest_plan(stored, cli):
+    s = stored
+    no_image = s.snips["20231207"][0]
+    s.snip_path("20231207", no_image).unlink()
+    no_row = s.snips["20231207"][1]
+    write_latent_file(s.latent_dir(MODEL), "20231207", [i for i in s.snips["20231207"] if i not in (no_image, no_row)],
+                      latent_dim=6, seed=0)
+    (s.latent_dir(MODEL) / "morph_latents_20250612_30hpf_ctrl_atf6.csv").unlink()
+    code, out, err = run(cli, s, "--dry-run", "--json")
+    plan = json.loads(out)
+    assert plan["prediction"]["rows_never_embeddable"] == 1 and plan["prediction"]["rows_unembedded"] == 5
+    assert any(w.startswith("predicted coverage 58.3% is below --min-coverage") for w in plan["warnings"])
+    exp = {e["experiment"]: e for e in plan["experiments"]}
+    assert exp["20231207"]["rows_without_image"] == 1 and exp["20231207"]["rows_without_latent"] == 2
+    assert run(cli, s)[0] == 0
+    _, rows = read_rows(df03_of(s).with_name("embryo_metadata_df03_unembedded.csv"))
+    reasons = {r[0]: r[2] for r in rows}
+    assert reasons == {
+        no_image: f"no image at {s.snip_path('20231207', no_image)}",
+        no_row: "no latent row although the image exists",
+        **dict.fromkeys(s.snips["20250612_30hpf_ctrl_atf6"], "no latent file"),
+    }
+    # with --qc-filter, the rows it leaves out are listed with that reason
+    code, out, err = run(cli, s, "--qc-filter", "--overwrite", "--json")
+    assert code == 0, err
+    _, rows = read_rows(df03_of(s).with_name("embryo_metadata_df03_unembedded.csv"))
+    assert "excluded by --qc-filter" in {r[2] for r in rows}
+
+
+def test_strict_fails_before_writing_anything(stored, cli):
+    assert run(cli, stored)[0] == 0
+    append_experiment(stored, NEW, 4)
+    before = tree_digest(stored.root.parent)
+    code, _, err = run(cli, stored, "--strict")
+    last = err.strip().splitlines()[-1]
+    assert code == 3 and last.startswith("morphseq-stages: error: --strict:") and "nothing written" in last
+    assert "df02 changed: 4 new rows in 20250115_newexp" in last and "pass --overwrite to update it" in last
+    assert tree_digest(stored.root.parent) == before
+
+
+def test_summary_is_honest_when_df03_is_not_written(stored, cli):
+    assert run(cli, stored)[0] == 0
+    on_disk = df03_of(stored).read_bytes()
+    append_experiment(stored, NEW, 4, images=False)
+    write_latent_file(stored.latent_dir(MODEL), NEW, [f"{NEW}_C{i:02}_e00_t0000" for i in range(1, 5)], latent_dim=6)
+    code, out, err = run(cli, stored, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert df03_of(stored).read_bytes() == on_disk
+    assert summary["df03"]["written"] is False and summary["df03"]["status"] == "out-of-date"
+    assert summary["rows"]["df03"] == 12 == len(on_disk.splitlines()) - 1  # what the file holds, not 16
+    assert "pass --overwrite to update it" in summary["df03"]["reason"]
+    assert any("df03" in w and "--overwrite" in w for w in summary["warnings"])
+    code, out, _ = run(cli, stored)
+    assert out.splitlines()[0].startswith("df03: NOT WRITTEN (out of date: df02 changed: 4 new rows in 20250115_newexp")
+
+
+def test_sidecar_provenance(stored, cli):
+    subprocess.run(["git", "init", "-q", str(stored.root)], check=True)
+    subprocess.run(["git", "-C", str(stored.root), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
+                    "--allow-empty", "-m", "x"], check=True)
+    commit = subprocess.run(["git", "-C", str(stored.root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    code, _, err = run(cli, stored, "--export-analysis-copies")
+    assert code == 0, err
+    run_ids = {e.get("run_id") for e in load_json_lines(err)}
+    side = json.loads(df03_of(stored).with_suffix(".json").read_text())
+    assert {side["run_id"]} == run_ids and side["cwd"] and side["argv"]
+    assert side["pipeline_root_git_commit"] == commit.strip() and side["host"] == socket.gethostname()
+    assert side["versions"]["numpy"] and side["versions"]["Pillow"]
+    entry = side["files"]["embryo_metadata_df03.csv"]
+    assert entry["sha256"] == hashlib.sha256(df03_of(stored).read_bytes()).hexdigest()
+    assert set(entry["built_from"]["latents"]) == set(EXPERIMENTS)
+    assert side["z"]["columns"][:2] == ["z_mu_n_00", "z_mu_n_01"] and side["z"]["resolved"] == "bio_nuisance"
+    assert side["paths"]["df02"] == str(stored.df02.resolve())
+    assert {f["origin"] for f in side["latent_files"].values()} == {"unknown origin (no manifest entry)"}
+    assert "error" in side["model"] and side["model"]["weights_sha256"] is None
+    assert any("model folder not found" in w for w in side["warnings"])
+    assert any("3 latent file(s) of unknown origin" in w for w in side["warnings"])
+    copies = json.loads((stored.data_root / "metadata" / "metadata_n_embeddings" / MODEL / "df03_copies.json").read_text())
+    assert copies["run_id"] == side["run_id"] and set(copies["files"]) == {f"df03_{e}.csv" for e in EXPERIMENTS}
+
+
+@pytest.fixture
+def generated(tmp_path, cli):
+    pytest.importorskip("torch")
+    from morphseq_legacy.testing import make_legacy_model
+
+    s = make_pipeline_root(tmp_path, EXPERIMENTS, seed=4)
+    make_legacy_model(s.data_root / "models" / "legacy" / MODEL, latent_dim=6, n_out_channels=2, seed=1)
+    code, _, err = run(cli, s, "--generate-missing-latents", "--export-analysis-copies")
+    assert code == 0, err
+    return s
+
+
+def test_the_daily_update_appends_a_new_experiment(generated, cli):
+    s = generated
+    store = s.latent_dir(MODEL)
+    before_z, before_files = z_cells(df03_of(s), 6), stamps(store)
+    new_ids = append_experiment(s, NEW, 4)
+    # the plan says why df03 is out of date, and what would update it
+    code, out, _ = run(cli, s, "--generate-missing-latents", "--dry-run", "--json")
+    plan = json.loads(out)
+    assert plan["df03_status"]["status"] == "out-of-date"
+    assert "df02 changed: 4 new rows in 20250115_newexp" in plan["df03_status"]["reasons"]
+    assert {e["experiment"]: e["action"] for e in plan["experiments"]}[NEW] == "generate"
+    code, out, _ = run(cli, s, "--generate-missing-latents", "--dry-run")
+    assert "df03: out of date: df02 changed: 4 new rows in 20250115_newexp" in out
+    assert "pass --overwrite to update it (nothing is re-embedded)" in out
+    # the update: the new embeddings join, every earlier one stays, no latent file is touched
+    code, out, err = run(cli, s, "--generate-missing-latents", "--overwrite", "--json")
+    assert code == 0, err
+    after = z_cells(df03_of(s), 6)
+    assert {k: after[k] for k in before_z} == before_z
+    assert all(after[i].count(b",") == 5 and b",," not in after[i] for i in new_ids)
+    now = stamps(store)
+    assert {k: now[k] for k in before_files} == before_files and set(now) - set(before_files) == {
+        f"morph_latents_{NEW}.csv"}
+    summary = json.loads(out)
+    assert summary["df03"]["written"] and summary["rows"]["df03"] == 16 and summary["coverage"] == 1.0
+    assert summary["generated"]["rows"] == 4
+    # then everything is current: a rerun writes nothing
+    before = tree_digest(s.root.parent)
+    code, out, _ = run(cli, s, "--generate-missing-latents", "--overwrite")
+    assert code == 0 and tree_digest(s.root.parent) == before
+    assert out.splitlines()[0].startswith("df03: current, not rewritten")
+
+
+def test_analysis_copies_follow_their_own_experiment(generated, cli):
+    s = generated
+    folder = s.data_root / "metadata" / "metadata_n_embeddings" / MODEL
+    copies = {p.name: p.read_bytes() for p in folder.glob("df03_2*.csv")}
+    append_experiment(s, NEW, 2)
+    code, out, _ = run(cli, s, "--generate-missing-latents", "--export-analysis-copies", "--dry-run", "--json")
+    status = {Path(o["path"]).name: o["status"] for o in json.loads(out)["outputs"] if o["kind"] == "analysis"}
+    assert status == {**dict.fromkeys(copies, "current"), f"df03_{NEW}.csv": "new"}
+    code, _, err = run(cli, s, "--generate-missing-latents", "--export-analysis-copies", "--overwrite")
+    assert code == 0, err
+    assert {p.name: p.read_bytes() for p in folder.glob("df03_2*.csv") if p.name in copies} == copies
+    assert (folder / f"df03_{NEW}.csv").is_file()
+    recorded = json.loads((folder / "df03_copies.json").read_text())["files"]
+    assert set(recorded) == {*copies, f"df03_{NEW}.csv"}
+
+
+def test_overwrite_latents_re_embeds_only_the_selected_experiment(generated, cli):
+    s = generated
+    before = stamps(s.latent_dir(MODEL))
+    code, out, err = run(cli, s, "--overwrite-latents", "--experiments", "20231207", "--overwrite", "--json")
+    assert code == 0, err
+    now = stamps(s.latent_dir(MODEL))
+    assert [k for k in before if before[k] != now[k]] == ["morph_latents_20231207.csv"]
+    assert json.loads(out)["generated"]["rows"] == 5
