@@ -86,27 +86,19 @@ def write_parquet(path: Path, typed: TypedColumns, rows: np.ndarray, z_names: tu
 
     table = typed_table(typed, rows, z_names, z)
     table = table.replace_schema_metadata({b"morphseq": json.dumps(provenance, default=str).encode()})
-    atomic_write(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
+    atomic_write(path, lambda fh: pq.write_table(table, fh))
 
 
 def obs_frame(typed: TypedColumns, rows: np.ndarray):
     """The typed columns as an AnnData ``obs`` frame, named by snip_id."""
     import pandas as pd
 
-    data = {}
-    for name, arr, kind in zip(typed.names, typed.arrays(rows), typed.kinds, strict=True):
-        key = name.replace("/", "_")
-        if kind == "int":
-            col = pd.array(arr.to_pylist(), dtype="Int64")
-        elif kind == "bool":
-            col = pd.array(arr.to_pylist(), dtype="boolean")
-        elif kind == "float":
-            col = arr.to_numpy(zero_copy_only=False)
-        else:
-            values = pd.Series(arr.to_pylist(), dtype=object)
-            col = pd.Categorical(values) if values.nunique() < len(values) else values.to_numpy()
-        data[key] = col
-    obs = pd.DataFrame(data)
+    keys = unique_names([n.replace("/", "_") for n in typed.names])
+    nullable = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+    obs = pa.Table.from_arrays(typed.arrays(rows), names=keys).to_pandas(types_mapper=nullable.get)
+    for key, kind in zip(keys, typed.kinds, strict=True):
+        if kind == "text" and obs[key].nunique() < len(obs):
+            obs[key] = obs[key].astype("category")
     ids = typed.text[typed.names.index("snip_id")]
     obs.index = pd.Index(unique_names([s or "" for s in ids.take(pa.array(rows, pa.int64())).to_pylist()], "-"))
     return obs
@@ -192,10 +184,11 @@ def write_extras(plan, merged, df03_rows: np.ndarray, provenance: Mapping[str, A
     typed_df02 = functools.cache(lambda: type_table(plan.df02))
     train = functools.cache(training)
     typed_train = functools.cache(lambda: type_table(train()[0]))
+    columns = merged.latents.columns
+    # every df02 row's z values, parsed once for df03 and all the analysis copies
+    z_df02 = functools.cache(lambda: z_matrix(merged.latents.cells(merged.take), len(columns)))
 
-    def one(out, fmt: str, typed, rows: np.ndarray, take: np.ndarray) -> int:
-        columns = merged.latents.columns
-        z = z_matrix(merged.latents.cells(take[rows]), len(columns))
+    def one(out, fmt: str, typed, rows: np.ndarray, z: np.ndarray) -> int:
         write_typed(out.path, fmt, typed, rows, columns, z, provenance)
         return len(rows)
 
@@ -204,10 +197,11 @@ def write_extras(plan, merged, df03_rows: np.ndarray, provenance: Mapping[str, A
         if not fmt:
             continue
         if base == "training":
-            run(out, lambda out=out, fmt=fmt: one(out, fmt, typed_train(), np.arange(len(train()[0])), train()[1]))
+            run(out, lambda out=out, fmt=fmt: one(out, fmt, typed_train(), np.arange(len(train()[0])),
+                                                  z_matrix(merged.latents.cells(train()[1]), len(columns))))
         else:
             rows = df03_rows if base == "df03" else df03_rows[plan.row_experiments[df03_rows] == out.experiment]
-            run(out, lambda out=out, fmt=fmt, rows=rows: one(out, fmt, typed_df02(), rows, merged.take))
+            run(out, lambda out=out, fmt=fmt, rows=rows: one(out, fmt, typed_df02(), rows, z_df02()[rows]))
     report = plan.output("report")
     if report is not None:
         from .report import write_report

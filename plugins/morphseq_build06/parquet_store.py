@@ -176,7 +176,7 @@ def write_table(path: Path, table: pa.Table, existing: Path | None = None) -> in
             raise UserError(f"cannot append to {existing}: its columns differ from what this embedder writes")
         table = pa.concat_tables([old, table.cast(old.schema)])
     validate(table, path)
-    atomic_write(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
+    atomic_write(path, lambda fh: pq.write_table(table, fh))
     return table.num_rows
 
 

@@ -30,7 +30,7 @@ import pyarrow.csv as pacsv
 
 from morphseq_stages.errors import UserError
 
-from .csvtext import TextTable
+from .csvtext import TextTable, value_bytes
 
 #: pandas' default ``na_values`` (pandas.read_csv reads these as missing too)
 MISSING = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -106,7 +106,14 @@ def _present(text: pa.Array) -> pa.Array:
     return pc.if_else(missing, pa.scalar(None, pa.string()), text)
 
 
+_INT = r"^[+-]?[0-9]+$"
+_FLOAT = r"(?i)^[+-]?([0-9]+\.?[0-9]*(e[+-]?[0-9]+)?|\.[0-9]+(e[+-]?[0-9]+)?|inf|infinity|nan)$"
+
+
 def _parses(values: pa.Array, to: pa.DataType) -> bool:
+    # a pattern first: a failing cast costs far more than a match over the column
+    if not pc.all(pc.match_substring_regex(values, _INT if pa.types.is_integer(to) else _FLOAT)).as_py():
+        return False
     try:
         pc.cast(values, to)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -150,12 +157,19 @@ def type_table(table: TextTable) -> TypedColumns:
 
 def z_matrix(cells: Sequence[pa.Array], width: int) -> np.ndarray:
     """Parse the merge's z text (one comma-joined cell per row) into a float64 matrix,
-    NaN where a cell is empty."""
+    NaN where a cell is empty. Arrow's CSV reader does the parsing, on every core."""
+    import io
+
     n = len(cells[0]) if cells else 0
     if not width or not n:
         return np.full((n, width), np.nan)
-    joined = cells[0].cast(pa.string())
-    flat = pc.list_flatten(pc.split_pattern(joined, ","))
-    flat = pc.if_else(pc.equal(flat, ""), pa.scalar(None, pa.string()), flat)
-    values = pc.cast(flat, pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
-    return values.reshape(n, width)
+    ends = pa.repeat(pa.scalar(b"", pa.binary()), n)
+    lines = pc.binary_join_element_wise(cells[0].cast(pa.binary()), ends, b"\n")
+    names = [f"z{j}" for j in range(width)]
+    table = pacsv.read_csv(io.BytesIO(value_bytes(lines)[1]), read_options=pacsv.ReadOptions(column_names=names),
+                           parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+                           convert_options=pacsv.ConvertOptions(column_types={c: pa.float64() for c in names}))
+    if table.num_rows != n:
+        raise ValueError(f"z text parsed into {table.num_rows} rows, expected {n}")
+    return np.column_stack([table.column(c).to_numpy().astype(np.float64) if table.column(c).null_count == 0
+                            else table.column(c).fill_null(np.nan).to_numpy() for c in names])
