@@ -113,9 +113,10 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[st
     a, b = old.get("model_fingerprint"), new.get("model_fingerprint")
     if a and b and a != b:
         reasons.append("the model's weights changed")
-    reasons += _df02_reasons(old.get("df02", {}), new.get("df02", {}))
+    if "df02" in new:
+        reasons += _df02_reasons(old.get("df02", {}), new["df02"])
     reasons += _latent_reasons(old.get("latents", {}), new.get("latents", {}), changing)
-    if old.get("training", {}).get("sha256") != new.get("training", {}).get("sha256"):
+    if "training" in new and old.get("training", {}).get("sha256") != new["training"].get("sha256"):
         reasons.append("training metadata changed")
     return reasons
 
@@ -172,6 +173,7 @@ def built_from(*, df02: Mapping[str, Any], parts: Mapping[str, list], latents: M
         "model_fingerprint": fingerprint,
         "options": dict(options),
     }
-    if training is not None:
+    if training is not None:  # a training join is built from its own metadata, not from df02
         record["training"] = dict(training)
+        del record["df02"]
     return record

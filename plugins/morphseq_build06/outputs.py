@@ -124,7 +124,7 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
     if fresh.status == "current" and listing.status != "current":
         fresh = Freshness(status="out-of-date", reasons=(f"{paths.unembedded(df03).name} is {listing.describe()}",))
     main = decide("df03", df03, fresh, opts.overwrite)
-    follow = f"kept, as df03 is ({fresh.describe().split(':')[0]})" if main.action == "skip" else ""
+    follow = f"kept with df03, which is {fresh.describe().split(':')[0]}" if main.action == "skip" else ""
     outputs = [main] + [
         OutputPlan(kind=k, path=p, action="skip" if follow else ("overwrite" if p.exists() else "write"),
                    reason=follow, freshness=fresh)

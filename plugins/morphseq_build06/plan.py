@@ -422,20 +422,21 @@ def _plan_experiment(opts, experiment, selected, source, found, record, model, f
     stale = bool(exists and recorded_model and model.fingerprint and recorded_model != model.fingerprint)
     if record and exists and latent_path.is_file() and record.get("sha256") and record["sha256"] != sha256_file(latent_path):
         log.warning("latents.changed_since_recorded", experiment=experiment, path=str(latent_path))
-    action, reason, todo = _action(opts, selected and source.writable, exists, stale, images, new_images)
+    action, reason, todo = _action(opts, selected, source.writable, exists, stale, images, new_images)
     return ExperimentPlan(
         experiment=experiment, selected=selected, df02_rows=int(rows_mask.sum()), latent_path=latent_path,
         latent_exists=exists, latent_rows=len(file_keys) if exists else None, snip_dir=snip_dir,
         image_dir=image_dir, snip_images=len(images) if snip_dir else None,
         rows_without_latent=int((rows_mask & ~matched).sum()), rows_without_image=int((rows_mask & ~has_image).sum()),
         to_embed=todo, recorded_model=recorded_model, recorded_name=record.get("model_name") if record else None,
-        unknown_origin=exists and not record, stale=stale, action=action, reason=reason, source_note=source.note,
+        unknown_origin=exists and source.writable and not record, stale=stale, action=action, reason=reason, source_note=source.note,
     )
 
 
-def _action(opts: Build06Options, selected: bool, exists: bool, stale: bool, images: list[Path],
+def _action(opts: Build06Options, selected: bool, writable: bool, exists: bool, stale: bool, images: list[Path],
             new_images: tuple[Path, ...]) -> tuple[ExperimentAction, str, tuple[Path, ...]]:
-    gen = selected and (opts.generate_missing_latents or opts.overwrite_latents)
+    """What to do with one experiment's latent file; only a selected one in the store is ever written."""
+    gen = selected and writable and (opts.generate_missing_latents or opts.overwrite_latents)
     aside = "" if selected else " (not selected by --experiments)"
     if not exists:
         if gen and images:
