@@ -56,6 +56,8 @@ class EmbedderRequest:
     data_root: Path | None = None
     device: str = "cpu"
     allow_pickle: bool = False
+    #: inference runtime for embedders that offer more than torch: "torch", "onnxruntime" or "auto"
+    backend: str = "auto"
 
     @property
     def folder_name(self) -> str | None:

@@ -16,8 +16,14 @@ UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "upstream"
 FIXTURES = Path(__file__).resolve().parent / "data"
 
 
+@pytest.fixture(scope="session")
+def _cache_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
+def _clean_env(monkeypatch, _cache_home):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_cache_home))  # ONNX exports never land in the real cache
     for var in ("MORPHSEQ_DATA_ROOT", "MORPHSEQ_STAGES_DISABLE_PLUGINS", "MORPHSEQ_STAGES_STRICT_PLUGINS"):
         monkeypatch.delenv(var, raising=False)
     yield

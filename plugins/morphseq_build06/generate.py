@@ -146,5 +146,11 @@ def _write(plan: Build06Plan, exp: ExperimentPlan, embedder, snip_ids, mu, logva
         rows = len(snip_ids)
     log.info("write.done", path=str(exp.latent_path), what="latents", rows=rows, action=exp.action)
     manifest.record(plan.manifest_path, exp.latent_path, rows=rows, fingerprint=embedder.fingerprint,
-                    model_name=plan.model.name, embedder=plan.options.embedder)
+                    model_name=plan.model.name, embedder=plan.options.embedder, backend=_backend(embedder))
     return True
+
+
+def _backend(embedder) -> dict:
+    """The inference runtime and its version, for embedders that say (the manifest records them)."""
+    info = embedder.describe()
+    return {k: info[k] for k in ("backend", "backend_version") if k in info}

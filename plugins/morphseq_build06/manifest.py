@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def record(manifest_path: Path, latent_path: Path, *, rows: int, fingerprint: str | None,
-           model_name: str, embedder: str) -> None:
+           model_name: str, embedder: str, backend: Mapping[str, Any] | None = None) -> None:
     """Add or replace the entry of one latent file (call while holding the store lock)."""
     data = load(manifest_path)
     data["format"] = FORMAT
@@ -42,6 +43,7 @@ def record(manifest_path: Path, latent_path: Path, *, rows: int, fingerprint: st
         "model_fingerprint": fingerprint,
         "model_name": model_name,
         "embedder": embedder,
+        **(backend or {}),
         "written_at": utc_now(),
     }
     atomic_write_json(manifest_path, data)

@@ -61,6 +61,9 @@ class Build06Options:
                              help="images per inference batch")
     device: str = option(type=str, default="auto", choices=("cpu", "cuda", "auto"), group="generation",
                          help="where to run the model")
+    backend: str = option(type=str, default="auto", choices=("torch", "onnxruntime", "auto"), group="generation",
+                          help="inference runtime: auto uses ONNX Runtime on CPU when it is installed (the [onnx] "
+                               "extra) and the model exports, else torch")
     workers: int | None = option(type=int, default=None, minimum=1, group="generation", metavar="N",
                                  help="image-decoding threads (default: the cores available, at most 8)")
     executor: str = option(type=str, default="local", choices=EXECUTORS, group="generation",

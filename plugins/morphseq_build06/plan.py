@@ -256,7 +256,7 @@ def _selected(opts: Build06Options, in_df02: list[str], df02_path: Path) -> set[
 def _describe_model(opts: Build06Options, registry: Registry) -> tuple[ModelInfo, str | None, EmbedderRequest]:
     spec = registry.embedder(opts.embedder)
     request = EmbedderRequest(model_name=opts.model_name, model_dir=opts.model_dir, data_root=opts.data_root,
-                              device=opts.device, allow_pickle=opts.allow_pickle)
+                              device=opts.device, allow_pickle=opts.allow_pickle, backend=opts.backend)
     try:
         return spec.describe(request), None, request
     except UserError as exc:

@@ -11,6 +11,7 @@ import structlog
 from morphseq_stages.embedders import Embedder, EmbedderRequest, column_names, nuisance_dims
 from morphseq_stages.errors import UserError
 
+from . import onnx_backend
 from .architecture import build_encoder, fold_batchnorm, infer_shape, load_checked
 from .folder import REFORMATTED, SPLIT_CONFIGS, VAE_CONFIGS, ModelFolder, resolve
 
@@ -118,6 +119,7 @@ class LegacyEmbedder(Embedder):
                 raise UserError(f"{exc}; the folder has {folder.pickled_encoder.name}, which "
                                 "--allow-pickle would unpickle (only if you trust its author: it runs code)") from None
             module, self.input_size, self.latent_dim = _unpickle(folder, state, str(exc))
+        self._torch = torch
         self.device = request.device
         self.module = module.eval().to(self.device)
         # channels-last convolutions are faster on CPU (see benchmarks/embed.py)
@@ -126,6 +128,7 @@ class LegacyEmbedder(Embedder):
             self.module.to(memory_format=torch.channels_last)
         self.folder = folder
         self.fingerprint = folder.fingerprint()
+        self.onnx = self._onnx_encoder(request.backend)
         split = None
         if folder.config["name"] in SPLIT_CONFIGS:
             zn = folder.config.get("zn_frac")
@@ -134,12 +137,30 @@ class LegacyEmbedder(Embedder):
                 zn = DEFAULT_ZN_FRAC
             split = nuisance_dims(self.latent_dim, zn)
         self.mu_columns, self.sigma_columns = column_names(self.latent_dim, split)
-        self._torch = torch
+
+    def _onnx_encoder(self, asked: str) -> onnx_backend.OnnxEncoder | None:
+        backend, reason = onnx_backend.choose_backend(asked, self.device)
+        if backend == "onnxruntime" and isinstance(self.module, _PickledEncoder):
+            backend, reason = "torch", "an unpickled encoder runs on torch"
+        encoder = None
+        if backend == "onnxruntime":
+            identity = f"format {onnx_backend.EXPORT_FORMAT}; torch {self._torch.__version__}; {self.module!r}"
+            try:
+                encoder = onnx_backend.prepare(self.module, self.input_size, self.fingerprint, identity)
+            except onnx_backend.ExportFailed as exc:
+                backend, reason = "torch", str(exc)
+                log.warning("backend.fallback", backend="torch", reason=reason)
+        log.info("backend.chosen", backend=backend, reason=reason)
+        return encoder
 
     def embed_batch(self, images):
+        if self.onnx is not None:
+            mu, logvar = self.onnx(images.numpy())
+            return self._torch.from_numpy(mu), self._torch.from_numpy(logvar)
         if self.channels_last:
             images = images.contiguous(memory_format=self._torch.channels_last)
         return self.module(images)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "folder": str(self.folder.path), "config_name": self.folder.config["name"]}
+        return {**super().describe(), "folder": str(self.folder.path), "config_name": self.folder.config["name"],
+                **onnx_backend.describe(self.onnx)}

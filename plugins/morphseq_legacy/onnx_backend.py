@@ -1,0 +1,172 @@
+"""Running the encoder through ONNX Runtime: exported once per model, cached, checked against torch.
+
+The export goes to ``$XDG_CACHE_HOME/morphseq-stages/onnx/<fingerprint>.onnx`` (default
+``~/.cache``), never beside the model. What the file was exported from (architecture,
+torch version, export format) is kept in its metadata: a file from another export is
+replaced. Every session is checked against the torch module on a probe batch before use;
+a model that cannot be exported, or whose ONNX latents differ, runs on torch instead with
+the reason logged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from morphseq_stages.errors import UserError
+from morphseq_stages.files import atomic_write_bytes
+
+log = structlog.get_logger()
+BACKENDS = ("torch", "onnxruntime", "auto")
+EXPORT_FORMAT = 1
+IDENTITY_KEY = "morphseq_export"
+#: ONNX latents must equal torch's within this (absolute and relative) on the probe batch
+TOLERANCE = 1e-5
+
+
+class ExportFailed(Exception):
+    """The model cannot run on ONNX Runtime; the message says why."""
+
+
+def cache_path(fingerprint: str) -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "morphseq-stages" / "onnx" / f"{fingerprint}.onnx"
+
+
+def choose_backend(asked: str, device: str) -> tuple[str, str]:
+    """The backend to use and why; an impossible explicit choice is a UserError."""
+    installed = importlib.util.find_spec("onnxruntime") is not None
+    if asked == "torch":
+        return "torch", "asked for"
+    if str(device).startswith("cuda"):
+        if asked == "onnxruntime":
+            raise UserError("--backend onnxruntime runs on the CPU; with --device cuda use --backend torch or auto")
+        return "torch", "the model runs on CUDA (ONNX Runtime is used on CPU only)"
+    if not installed:
+        if asked == "onnxruntime":
+            raise UserError("--backend onnxruntime needs ONNX Runtime: pip install 'morphseq-stages[onnx]'")
+        return "torch", "onnxruntime is not installed"
+    return "onnxruntime", "asked for" if asked == "onnxruntime" else "onnxruntime is installed"
+
+
+class OnnxEncoder:
+    """``(mu, logvar)`` through ONNX Runtime: one session per calling thread.
+
+    Each session gets the thread share torch has when it is made (generation gives each
+    worker thread an equal share, one thread each on a small machine): the data-parallel
+    design of ``morphseq_stages.generation`` then carries over unchanged.
+    """
+
+    def __init__(self, model: bytes):
+        import onnxruntime
+
+        self._ort = onnxruntime
+        self._model = model
+        self._local = threading.local()
+        self.version = onnxruntime.__version__
+        self.identity = self._session().get_modelmeta().custom_metadata_map.get(IDENTITY_KEY)
+
+    def _session(self):
+        import torch
+
+        session = getattr(self._local, "session", None)
+        if session is None:
+            opts = self._ort.SessionOptions()
+            opts.intra_op_num_threads = torch.get_num_threads()
+            opts.inter_op_num_threads = 1
+            opts.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
+            session = self._local.session = self._ort.InferenceSession(
+                self._model, opts, providers=["CPUExecutionProvider"])
+        return session
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu, logvar = self._session().run(None, {"images": images})
+        return mu, logvar
+
+
+def export(module, input_size: tuple[int, int, int], identity: str) -> bytes:
+    """The module as ONNX bytes, batch size free, ``identity`` in its metadata.
+
+    The TorchScript exporter (``dynamo=False``) needs only the ``onnx`` package; torch's
+    default dynamo exporter would also need onnxscript, for the same graph here.
+    """
+    import copy
+
+    import torch
+
+    try:
+        import onnx
+    except ImportError:
+        raise ExportFailed("exporting needs the onnx package: pip install 'morphseq-stages[onnx]'") from None
+    plain = copy.deepcopy(module).to(memory_format=torch.contiguous_format)
+    buf = io.BytesIO()
+    axes = {name: {0: "n"} for name in ("images", "mu", "logvar")}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(plain, (torch.zeros(1, *input_size),), buf, dynamo=False, opset_version=17,
+                              input_names=["images"], output_names=["mu", "logvar"], dynamic_axes=axes)
+    except Exception as exc:  # any exporter failure means: run on torch
+        raise ExportFailed(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+    model = onnx.load_from_string(buf.getvalue())
+    onnx.helper.set_model_props(model, {IDENTITY_KEY: identity})
+    return model.SerializeToString()
+
+
+def _cached(path: Path, identity: str) -> OnnxEncoder | None:
+    try:
+        encoder = OnnxEncoder(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # an unreadable or truncated cache file is exported again
+        log.info("onnx.cache_unusable", path=str(path), error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        return None
+    return encoder if encoder.identity == identity else None
+
+
+def _probe_difference(encoder: OnnxEncoder, module, input_size: tuple[int, int, int]) -> float:
+    """Largest difference to torch, relative to ``TOLERANCE``'s mixed scale, on a fixed probe batch."""
+    import torch
+
+    probe = np.random.default_rng(0).random((2, *input_size), dtype=np.float32)
+    with torch.inference_mode():
+        want = [t.float().numpy() for t in module(torch.from_numpy(probe))]
+    got = encoder(probe)
+    return max(float(np.max(np.abs(g - w) / (1 + np.abs(w)))) for g, w in zip(got, want, strict=True))
+
+
+def prepare(module, input_size: tuple[int, int, int], fingerprint: str, identity: str) -> OnnxEncoder:
+    """The ONNX encoder for ``module``: from the cache, else exported (and cached); checked.
+
+    Raises :class:`ExportFailed` when the module cannot run on ONNX Runtime as it does on torch.
+    """
+    path = cache_path(fingerprint)
+    encoder = _cached(path, identity)
+    if encoder is None:
+        data = export(module, input_size, identity)
+        try:
+            atomic_write_bytes(path, data)
+            log.info("onnx.exported", path=str(path))
+        except OSError as exc:  # an unwritable cache costs an export per run, nothing else
+            log.warning("onnx.cache_unwritable", path=str(path), error=str(exc))
+        encoder = OnnxEncoder(data)
+    diff = _probe_difference(encoder, module, input_size)
+    if not diff <= TOLERANCE:
+        raise ExportFailed(f"ONNX Runtime's latents differ from torch's by {diff:.1e} (more than {TOLERANCE:g})")
+    return encoder
+
+
+def describe(encoder: OnnxEncoder | None) -> dict[str, Any]:
+    import torch
+
+    if encoder is None:
+        return {"backend": "torch", "backend_version": torch.__version__}
+    return {"backend": "onnxruntime", "backend_version": encoder.version}
