@@ -167,7 +167,5 @@ def test_cli_backends_agree_and_are_recorded(tmp_path, cli):
         lines = (store / "morph_latents_20231207.csv").read_text().splitlines()[1:]
         runs[backend] = np.array([[float(v) for v in line.split(",")[3:]] for line in lines])
     assert np.abs(runs["torch"] - runs["onnxruntime"]).max() < 1e-5
-    from morphseq_build06.options import Build06Options
-
-    with pytest.raises(UserError, match="unknown --backend 'tensorrt'"):
-        Build06Options.from_mapping({"root": s.root, "data_root": s.data_root, "backend": "tensorrt"})
+    code, _, err = cli("build06", "--root", s.root, "--data-root", s.data_root, "--backend", "tensorrt")
+    assert code == 2 and "tensorrt" in err.splitlines()[-1]
