@@ -155,7 +155,7 @@ def prepare(module, input_size: tuple[int, int, int], fingerprint: str, identity
         try:
             atomic_write_bytes(path, data)
             log.info("onnx.exported", path=str(path))
-        except OSError as exc:  # an unwritable cache costs an export per run, nothing else
+        except (OSError, UserError) as exc:  # an unwritable cache costs an export per run, nothing else
             log.warning("onnx.cache_unwritable", path=str(path), error=str(exc))
         encoder = OnnxEncoder(data)
     diff = _probe_difference(encoder, module, input_size)
