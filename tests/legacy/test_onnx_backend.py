@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -153,6 +154,7 @@ def test_cli_backends_agree_and_are_recorded(tmp_path, cli):
     make_legacy_model(s.data_root / "models" / "legacy" / "tiny", latent_dim=8, n_out_channels=2, seed=2)
     runs = {}
     for backend in ("torch", "onnxruntime"):
+        shutil.rmtree(s.latent_dir("tiny"), ignore_errors=True)
         code, _, err = cli("build06", "--root", s.root, "--data-root", s.data_root, "--model-name", "tiny",
                            "--generate-missing-latents", "--overwrite", "--backend", backend, "--log-format", "json")
         assert code == 0, err
