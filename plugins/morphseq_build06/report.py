@@ -130,17 +130,20 @@ def projection_figure(coords: np.ndarray, labels: np.ndarray, generated: set[str
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 6))
-    cmap = plt.get_cmap("tab20")
-    for i, g in enumerate(dict.fromkeys(labels)):
+    groups = list(dict.fromkeys(labels))
+    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    size = float(np.clip(4000 / max(len(coords), 1), 2, 30))  # fewer points, bigger markers
+    for i, g in enumerate(groups):
         m = labels == g
         new = g in generated
-        ax.scatter(coords[m, 0], coords[m, 1], s=28 if new else 8, color=cmap(i % 20), alpha=0.9 if new else 0.5,
+        ax.scatter(coords[m, 0], coords[m, 1], s=size * (3 if new else 1), color=cmap(i % cmap.N),
+                   alpha=0.9 if new else 0.6,
                    edgecolors="black" if new else "none", linewidths=0.6,
                    label=f"{g} (generated this run)" if new else g)
     ax.set_xlabel(f"{method} 1")
     ax.set_ylabel(f"{method} 2")
     ax.set_title(f"z_mu, {method} projection, coloured by experiment")
-    ax.legend(fontsize=7, markerscale=1.5, loc="best", ncol=1 + len(set(labels)) // 20)
+    ax.legend(fontsize=7, loc="best", ncol=1 + len(groups) // 20)
     return _png(fig)
 
 

@@ -126,12 +126,15 @@ def test_generation_writes_the_contract_and_the_same_df03(tmp_path, cli):
     from morphseq_build06.testing import make_pipeline_root
     from morphseq_legacy.testing import make_legacy_model
 
+    import importlib.util
+
+    report = ["--report"] if importlib.util.find_spec("matplotlib") else []
     runs = {}
     for fmt in ("csv", "parquet"):
         s = make_pipeline_root(tmp_path / fmt, {"20231207": 5, "20240509_18ss": 4}, seed=3, size=(64, 144))
         make_legacy_model(s.data_root / "models" / "legacy" / MODEL, latent_dim=6, n_out_channels=2, seed=1)
         code, out, err = cli("build06", "--root", s.root, "--data-root", s.data_root, "--model-name", MODEL,
-                             "--generate-missing-latents", "--latent-format", fmt, "--device", "cpu")
+                             "--generate-missing-latents", "--latent-format", fmt, "--device", "cpu", *report)
         assert code == 0, err
         runs[fmt] = s
     latents = runs["parquet"].latent_dir(MODEL)
@@ -143,5 +146,8 @@ def test_generation_writes_the_contract_and_the_same_df03(tmp_path, cli):
     assert len(set(table.column("snip_id").to_pylist())) == table.num_rows == 5
     assert [c for c in table.column_names if c.startswith("z_sigma_")]
     assert all(np.isfinite(table.column(c).to_numpy()).all() for c in table.column_names if c.startswith("z_"))
+    if report:
+        page = df03_path(runs["parquet"].root).with_name("embryo_metadata_df03_report.html").read_text()
+        assert page.count("<b>(generated this run)</b>") == 2 and "20231207 <b>(generated" in page
     df03 = {fmt: df03_path(s.root).read_bytes() for fmt, s in runs.items()}
     assert df03["csv"] == df03["parquet"]
