@@ -123,10 +123,10 @@ def test_latents_root_reads_merged_files_and_validated_shards(tmp_path, cli):
 
 def test_generation_writes_the_contract_and_the_same_df03(tmp_path, cli):
     pytest.importorskip("torch")
+    import importlib.util
+
     from morphseq_build06.testing import make_pipeline_root
     from morphseq_legacy.testing import make_legacy_model
-
-    import importlib.util
 
     report = ["--report"] if importlib.util.find_spec("matplotlib") else []
     runs = {}
