@@ -12,7 +12,7 @@ from morphseq_stages.executors import DaskExecutor, LocalExecutor
 from morphseq_stages.files import atomic_write, atomic_write_bytes
 from morphseq_stages.registry import Registry
 
-from . import manifest, parquet_store
+from . import declared, manifest, parquet_store
 from .csvtext import read_text_table
 from .latents import ID_COLUMNS, read_latent_header, write_latents
 from .plan import GENERATING, Build06Plan, ExperimentPlan, strict_failure
@@ -82,7 +82,9 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
                         f"{len(result.failures)} unreadable image(s) in {exp.experiment}, first: {result.failures[0][0]} "
                         f"({result.failures[0][1]}); nothing was written for it (--strict; {done})")
                 snip_ids = [exp.to_embed[i].stem for i in result.ok]
-                if _write(plan, exp, embedder, snip_ids, result.mu, result.logvar):
+                with declared.store_write(plan, exp) as current:
+                    done = current and _write(plan, exp, embedder, snip_ids, result.mu, result.logvar)
+                if done:
                     written.append(str(exp.latent_path))
                     embedded += len(snip_ids)
                     log.info("latents.generated", path=str(exp.latent_path), rows=len(snip_ids),

@@ -93,6 +93,11 @@ class Build06Options:
         type=bool, group="generation",
         help="re-embed the selected experiments' latent files from their snips (also those written by another "
              "model); implies generation")
+    generate_only: bool = option(
+        type=bool, group="generation",
+        help="only embed: write the missing latent files (and the store's manifest), no df03; implies "
+             "--generate-missing-latents; the store lock is held only while a file is written, so jobs for "
+             "different experiments can run side by side before one merge")
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> Build06Options:
@@ -100,6 +105,8 @@ class Build06Options:
         against this schema (``morphseq_stages.options.validate``); one clear line each."""
         known = {f.name for f in attrs.fields(cls)}
         kw = {k: v for k, v in options.items() if k in known and v is not None}
+        if kw.get("generate_only") and not kw.get("overwrite_latents"):
+            kw["generate_missing_latents"] = True
         data_root = kw.get("data_root") or os.environ.get(DATA_ROOT_ENV)
         if not data_root:
             raise UserError(f"no data root: pass --data-root or set {DATA_ROOT_ENV}")

@@ -25,7 +25,7 @@ from morphseq_stages.files import check_safe_id, check_writable, sha256_file
 from morphseq_stages.registry import Provider, Registry
 from morphseq_stages.stages import StagePlan
 
-from . import keys, manifest, parquet_store, paths
+from . import declared, keys, manifest, parquet_store, paths
 from .csvtext import TextTable, read_columns, read_text_table
 from .latents import parse_z
 from .options import Build06Options
@@ -129,6 +129,8 @@ class Build06Plan(StagePlan):
         return _snapshot(self.watched()) == self.snapshot
 
     def locks(self) -> list[tuple[Path, str]]:
+        if self.options.generate_only:
+            return []  # it takes the store lock only while it writes (see declared.store_write)
         held = [(self.df03_path.parent / f".{self.df03_path.name}.lock", str(self.df03_path))]
         if self.generates:
             held.append((self.store / ".latents.lock", f"latent files in {self.store}"))
@@ -154,6 +156,7 @@ class Build06Plan(StagePlan):
             "prediction": self.prediction,
             "outputs": [o.as_dict() for o in self.outputs],
             "warnings": list(self.warnings) + list(self.predicted),
+            **declared.as_dict(self),
         }
 
     def render(self) -> str:
@@ -332,6 +335,8 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     now = InputsNow(opts=opts, df02_path=df02_path, df02=df02, row_experiments=row_exp, experiments=exp_plans,
                     model=model)
     outputs, records, out_warnings = plan_outputs(opts, now=now, store=store)
+    if opts.generate_only:
+        outputs = declared.restrict(outputs)
     for path in [o.path for o in outputs if o.action != "skip"] + [p.latent_path for p in exp_plans
                                                                    if p.action in GENERATING]:
         check_writable(path)

@@ -63,6 +63,8 @@ def morphseq_stage_generate(stage: str, context: StageContext, plan):
 def morphseq_stage_merge(stage: str, context: StageContext, plan, generated):
     if stage != NAME:
         return None
+    if plan.options.generate_only:
+        return generated  # nothing to merge: the export hook reports what was generated
     from .merge import merge
 
     return merge(plan, generated)
@@ -77,6 +79,14 @@ def morphseq_stage_export(stage: str, context: StageContext, plan, merged):
     from .console import render_summary
     from .export import export
 
+    if plan.options.generate_only:
+        from .declared import summary as generate_only_summary
+
+        summary = generate_only_summary(plan, merged)
+        structlog.get_logger().info("build06.summary", **summary)
+        return StageOutcome(exit_code=0, summary=summary, text="\n".join(
+            [f"generated: {merged.embedded} latent rows in {len(merged.written)} file(s) (--generate-only)"]
+            + [f"wrote    {w}" for w in summary["written"]] + [f"warning: {w}" for w in summary["warnings"]]))
     summary = export(plan, merged)
     side = plan.output("sidecar")
     summary["sidecar"] = str(side.path) if side is not None and str(side.path) in summary["written"] else None

@@ -1,0 +1,453 @@
+"""Build06 from Python: the seed's "pipeline-first service" (SPEC §10).
+
+Each function is a thin layer over the code the command line runs: the one-shot
+:func:`build_df03_with_embeddings` and :func:`ensure_latents_for_experiments` go through
+:func:`morphseq_stages.run_stage` with the same checked options as ``morphseq-stages
+build06``; the step functions reuse its readers, key matching and byte-faithful
+writers. Paths may be ``str`` or ``Path``; bad input is a
+:class:`morphseq_stages.UserError` with the CLI's one-line message; nothing is replaced
+without ``overwrite=True`` (an existing output is left as it is, logged as skipped).
+
+Logging: nothing is configured for you; warnings go to stderr until you configure
+structlog (``morphseq_stages.logs.configure("json")`` shows every event).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
+
+from morphseq_stages import logs
+from morphseq_stages.errors import UserError
+from morphseq_stages.files import atomic_write, check_safe_id, exclusive_lock
+
+from . import keys, paths
+from .csvtext import TextTable, float_text, header_with, read_columns, read_text_table, write_rows
+from .latents import select_z_columns
+from .options import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from morphseq_stages import RunResult
+
+    from .merge import LatentIndex
+
+__all__ = [
+    "build_df03_with_embeddings",
+    "ensure_latents_for_experiments",
+    "export_df03_copies_by_experiment",
+    "load_latents",
+    "merge_df02_with_embeddings",
+    "merge_train_with_embeddings",
+    "resolve_model_dir",
+]
+
+STAGE = "build06"
+log = structlog.get_logger()
+PathLike = str | os.PathLike
+
+
+@functools.lru_cache(maxsize=1)
+def _host():
+    from morphseq_stages import get_host
+
+    return get_host()
+
+
+def _run(options: Mapping[str, Any], *, dry_run: bool = False) -> RunResult:
+    from morphseq_stages import run_stage
+
+    return run_stage(_host(), STAGE, {k: v for k, v in options.items() if v is not None}, dry_run=dry_run)
+
+
+def _path(value: PathLike | None, what: str) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike):
+        raise UserError(f"{what} must be a path, got {value!r}")
+    return Path(value).expanduser()
+
+
+def _names(experiments: str | Sequence[str] | None) -> list[str] | None:
+    """A bare string is one experiment (never its characters)."""
+    if experiments is None:
+        return None
+    items = [experiments] if isinstance(experiments, str | int) else list(experiments)
+    return [check_safe_id(str(e), "experiment") for e in items]
+
+
+def resolve_model_dir(data_root: PathLike, model_name: str = DEFAULT_MODEL) -> Path:
+    """The folder of a legacy model that holds its ``model_config.json``.
+
+    Parameters:
+        data_root: the central data root; the model is looked up in
+            ``<data_root>/models/legacy/<model_name>/`` or its ``final_model/`` subfolder.
+        model_name: the model's folder name (default: the production model).
+
+    Returns:
+        The folder holding ``model_config.json`` (and ``model.pt`` or
+        ``encoder_reformatted.pt``).
+
+    Raises:
+        UserError: naming the path, when the folder, its config or its weights are missing,
+        or the config is not a model config.
+    """
+    from morphseq_legacy.folder import resolve
+    from morphseq_stages.embedders import EmbedderRequest
+
+    logs.library_default()
+    root = _path(data_root, "data_root")
+    check_safe_id(str(model_name), "model name")
+    return resolve(EmbedderRequest(model_name=str(model_name), data_root=root)).path
+
+
+def ensure_latents_for_experiments(
+    data_root: PathLike,
+    model_name: str = DEFAULT_MODEL,
+    experiments: str | Sequence[str] | None = None,
+    generate_missing: bool = False,
+    *,
+    root: PathLike | None = None,
+    **options: Any,
+) -> dict[str, Path]:
+    """Make sure each experiment has its latent file; return those that exist afterwards.
+
+    Parameters:
+        data_root: the central data root holding the latent store.
+        model_name: the model whose latent store to use.
+        experiments: experiment names (a bare string is one experiment); default: every
+            experiment of df02 (needs ``root``).
+        generate_missing: embed the snips that have no latent row yet (a new file, or the
+            missing rows of an existing one), as ``--generate-missing-latents --generate-only``
+            does: only latent files and the store's manifest are written.
+        root: the pipeline root (its df02 and snip folders); needed to generate, and to
+            take the experiments from df02.
+        **options: any other Build06 option by its Python name (``batch_size``, ``device``,
+            ``embedder``, ``latent_format``, ...), checked like the CLI's.
+
+    Returns:
+        ``{experiment: path of its latent file}`` for the experiments that have one
+        afterwards (an experiment still without a file is absent, and logged).
+    """
+    logs.library_default()
+    names = _names(experiments)
+    if root is None:
+        if generate_missing:
+            raise UserError("generating latents needs root= (the pipeline root whose df02 and snips to embed)")
+        if not names:
+            raise UserError("pass experiments= (or root= to take them from df02)")
+        return _existing_latents(data_root, model_name, names, options)
+    run = {"root": _path(root, "root"), "data_root": _path(data_root, "data_root"), "model_name": model_name,
+           "experiments": names, "generate_missing_latents": generate_missing or None,
+           "generate_only": generate_missing or None, **options}
+    result = _run(run, dry_run=not generate_missing)
+    found = {e.experiment: e.latent_path for e in result.plan.experiments if e.latent_path.exists()}
+    for e in result.plan.experiments:
+        if e.experiment not in found:
+            log.warning("latents.missing", experiment=e.experiment, path=str(e.latent_path))
+    return found
+
+
+def _existing_latents(data_root: PathLike, model_name: str, names: list[str], options: Mapping[str, Any]) -> dict[str, Path]:
+    """The latent files already in the store, found as a run's plan finds them (no df02 needed)."""
+    from morphseq_stages.embedders import EmbedderRequest
+    from morphseq_stages.options import validate
+
+    from .parquet_store import locate
+
+    base = _path(data_root, "data_root")
+    checked = validate(_host().registry.stage(STAGE).options,
+                       {"root": base, "data_root": base, "model_name": model_name, **options}, STAGE)
+    spec = _host().registry.embedder(checked["embedder"])
+    request = EmbedderRequest(model_name=model_name, model_dir=checked["model_dir"], data_root=base)
+    try:
+        name = spec.describe(request).name
+    except UserError:  # reading latents needs no model folder; the store is named after the model
+        name = request.folder_name or model_name
+    store = paths.store(base, checked["embedder"], name)
+    found = {}
+    for e in names:
+        path = locate(store, e, checked["latent_format"], checked["latents_root"]).path
+        if path.exists():
+            found[e] = path
+        else:
+            log.warning("latents.missing", experiment=e, path=str(path))
+    return found
+
+
+def load_latents(latent_paths: Mapping[str, PathLike], z_schema: str = "auto") -> pd.DataFrame:
+    """Read latent files into one table, as the merge reads them.
+
+    Parameters:
+        latent_paths: ``{experiment: path}`` of latent files (CSV, Parquet, or a folder of
+            Parquet shards), e.g. what :func:`ensure_latents_for_experiments` returns.
+        z_schema: which z columns to keep: ``auto`` (every ``z_mu_*``), ``flat``
+            (``z_mu_NN``) or ``bio_nuisance`` (``z_mu_b_*``/``z_mu_n_*``, else flat).
+
+    Returns:
+        A DataFrame with ``snip_id`` (text, one row per snip) and the z columns in
+        dimension order (float64). Hygiene is applied as in a run: rows holding NaN/Inf
+        are left out (and logged), identical duplicates dropped, of conflicting
+        duplicates the first kept (and logged).
+    """
+    import pandas as pd
+
+    from .latents import Z_SCHEMAS
+    from .merge import load_latents as load_index
+    from .store import read_store
+
+    logs.library_default()
+    if z_schema not in Z_SCHEMAS:
+        raise UserError(f"unknown --z-schema {z_schema!r} (choose from {', '.join(Z_SCHEMAS)})")
+    if not isinstance(latent_paths, Mapping):
+        raise UserError(f"latent_paths must map experiment names to latent files, got {type(latent_paths).__name__}")
+    paths = {check_safe_id(str(e), "experiment"): _path(p, f"latent file of {e}") for e, p in latent_paths.items()}
+    for e, p in paths.items():
+        if not p.exists():
+            raise UserError(f"latent file not found: {p} (experiment {e})")
+    read = read_store(paths, z_schema, False)
+    index, _ = load_index(_LatentsOnly(paths, z_schema, read))
+    ids = pa.concat_arrays([read.rows[e].snip_ids for e in paths]) if paths else pa.array([], pa.string())
+    picked = ids.take(pa.array(index.rows, pa.int64())).to_pylist()
+    frame = pd.DataFrame({"snip_id": pd.Series(picked, dtype=object)})
+    values = _z_values(index.lines.take(pa.array(index.rows, pa.int64())), len(index.columns))
+    return pd.concat([frame, pd.DataFrame(values, columns=list(index.columns))], axis=1)
+
+
+class _LatentsOnly:
+    """What the merge's latent loader reads of a plan, for files given by path."""
+
+    def __init__(self, paths: Mapping[str, Path], z_schema: str, read):
+        from types import SimpleNamespace
+
+        self.options = SimpleNamespace(z_schema=z_schema, include_sigma=False)
+        self.experiments = [SimpleNamespace(experiment=e, latent_path=p, stale=False) for e, p in paths.items()]
+        self.latents = read
+
+
+def _z_values(lines: pa.Array, width: int) -> np.ndarray:
+    """The z text cells of each row (comma-joined) as a float64 matrix (empty -> NaN)."""
+    if width == 0 or len(lines) == 0:
+        return np.empty((len(lines), width))
+    cells = pc.list_flatten(pc.split_pattern(pc.cast(lines, pa.large_string()), ","))
+    cells = pc.if_else(pc.equal(cells, ""), pa.scalar(None, cells.type), cells)
+    return pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False).reshape(len(lines), width)
+
+
+def _index_of_frame(latents_df: Any) -> LatentIndex:
+    """A latents DataFrame (``snip_id`` + z columns) as the merge's index of latent rows."""
+    import pandas as pd
+
+    from .merge import LatentIndex
+
+    if not isinstance(latents_df, pd.DataFrame) or "snip_id" not in latents_df.columns:
+        raise UserError("latents_df must be a DataFrame with a snip_id column and z columns (see load_latents)")
+    columns = select_z_columns([str(c) for c in latents_df.columns], "auto", include_sigma=True)
+    if not columns:
+        raise UserError("latents_df has no z columns (z_mu_NN, z_mu_b_NN, z_mu_n_NN)")
+    try:
+        values = latents_df[columns].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"latents_df z columns must be numbers: {exc}") from None
+    ids = pa.array([str(s) for s in latents_df["snip_id"]], pa.string())
+    cells = [float_text(values[:, j]) for j in range(len(columns))]
+    lines = pc.binary_join_element_wise(*cells, b",", null_handling="replace", null_replacement=b"")
+    finite = np.isfinite(values).all(axis=1)
+    all_keys = keys.normalise(ids)[0]
+    good = np.flatnonzero(finite)
+    good_keys = all_keys.take(pa.array(good, pa.int64()))
+    first = keys.first_of(good_keys) == np.arange(len(good_keys))
+    index = good_keys.filter(pa.array(first))
+    channel_index, channel_rows = keys.channel_free_index(index)
+    bad = pc.unique(all_keys.filter(pa.array(~finite)))
+    return LatentIndex(columns=tuple(columns), lines=pc.cast(lines, pa.large_binary()), rows=good[first],
+                       index=index, channel_index=channel_index, channel_rows=channel_rows,
+                       bad_keys=bad.filter(pc.invert(pc.is_in(bad, value_set=index))))
+
+
+def _join(table: TextTable, index: LatentIndex, out: Path, overwrite: bool, what: str) -> bool:
+    """Write ``table`` (bytes unchanged) plus its z cells to ``out``; False if ``out`` was kept."""
+    if out.exists() and not overwrite:
+        log.warning("write.skipped", path=str(out), what=what, reason="exists; pass overwrite=True to replace")
+        return False
+    if "snip_id" not in table.names:
+        raise UserError(f"{what} {table.path} has no snip_id column")
+    take, _, _ = index.match(read_columns(table, ["snip_id"])["snip_id"])
+    matched = int((take >= 0).sum())
+    log.info("coverage", what=what, rows=len(table), matched=matched,
+             coverage=round(matched / len(table), 6) if len(table) else 0.0)
+    header = header_with(table.header, index.columns)
+    with exclusive_lock(out.parent / f".{out.name}.lock", str(out)):
+        atomic_write(out, lambda fh: write_rows(fh, header, table.records, table.newline,
+                                                lambda a, b: index.cells(take[a:b])))
+    log.info("write.done", path=str(out), what=what, rows=len(table))
+    return True
+
+
+def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwrite: bool = False,
+                               out_name: str = "embryo_metadata_df03.csv") -> Path:
+    """Join df02 with a latents table on the normalised ``snip_id``, written beside df02.
+
+    Parameters:
+        root: the pipeline root holding ``metadata/combined_metadata_files/embryo_metadata_df02.csv``.
+        latents_df: ``snip_id`` + z columns, e.g. from :func:`load_latents`.
+        overwrite: replace the output if it exists (otherwise it is kept and the skip logged).
+        out_name: the output's file name in df02's folder.
+
+    Returns:
+        The path of the output: every df02 row and column, bytes unchanged, then the z
+        columns (empty where a row has no embedding).
+    """
+    logs.library_default()
+    df02 = paths.df02(_path(root, "root"))
+    check_safe_id(str(out_name), "output name")
+    if out_name == df02.name:
+        raise UserError("out_name must not be df02 itself")
+    out = df02.with_name(str(out_name))
+    _join(read_text_table(df02, what="df02"), _index_of_frame(latents_df), out, overwrite, "df03")
+    return out
+
+
+def merge_train_with_embeddings(root: PathLike, train_name: str, latents_df: pd.DataFrame,
+                                overwrite: bool = False) -> Path | None:
+    """Join a training set's metadata with a latents table.
+
+    Parameters:
+        root: the pipeline root.
+        train_name: the folder under ``<root>/training_data/`` holding ``embryo_metadata_df_train.csv``.
+        latents_df: ``snip_id`` + z columns, e.g. from :func:`load_latents`.
+        overwrite: replace the output if it exists.
+
+    Returns:
+        The path of ``embryo_metadata_with_embeddings.csv`` beside the training metadata,
+        or None (logged) when that metadata does not exist.
+    """
+    logs.library_default()
+    check_safe_id(str(train_name), "training set name")
+    train_in = paths.training_input(_path(root, "root"), str(train_name))
+    if not train_in.is_file():
+        log.warning("training.missing", path=str(train_in))
+        return None
+    out = paths.training_output(_path(root, "root"), str(train_name))
+    _join(read_text_table(train_in, what="training metadata"), _index_of_frame(latents_df), out, overwrite,
+          "training")
+    return out
+
+
+def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: PathLike,
+                                     model_name: str = DEFAULT_MODEL, overwrite: bool = False) -> list[Path]:
+    """Write one ``df03_<experiment>.csv`` per experiment for analysis users.
+
+    Parameters:
+        df03: the path of df03 (its rows are copied byte for byte) or a DataFrame.
+        data_root: the central data root; copies go to
+            ``<data_root>/metadata/metadata_n_embeddings/<model_name>/``.
+        model_name: names the copies' folder.
+        overwrite: replace existing copies (otherwise they are kept and the skip logged).
+
+    Returns:
+        The paths written, in experiment order of appearance.
+    """
+    logs.library_default()
+    check_safe_id(str(model_name), "model name")
+    folder = paths.analysis_dir(_path(data_root, "data_root"), str(model_name))
+    groups = _by_experiment(df03)
+    written = []
+    for exp, write in groups.items():
+        out = folder / paths.analysis_copy(Path(), str(model_name), check_safe_id(exp, "experiment")).name
+        if out.exists() and not overwrite:
+            log.warning("write.skipped", path=str(out), what="analysis", reason="exists; pass overwrite=True to replace")
+            continue
+        with exclusive_lock(folder / ".df03_copies.lock", f"analysis copies in {folder}"):
+            atomic_write(out, write)
+        log.info("write.done", path=str(out), what="analysis", experiment=exp)
+        written.append(out)
+    return written
+
+
+def _by_experiment(df03: Any) -> dict[str, Any]:
+    """experiment -> a writer of its rows (raw records for a file, CSV text for a DataFrame)."""
+    import pandas as pd
+
+    if isinstance(df03, pd.DataFrame):
+        if "snip_id" not in df03.columns:
+            raise UserError("df03 must have a snip_id column")
+        exp = _experiments_of(df03["experiment_date"].astype(str).tolist() if "experiment_date" in df03
+                              else None, df03["snip_id"].astype(str).tolist())
+        return {e: functools.partial(_write_frame, df03[exp == e]) for e in dict.fromkeys(exp) if e}
+    table = read_text_table(_path(df03, "df03"), what="df03")
+    if "snip_id" not in table.names:
+        raise UserError(f"df03 {table.path} has no snip_id column")
+    cols = read_columns(table, [c for c in ("snip_id", "experiment_date") if c in table.names])
+    exp = _experiments_of(cols["experiment_date"].to_pylist() if "experiment_date" in cols else None,
+                          cols["snip_id"].to_pylist())
+    return {e: functools.partial(_write_records, table, np.flatnonzero(exp == e)) for e in dict.fromkeys(exp) if e}
+
+
+def _write_frame(rows: Any, fh: Any) -> None:
+    fh.write(rows.to_csv(index=False).encode())
+
+
+def _write_records(table: TextTable, rows: np.ndarray, fh: Any) -> None:
+    write_rows(fh, table.header, table.records.take(pa.array(rows, pa.int64())), table.newline)
+
+
+def _experiments_of(dates: list[str] | None, snip_ids: list[str]) -> np.ndarray:
+    # as the plan does: experiment_date, else the experiment named by the snip id
+    dates = dates or [""] * len(snip_ids)
+    return np.array([(d or "").strip() or keys.experiment_of(s) for d, s in zip(dates, snip_ids, strict=True)],
+                    dtype=object)
+
+
+def build_df03_with_embeddings(
+    root: PathLike,
+    data_root: PathLike | None = None,
+    model_name: str = DEFAULT_MODEL,
+    experiments: str | Sequence[str] | None = None,
+    generate_missing: bool = False,
+    export_analysis: bool = False,
+    train_name: str | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    z_schema: str = "auto",
+    **options: Any,
+) -> Path:
+    """Run Build06 end to end, exactly as ``morphseq-stages build06`` does.
+
+    Parameters:
+        root: the pipeline root holding df02.
+        data_root: the central data root (default: ``$MORPHSEQ_DATA_ROOT``).
+        model_name: the model whose latents to use (and to embed with).
+        experiments: limit generation and analysis copies to these (a bare string is
+            one experiment); df03 always holds every available embedding.
+        generate_missing: embed snips without a latent row (``--generate-missing-latents``).
+        export_analysis: write the per-experiment copies (``--export-analysis-copies``).
+        train_name: also join ``training_data/<train_name>/embryo_metadata_df_train.csv``.
+        overwrite: replace existing outputs (never re-embeds).
+        dry_run: plan only; nothing is written.
+        z_schema: ``auto``, ``flat`` or ``bio_nuisance``.
+        **options: any other Build06 option by its Python name (``min_coverage``,
+            ``strict``, ``formats``, ``batch_size``, ...), checked like the CLI's; a
+            misspelled name is refused with the closest valid one.
+
+    Returns:
+        The path of df03 (byte-identical to the CLI's for the same inputs). The full
+        run summary is logged as ``build06.summary``; use :func:`morphseq_stages.run_stage`
+        to get it as a value.
+    """
+    logs.library_default()
+    run = {"root": _path(root, "root"), "data_root": _path(data_root, "data_root"), "model_name": model_name,
+           "experiments": _names(experiments), "generate_missing_latents": generate_missing,
+           "export_analysis_copies": export_analysis, "train_name": train_name, "overwrite": overwrite,
+           "z_schema": z_schema, **options}
+    result = _run(run, dry_run=dry_run)
+    return Path(result.plan.df03_path)
