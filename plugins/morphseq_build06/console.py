@@ -35,7 +35,8 @@ def render_plan(plan: Build06Plan) -> str:
              *[f"  {e.experiment} reads {e.latent_path.name}: {e.source_note}" for e in plan.experiments if e.source_note],
              "",
              f"df03: {df03.freshness.describe()} -> {df03.action}"
-             + (f"; {df03.reason.rsplit('; ', 1)[-1]}" if df03.action == "skip" and df03.reason != "current" else ""),
+             + (f"; {df03.reason[len(df03.freshness.describe()) + 2:]}" if df03.action == "skip"
+                and df03.reason != "current" else ""),
              f"df03 after this run (predicted): coverage {_pct(p['coverage'])} overall, "
              f"{_pct(p['coverage_selected'])} of the selected experiments; {p['rows_unembedded']} row(s) without "
              f"an embedding, {p['rows_never_embeddable']} of them can never be embedded (no image)",

@@ -124,12 +124,16 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
     if fresh.status == "current" and listing.status != "current":
         fresh = Freshness(status="out-of-date", reasons=(f"{paths.unembedded(df03).name} is {listing.describe()}",))
     main = decide("df03", df03, fresh, opts.overwrite)
+    if main.action == "overwrite" and not any(e.latent_exists or e.action in CHANGES for e in now.experiments):
+        # a mistyped --model-name or --data-root must not replace a df03 that has embeddings
+        main = attrs.evolve(main, action="skip", reason=f"{fresh.describe()}; but this run has no latent file to "
+                            "merge (check --model-name and --data-root); df03 kept")
     follow = f"kept with df03, which is {fresh.describe().split(':')[0]}" if main.action == "skip" else ""
     outputs = [main] + [
         OutputPlan(kind=k, path=p, action="skip" if follow else ("overwrite" if p.exists() else "write"),
                    reason=follow, freshness=fresh)
         for k, p in (("unembedded", paths.unembedded(df03)), ("sidecar", paths.sidecar(df03)))]
-    warnings = [f"df03 {df03} is {fresh.describe()}; not updated: {main.reason.rsplit('; ', 1)[-1]}"
+    warnings = [f"df03 {df03} is {fresh.describe()}; not updated: {main.reason[len(fresh.describe()) + 2:]}"
                 if main.action == "skip" and fresh.status != "current" else ""]
     if opts.train_name:
         out, warning = _training(opts, now, records, changing)

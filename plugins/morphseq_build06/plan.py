@@ -332,6 +332,9 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     if unknown_flags:
         warnings.append(f"{unknown_flags} use_embryo_flag value(s) are not true/false; treated as false")
     prediction, predicted = predict(opts, exp_plans, row_exp, matched, has_image, keep)
+    non_finite = sum(int((r.nan_rows | r.inf_rows).sum()) for r in latents.rows.values())
+    if non_finite:
+        predicted.append(f"{non_finite} latent row(s) hold NaN or Inf and will be treated as missing")
     now = InputsNow(opts=opts, df02_path=df02_path, df02=df02, row_experiments=row_exp, experiments=exp_plans,
                     model=model)
     outputs, records, out_warnings = plan_outputs(opts, now=now, store=store)

@@ -255,3 +255,30 @@ def test_overwrite_latents_re_embeds_only_the_selected_experiment(generated, cli
     now = stamps(s.latent_dir(MODEL))
     assert [k for k in before if before[k] != now[k]] == ["morph_latents_20231207.csv"]
     assert json.loads(out)["generated"]["rows"] == 5
+
+
+def test_the_plan_names_what_changed(stored, cli):
+    assert run(cli, stored)[0] == 0
+
+    def reasons(*extra):
+        code, out, err = run(cli, stored, "--dry-run", "--json", *extra)
+        assert code == 0, err
+        return json.loads(out)["df03_status"]
+
+    assert reasons() == {"status": "current", "reasons": [], "action": "skip"}
+    assert reasons("--z-schema", "bio_nuisance")["reasons"] == ["--z-schema changed (auto -> bio_nuisance)"]
+    assert reasons("--qc-filter")["reasons"] == ["--qc-filter changed (off -> on)"]
+    write_latent_file(stored.latent_dir(MODEL), "20231207", stored.snips["20231207"], latent_dim=6, seed=42)
+    assert reasons()["reasons"] == ["latent file for 20231207 changed"]
+    lines = stored.df02.read_bytes().splitlines(keepends=True)
+    stored.df02.write_bytes(b"".join(lines[:2] + [lines[2].replace(b"wik", b"ab")] + lines[3:]))
+    assert reasons()["reasons"] == ["df02 changed: rows of 20231207 edited", "latent file for 20231207 changed"]
+
+
+def test_overwrite_with_no_latent_file_keeps_df03(stored, cli):
+    assert run(cli, stored)[0] == 0
+    before = df03_of(stored).read_bytes()
+    code, out, err = cli("build06", "--root", stored.root, "--data-root", stored.data_root, "--model-name", "tinny",
+                         "--overwrite", "--log-format", "json")
+    assert code == 0 and df03_of(stored).read_bytes() == before
+    assert "no latent file to merge (check --model-name and --data-root); df03 kept" in out
