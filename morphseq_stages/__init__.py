@@ -11,10 +11,11 @@ from .embedders import (
     EmbedderRequest,
     EmbedderSpec,
     ModelInfo,
+    ModelUnavailable,
     column_names,
     nuisance_dims,
 )
-from .errors import StrictFailure, UserError
+from .errors import PluginError, StrictFailure, UserError
 from .manager import Host, get_host
 from .markers import PROJECT_NAME, hookimpl, hookspec
 from .runner import RunResult, run_stage
@@ -22,11 +23,13 @@ from .stages import Stage, StageContext, StageOutcome, StagePlan
 
 __all__ = [
     "PROJECT_NAME",
+    "PluginError",
     "Embedder",
     "EmbedderRequest",
     "EmbedderSpec",
     "Host",
     "ModelInfo",
+    "ModelUnavailable",
     "RunResult",
     "Stage",
     "StageContext",

@@ -1,13 +1,16 @@
 """The embedder contract.
 
 An embedder turns a batch of preprocessed images into latent means (and, optionally,
-log-variances). Everything around that (finding snips, decoding and resizing images,
+log-variances). Everything around that (finding images, decoding and resizing images,
 batching, threads, progress, writing latent files, the manifest) is the host's, so a
 third-party embedder is a registration plus a small :class:`Embedder` subclass::
 
     @hookimpl
     def morphseq_register_embedders(register):
-        register(EmbedderSpec(name="mine", load=load_mine, help="my encoder"))
+        register(EmbedderSpec(name="mine", load=Mine, describe=describe, help="my encoder"))
+
+``describe(request) -> ModelInfo`` names the model and its fingerprint without loading
+it: the latent store folder, the manifest and stale-file detection rest on them.
 
 Image tensors given to :meth:`Embedder.embed_batch` are float32 ``[N, C, H, W]`` in
 ``[0, 1]``: greyscale, resized bilinearly to ``(H, W)`` from :attr:`Embedder.input_size`.
@@ -18,11 +21,13 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from .errors import PluginError, UserError
 
 if TYPE_CHECKING:  # torch stays out of start-up
     import torch
@@ -43,69 +48,83 @@ def nuisance_dims(latent_dim: int, zn_frac: float) -> int:
     return math.floor(latent_dim * zn_frac)
 
 
+def _non_empty(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{attribute.name} must be a non-empty string, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class EmbedderRequest:
     """Where the model is and how to run it, as the user asked.
 
     ``model_dir`` is an explicit folder (``--model-dir``); otherwise the embedder finds
-    ``model_name`` under ``data_root`` by its own convention.
+    ``model_name`` (None: its own default) under ``data_root`` by its own convention. ``options`` carries what
+    only some embedders understand (the legacy one reads ``allow_pickle``); an embedder
+    ignores the keys it does not know.
     """
 
-    model_name: str
+    model_name: str | None = None
     model_dir: Path | None = None
     data_root: Path | None = None
     device: str = "cpu"
-    allow_pickle: bool = False
-    #: inference runtime for embedders that offer more than torch: "torch", "onnxruntime" or "auto"
-    backend: str = "auto"
-
-    @property
-    def folder_name(self) -> str | None:
-        """The name ``model_dir`` gives the model: its own, or its parent's for ``final_model/``."""
-        if self.model_dir is None:
-            return None
-        d = Path(self.model_dir).resolve()
-        return d.parent.name if d.name == "final_model" else d.name
+    # excluded from the hash (a dict is not hashable) but compared: equal requests load one model
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
 
 
 @attrs.frozen(kw_only=True)
 class ModelInfo:
-    """Facts about a model known without loading it (and without torch).
+    """A model's identity, known without loading it (and without torch).
 
-    ``name`` names the latent store folder; ``fingerprint`` (sha256 of the weights)
-    lets the manifest tell which model wrote a latent file; ``config_sha256``, the sha256
-    of the model's configuration file where it has one, goes into provenance records.
+    ``name`` names the latent store folder, so it must name this model and not another
+    embedder's; ``fingerprint`` (for example the sha256 of the weights) lets the manifest
+    tell which model wrote a latent file. Both are required. ``config_sha256``, the
+    sha256 of the model's configuration file where it has one, goes into provenance records.
     """
 
-    name: str
+    name: str = attrs.field(validator=_non_empty)
+    fingerprint: str = attrs.field(validator=_non_empty)
     location: str | None = None
-    fingerprint: str | None = None
     config_sha256: str | None = None
+
+
+class ModelUnavailable(UserError):
+    """``describe`` cannot find or read the model, but knows the name its files go under.
+
+    A stage can still read latent files that model wrote earlier (under ``name``).
+    """
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 class Embedder(abc.ABC):
     """A loaded model, ready to embed.
 
     Subclasses set the attributes below in ``__init__`` and implement
-    :meth:`embed_batch`.
+    :meth:`embed_batch`. The host checks them when it loads the embedder, and checks
+    what :meth:`embed_batch` returns, naming the embedder and its distribution.
     """
 
     #: ``(channels, height, width)`` the model takes.
     input_size: tuple[int, int, int]
     #: number of latent dimensions.
     latent_dim: int
-    #: names of the mean columns, in dimension order (see SPEC §4).
+    #: names of the mean columns, in dimension order (see SPEC §4): ``latent_dim`` of them.
     mu_columns: tuple[str, ...]
-    #: names of the log-variance columns (``z_sigma_*``), or ``()``.
+    #: names of the log-variance columns (``z_sigma_*``): none, or ``latent_dim`` of them.
     sigma_columns: tuple[str, ...] = ()
-    #: sha256 of the weights.
+    #: the model's fingerprint, equal to its :class:`ModelInfo` ``fingerprint``.
     fingerprint: str
     #: the torch device the model lives on.
     device: str = "cpu"
+    #: who provides it, for messages ("embedder 'x' from plugin p (dist 1.0)"); set by the host.
+    origin: str = ""
 
     @abc.abstractmethod
     def embed_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return ``(mu, logvar)`` for a ``[N, C, H, W]`` batch; ``logvar`` may be None."""
+        """Return ``(mu, logvar)`` for a ``[N, C, H, W]`` batch: torch tensors of shape
+        ``(N, latent_dim)``; ``logvar`` may be None when there are no sigma columns."""
 
     def describe(self) -> dict[str, Any]:
         """Facts for the provenance sidecar."""
@@ -117,15 +136,46 @@ class Embedder(abc.ABC):
         }
 
 
-def _describe_by_name(request: EmbedderRequest) -> ModelInfo:
-    return ModelInfo(name=request.model_name)
-
-
 @attrs.frozen(kw_only=True)
 class EmbedderSpec:
-    """A registered embedder: a name, a loader, and a cheap ``describe``."""
+    """A registered embedder: a name, a loader, and a cheap ``describe``.
+
+    ``describe(request)`` gives the model's identity without loading it (no torch); it
+    raises :class:`ModelUnavailable` when the model cannot be found.
+    """
 
     name: str
     load: Callable[[EmbedderRequest], Embedder]
-    describe: Callable[[EmbedderRequest], ModelInfo] = _describe_by_name
+    describe: Callable[[EmbedderRequest], ModelInfo]
     help: str = ""
+
+
+def check_embedder(embedder: Embedder, origin: str, expected: ModelInfo | None = None) -> None:
+    """Refuse a loaded embedder whose declared shape or identity is inconsistent."""
+    size = getattr(embedder, "input_size", None)
+    dim = getattr(embedder, "latent_dim", None)
+    problems = []
+    if not (isinstance(size, tuple | list) and len(size) == 3 and all(_positive(d) for d in size)):
+        problems.append(f"input_size must be (channels, height, width), got {size!r}")
+    if not _positive(dim):
+        problems.append(f"latent_dim must be a positive integer, got {dim!r}")
+    else:
+        mu = tuple(getattr(embedder, "mu_columns", ()))
+        sigma = tuple(getattr(embedder, "sigma_columns", ()))
+        if len(mu) != dim:
+            problems.append(f"it has {len(mu)} mu_columns for latent_dim {dim}")
+        if len(sigma) not in (0, dim):
+            problems.append(f"it has {len(sigma)} sigma_columns for latent_dim {dim} (0 or {dim})")
+    fingerprint = getattr(embedder, "fingerprint", None)
+    if not isinstance(fingerprint, str) or not fingerprint:
+        problems.append(f"fingerprint must be a non-empty string, got {fingerprint!r}")
+    elif expected is not None and fingerprint != expected.fingerprint:
+        problems.append(f"its fingerprint {fingerprint[:16]} differs from describe()'s {expected.fingerprint[:16]}")
+    if not callable(getattr(embedder, "embed_batch", None)):
+        problems.append("it has no embed_batch method")
+    if problems:
+        raise PluginError(f"{origin}: {'; '.join(problems)}")
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0

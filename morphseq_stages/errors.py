@@ -11,3 +11,7 @@ class StrictFailure(UserError):
     """A warning that ``--strict`` turned into a failure."""
 
     exit_code = 3
+
+
+class PluginError(UserError):
+    """A plugin broke the host's contract; the message names it and its distribution."""

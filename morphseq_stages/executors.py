@@ -21,7 +21,7 @@ EXECUTORS = ("local", "dask")
 
 
 class LocalExecutor:
-    def __init__(self, embedder: Embedder, *, batch_size: int, workers: int | None = None):
+    def __init__(self, embedder: Embedder, *, batch_size: int, workers: int | None = None) -> None:
         self.embedder, self.batch_size, self.workers = embedder, batch_size, workers
 
     def embed(self, paths: Sequence[Path], label: str) -> EmbedResult:
@@ -31,7 +31,7 @@ class LocalExecutor:
         pass
 
 
-# -- Dask: one task per chunk of snips, the model loaded once per worker process -------
+# -- Dask: one task per chunk of images, the model loaded once per worker process ------
 
 _MODELS: dict[tuple[str, EmbedderRequest], Embedder] = {}
 _MODELS_LOCK = threading.Lock()
@@ -42,12 +42,12 @@ def _worker_embedder(name: str, request: EmbedderRequest) -> Embedder:
         if (name, request) not in _MODELS:
             from .manager import get_host
 
-            _MODELS[(name, request)] = get_host().registry.embedder(name).load(request)
+            _MODELS[(name, request)] = get_host().registry.load_embedder(name, request)
         return _MODELS[(name, request)]
 
 
 def embed_chunk(name: str, request: EmbedderRequest, paths: Sequence[str], batch_size: int) -> EmbedResult:
-    """A Dask task: embed one chunk of snips with the worker's cached model."""
+    """A Dask task: embed one chunk of images with the worker's cached model."""
     embedder = _worker_embedder(name, request)
     return embed_images(embedder, [Path(p) for p in paths], batch_size=batch_size, label="chunk")
 
@@ -61,7 +61,7 @@ class DaskExecutor:
         batch_size: int,
         scheduler: str | None = None,
         chunk_size: int = 512,
-    ):
+    ) -> None:
         try:
             from distributed import Client, LocalCluster
         except ImportError:

@@ -12,12 +12,17 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
 import structlog
 
+if TYPE_CHECKING:
+    import torch
+
 from .embedders import Embedder
+from .errors import PluginError, UserError
 from .progress import Progress
 
 log = structlog.get_logger()
@@ -33,7 +38,7 @@ def decode_image(path: Path, size: tuple[int, int, int]) -> np.ndarray:
 
     channels, height, width = size
     with Image.open(path) as im:
-        im = im.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+        im = im.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.float32) / np.float32(255)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
@@ -51,10 +56,10 @@ class EmbedResult:
     def concat(parts: Sequence[EmbedResult], offsets: Sequence[int], dim: int = 0) -> EmbedResult:
         """Join results of consecutive slices of the inputs, ``offsets`` being where each starts."""
         embedded = [p for p in parts if len(p.ok)]
-        lvs = [p.logvar for p in embedded]
+        lvs = [p.logvar for p in embedded if p.logvar is not None]
         return EmbedResult(
             mu=np.concatenate([p.mu for p in embedded]) if embedded else np.empty((0, dim), np.float32),
-            logvar=None if not lvs or any(v is None for v in lvs) else np.concatenate(lvs),
+            logvar=np.concatenate(lvs) if lvs and len(lvs) == len(embedded) else None,
             ok=np.concatenate([p.ok + off for p, off in zip(parts, offsets, strict=True)]) if parts else np.empty(0, int),
             failures=tuple(f for p in parts for f in p.failures),
         )
@@ -64,8 +69,10 @@ def default_workers() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-def _decode_batch(paths: Sequence[Path], size) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    arrays, ok, failed = [], [], []
+def _decode_batch(paths: Sequence[Path], size: tuple[int, int, int]) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    arrays: list[np.ndarray] = []
+    ok: list[int] = []
+    failed: list[tuple[str, str]] = []
     for i, p in enumerate(paths):
         try:
             arrays.append(decode_image(p, size))
@@ -74,6 +81,44 @@ def _decode_batch(paths: Sequence[Path], size) -> tuple[np.ndarray, list[int], l
             failed.append((str(p), f"{type(exc).__name__}: {exc}"))
     batch = np.stack(arrays) if arrays else np.empty((0, *size), np.float32)
     return batch, ok, failed
+
+
+def _embed_checked(embedder: Embedder, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    """``embed_batch`` at the host boundary: a plugin's exception or an output that breaks
+    the contract (not a pair of torch tensors of shape ``(n, latent_dim)``) becomes one
+    error naming the embedder and its distribution, before anything is written."""
+    who = embedder.origin or f"embedder {type(embedder).__module__}.{type(embedder).__qualname__}"
+    try:
+        out = embedder.embed_batch(batch)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{who}: embed_batch failed: {type(exc).__name__}: {exc}") from exc
+    if not (isinstance(out, tuple | list) and len(out) == 2):
+        raise PluginError(f"{who}: embed_batch must return (mu, logvar), got {_kind(out)}")
+    mu, logvar = out
+    want = (len(batch), embedder.latent_dim)
+    return _as_array(who, "mu", mu, want), None if logvar is None else _as_array(who, "logvar", logvar, want)
+
+
+def _as_array(who: str, what: str, value: object, want: tuple[int, int]) -> np.ndarray:
+    import torch
+
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        raise PluginError(f"{who}: embed_batch returned {what} as {_kind(value)}; "
+                          f"expected a floating-point torch.Tensor of shape {want}")
+    if tuple(value.shape) != want:
+        raise PluginError(f"{who}: embed_batch returned {what} of shape {tuple(value.shape)} for "
+                          f"{want[0]} images; expected {want} (latent_dim {want[1]})")
+    return value.float().cpu().numpy()
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "None"
+    kind = type(value)
+    shape = getattr(value, "shape", None)
+    return f"{kind.__module__}.{kind.__qualname__}" + (f" of shape {tuple(shape)}" if shape is not None else "")
 
 
 def embed_images(
@@ -102,12 +147,11 @@ def embed_images(
 
     def work(start: int) -> EmbedResult:
         batch, ok, failed = _decode_batch(paths[start : start + batch_size], size)
-        mu = logvar = None
-        if ok:
-            with torch.inference_mode():
-                m, lv = embedder.embed_batch(torch.from_numpy(batch).to(embedder.device))
-                mu = m.float().cpu().numpy()
-                logvar = None if lv is None else lv.float().cpu().numpy()
+        if not ok:
+            return EmbedResult(mu=np.empty((0, embedder.latent_dim), np.float32), logvar=None,
+                               ok=np.empty(0, int), failures=tuple(failed))
+        with torch.inference_mode():
+            mu, logvar = _embed_checked(embedder, torch.from_numpy(batch).to(embedder.device))
         return EmbedResult(mu=mu, logvar=logvar, ok=np.asarray(ok, int), failures=tuple(failed))
 
     progress = Progress(len(paths), label)

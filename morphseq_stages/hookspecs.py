@@ -3,11 +3,15 @@
 Registration hooks are called once per plugin when the plugin manager is built, with a
 ``register`` callback (as in ``llm`` and tox); registering a name twice is an error.
 
-Phase hooks are ``firstresult``: each is called with the name of the active ``stage``,
-and an implementation for another stage must return ``None`` so that the call reaches
-the plugin that owns the stage (as pytest's collection hooks decline). Other plugins can
-observe or change a phase with ``@hookimpl(wrapper=True)``: ``result = yield`` gives
-what the owning stage returned.
+Phase hooks go to the plugin that owns the stage. The registry knows which plugin
+registered each stage, so the host calls a phase through a subset of the hook that
+leaves out every other plugin's plain implementation (pluggy's ``subset_hook_caller``):
+an implementation of another plugin that forgets to decline, or answers for every
+stage, cannot take over a stage it did not register. Wrappers stay in: any plugin can
+observe or change any stage's phase with ``@hookimpl(wrapper=True)`` (``result = yield``
+gives what the owner returned). The hooks remain ``firstresult`` with a ``stage``
+argument, so that a plugin owning several stages answers for the one asked and returns
+``None`` for the others.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def morphseq_register_embedders(register: Callable[[EmbedderSpec], None]) -> Non
     """
 
 
-# -- stage phases (firstresult; decline with None for other stages) -------------------
+# -- stage phases (called on the owning plugin and on every wrapper) ------------------
 
 
 @hookspec(firstresult=True)
@@ -82,5 +86,3 @@ def morphseq_stage_export(
     .. versionadded:: 0.1
     """
 
-
-PHASES = ("plan", "generate", "merge", "export")

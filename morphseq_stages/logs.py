@@ -28,7 +28,7 @@ FILE_ONLY = "_file_only"
 class _Tee:
     """A processor that writes each event as a JSON line to a file, then passes it on."""
 
-    def __init__(self, fh: IO[str]):
+    def __init__(self, fh: IO[str]) -> None:
         self.fh = fh
 
     def __call__(self, logger: Any, name: str, event: dict) -> dict:
@@ -70,7 +70,8 @@ class _StdlibBridge(logging.Handler):
         getattr(log, record.levelname.lower(), log.warning)(record.getMessage(), logger=record.name)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: IO[str] | None = None, line: str | None = None) -> None:
     structlog.get_logger().warning("python.warning", category=category.__name__, message=str(message),
                                    where=f"{filename}:{lineno}")
 

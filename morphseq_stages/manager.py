@@ -1,15 +1,18 @@
-"""Plugin manager factory: entry-point discovery, one plugin at a time.
+"""Plugin manager factory: entry-point discovery, one plugin at a time, and a typed facade.
 
-A plugin that fails to import or register is recorded (name, distribution, error) and
-logged; the others still work. ``MORPHSEQ_STAGES_DISABLE_PLUGINS=a,b`` blocks plugins
-by entry-point name; ``MORPHSEQ_STAGES_STRICT_PLUGINS=1`` (for plugin authors) turns
-load failures into errors.
+Each plugin is loaded, registered and validated (``check_pending``, as tox does) on its
+own; one that fails is unregistered, recorded as a :class:`~.registry.PluginFailure`
+(name, distribution, error) and logged, and the others still work. The host's own
+distribution loads first, so an entry point of another distribution that takes one of
+its names (``build06``, ``legacy``) is a recorded collision, not a silent replacement.
+``MORPHSEQ_STAGES_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point name;
+``MORPHSEQ_STAGES_STRICT_PLUGINS=1`` (for plugin authors) turns failures into errors.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -25,6 +28,8 @@ from .registry import PluginFailure, Provider, Registry
 from .stages import Stage, StageContext, StageOutcome, StagePlan
 
 GROUPS = ("morphseq_stages.stages", "morphseq_stages.embedders")
+#: the host's own distribution, whose first-party plugins load before any other
+HOST_DISTRIBUTION = "morphseq-stages"
 DISABLE_ENV = "MORPHSEQ_STAGES_DISABLE_PLUGINS"
 STRICT_ENV = "MORPHSEQ_STAGES_STRICT_PLUGINS"
 
@@ -41,26 +46,93 @@ def _strict_default() -> bool:
 
 @attrs.define
 class Host:
-    """The plugin manager, what its plugins registered, and a typed facade over phases."""
+    """The plugin manager, what its plugins registered, and a typed facade over phases.
+
+    A phase call reaches the plugin that registered the stage (and every wrapper): see
+    :mod:`.hookspecs`.
+    """
 
     pm: pluggy.PluginManager
     registry: Registry
 
     def plan(self, stage: str, context: StageContext) -> StagePlan | None:
-        return self.pm.hook.morphseq_stage_plan(stage=stage, context=context)
+        return self._phase("morphseq_stage_plan", stage)(stage=stage, context=context)
 
     def generate(self, stage: str, context: StageContext, plan: StagePlan) -> Any:
-        return self.pm.hook.morphseq_stage_generate(stage=stage, context=context, plan=plan)
+        return self._phase("morphseq_stage_generate", stage)(stage=stage, context=context, plan=plan)
 
     def merge(self, stage: str, context: StageContext, plan: StagePlan, generated: Any) -> Any:
-        return self.pm.hook.morphseq_stage_merge(
+        return self._phase("morphseq_stage_merge", stage)(
             stage=stage, context=context, plan=plan, generated=generated
         )
 
     def export(self, stage: str, context: StageContext, plan: StagePlan, merged: Any) -> StageOutcome | None:
-        return self.pm.hook.morphseq_stage_export(
+        return self._phase("morphseq_stage_export", stage)(
             stage=stage, context=context, plan=plan, merged=merged
         )
+
+    def _phase(self, name: str, stage: str) -> pluggy.HookCaller:
+        """The phase hook without other plugins' plain implementations: the owner answers."""
+        owner = self.registry.stages[stage].provider.plugin
+        hook: pluggy.HookCaller = getattr(self.pm.hook, name)
+        others = [impl.plugin for impl in hook.get_hookimpls()
+                  if impl.plugin_name != owner and not (impl.wrapper or impl.hookwrapper)]
+        return self.pm.subset_hook_caller(name, others) if others else hook
+
+
+@attrs.define
+class _Loader:
+    """Registers plugins one at a time, each inside its own guard."""
+
+    pm: pluggy.PluginManager
+    registry: Registry
+    strict: bool
+    providers: dict[str, Provider] = attrs.Factory(dict)
+    values: dict[str, tuple[str | None, str]] = attrs.Factory(dict)  # name -> (distribution, value)
+
+    def fail(self, name: str, group: str, dist: str | None, error: BaseException) -> None:
+        failure = PluginFailure(name=name, group=group, distribution=dist, error=f"{type(error).__name__}: {error}")
+        self.registry.failures.append(failure)
+        log.warning("plugin.load_failed", plugin=name, group=group, distribution=dist, error=failure.error)
+        if self.strict:
+            raise UserError(f"plugin {name!r} ({dist or 'unknown distribution'}) failed: {failure.error}") from error
+
+    def add(self, name: str, plugin: object, provider: Provider, group: str) -> None:
+        """Register and validate one plugin; on any error, leave no trace of it but the failure."""
+        registered = False
+        try:
+            self.pm.register(plugin, name=name)
+            registered = True
+            self.pm.check_pending()  # only this plugin can fail it: the others passed
+        except Exception as exc:  # a broken plugin must not break the host
+            if registered:
+                self.pm.unregister(plugin)
+            self.fail(name, group, provider.distribution, exc)
+            return
+        self.providers[name] = provider
+
+    def entry_point(self, ep: EntryPoint) -> None:
+        dist, version = _dist_of(ep)
+        taken = self.values.get(ep.name)
+        if taken == (dist, ep.value):
+            return  # one plugin declared in both groups: loaded once
+        if taken is not None:
+            owner = self.providers.get(ep.name)
+            self.fail(ep.name, ep.group, dist, NameCollision(
+                f"entry point name {ep.name!r} ({ep.value}) is already taken by "
+                f"{owner.label if owner else taken[0]}; rename it"))
+            return
+        self.values[ep.name] = (dist, ep.value)
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a plugin that cannot be imported must not break the host
+            self.fail(ep.name, ep.group, dist, exc)
+            return
+        self.add(ep.name, plugin, Provider(plugin=ep.name, distribution=dist, version=version), ep.group)
+
+
+class NameCollision(Exception):
+    """Two distributions' entry points share a plugin name."""
 
 
 def get_host(
@@ -70,47 +142,27 @@ def get_host(
     strict: bool | None = None,
 ) -> Host:
     """Build the plugin manager: entry points first, then ``plugins`` as (name, object)."""
-    strict = _strict_default() if strict is None else strict
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    registry = Registry()
-    providers: dict[str, Provider] = {}
     blocked = _blocked_names()
     for name in blocked:
         pm.set_blocked(name)
-
-    def fail(name: str, group: str, dist: str | None, error: BaseException) -> None:
-        failure = PluginFailure(
-            name=name, group=group, distribution=dist, error=f"{type(error).__name__}: {error}"
-        )
-        registry.failures.append(failure)
-        log.warning("plugin.load_failed", plugin=name, group=group, distribution=dist, error=failure.error)
-        if strict:
-            raise UserError(f"plugin {name!r} ({dist or 'unknown distribution'}) failed: {failure.error}") from error
-
+    loader = _Loader(pm=pm, registry=Registry(), strict=_strict_default() if strict is None else strict)
     if load_entry_points:
-        for group in GROUPS:
-            for ep in entry_points(group=group):
-                if ep.name in blocked or pm.has_plugin(ep.name):
-                    continue
-                dist, version = _dist_of(ep)
-                try:
-                    plugin = ep.load()
-                    pm.register(plugin, name=ep.name)
-                except Exception as exc:  # a broken plugin must not break the host
-                    fail(ep.name, group, dist, exc)
-                    continue
-                providers[ep.name] = Provider(plugin=ep.name, distribution=dist, version=version)
-
+        for ep in _entry_points():
+            if ep.name not in blocked:
+                loader.entry_point(ep)
     for name, plugin in plugins:
-        if name in blocked:
-            continue
-        pm.register(plugin, name=name)
-        providers[name] = Provider(plugin=name)
+        if name not in blocked:
+            loader.add(name, plugin, Provider(plugin=name), "get_host(plugins=...)")
+    _collect(loader)
+    return Host(pm=pm, registry=loader.registry)
 
-    pm.check_pending()
-    _collect(pm, registry, providers, fail)
-    return Host(pm=pm, registry=registry)
+
+def _entry_points() -> list[EntryPoint]:
+    """Every entry point of our groups, the host distribution's first (a stable sort)."""
+    found = [ep for group in GROUPS for ep in entry_points(group=group)]
+    return sorted(found, key=lambda ep: _dist_of(ep)[0] != HOST_DISTRIBUTION)
 
 
 def _dist_of(ep: EntryPoint) -> tuple[str | None, str | None]:
@@ -120,22 +172,26 @@ def _dist_of(ep: EntryPoint) -> tuple[str | None, str | None]:
     return dist.metadata["Name"], dist.version
 
 
-def _collect(pm: pluggy.PluginManager, registry: Registry, providers: dict[str, Provider], fail) -> None:
+def _collect(loader: _Loader) -> None:
     """Call each plugin's registration hooks with a ``register`` bound to that plugin."""
-    adders = (
+    pm, registry = loader.pm, loader.registry
+    adders: tuple[tuple[pluggy.HookCaller, type, Callable[[Any, Provider], None]], ...] = (
         (pm.hook.morphseq_register_stages, Stage, registry.add_stage),
         (pm.hook.morphseq_register_embedders, EmbedderSpec, registry.add_embedder),
     )
     for hook, kind, add in adders:
         for impl in hook.get_hookimpls():  # registration order: entry points first
-            provider = providers.get(impl.plugin_name, Provider(plugin=impl.plugin_name))
-
-            def register(item, _add=add, _kind=kind, _provider=provider) -> None:
-                if not isinstance(item, _kind):
-                    raise TypeError(f"register() takes a {_kind.__name__}, got {type(item).__name__}")
-                _add(item, _provider)
-
+            provider = loader.providers.get(impl.plugin_name, Provider(plugin=impl.plugin_name))
             try:
-                impl.function(register=register)
+                impl.function(register=_register_for(kind, add, provider))
             except Exception as exc:
-                fail(impl.plugin_name, hook.name, provider.distribution, exc)
+                loader.fail(impl.plugin_name, hook.name, provider.distribution, exc)
+
+
+def _register_for(kind: type, add: Callable[[Any, Provider], None], provider: Provider) -> Callable[[Any], None]:
+    def register(item: Any) -> None:
+        if not isinstance(item, kind):
+            raise TypeError(f"register() takes a {kind.__name__}, got {type(item).__name__}")
+        add(item, provider)
+
+    return register

@@ -13,7 +13,7 @@ log = structlog.get_logger()
 
 
 class Progress:
-    def __init__(self, total: int, label: str, every_s: float = 5.0):
+    def __init__(self, total: int, label: str, every_s: float = 5.0) -> None:
         self.total, self.label, self.every_s = total, label, every_s
         self.done = 0
         self.start = self._last = time.monotonic()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 
-from .embedders import EmbedderSpec
-from .errors import UserError
+from .embedders import Embedder, EmbedderRequest, EmbedderSpec, ModelInfo, check_embedder
+from .errors import PluginError, UserError
+from .files import check_safe_id
 from .stages import Stage
 
 T = TypeVar("T")
@@ -26,6 +27,13 @@ class Provider:
             return f"{self.plugin} ({self.distribution} {self.version or ''})".replace(" )", ")")
         return self.plugin
 
+    @property
+    def label(self) -> str:
+        """``plugin NAME, distribution DIST VERSION`` for messages."""
+        if not self.distribution:
+            return f"plugin {self.plugin}, not from a distribution"
+        return f"plugin {self.plugin}, distribution {self.distribution} {self.version or ''}".rstrip()
+
 
 @attrs.frozen(kw_only=True)
 class Registered(Generic[T]):
@@ -35,7 +43,8 @@ class Registered(Generic[T]):
 
 @attrs.frozen(kw_only=True)
 class PluginFailure:
-    """A plugin that could not be loaded or registered."""
+    """A plugin that could not be loaded, validated or registered; ``group`` is the
+    entry-point group or the hook it failed in."""
 
     name: str
     group: str
@@ -45,6 +54,8 @@ class PluginFailure:
 
 @attrs.define
 class Registry:
+    """Stages and embedders by name, with the plugin behind each, and the plugins that failed."""
+
     stages: dict[str, Registered[Stage]] = attrs.Factory(dict)
     embedders: dict[str, Registered[EmbedderSpec]] = attrs.Factory(dict)
     failures: list[PluginFailure] = attrs.Factory(list)
@@ -61,8 +72,41 @@ class Registry:
     def embedder(self, name: str) -> EmbedderSpec:
         return _get(self.embedders, "embedder", name).item
 
+    def embedder_origin(self, name: str) -> str:
+        return f"embedder {name!r} ({_get(self.embedders, 'embedder', name).provider.label})"
 
-def _add(table: dict, kind: str, name: str, entry: Registered) -> None:
+    def describe_model(self, name: str, request: EmbedderRequest) -> ModelInfo:
+        """The embedder's ``describe``, guarded: a plugin's own mistake names the plugin."""
+        info = self._call(name, "describe", request)
+        if not isinstance(info, ModelInfo):
+            raise PluginError(f"{self.embedder_origin(name)}: describe returned {type(info).__name__}, "
+                              "not a ModelInfo(name=..., fingerprint=...)")
+        try:
+            check_safe_id(info.name, "model name")
+        except UserError as exc:
+            raise PluginError(f"{self.embedder_origin(name)}: describe gave an {exc}") from None
+        return info
+
+    def load_embedder(self, name: str, request: EmbedderRequest, expected: ModelInfo | None = None) -> Embedder:
+        """The embedder's ``load``, guarded, with its declared sizes, columns and fingerprint
+        checked (against ``expected``, the model ``describe`` gave, when known)."""
+        embedder = self._call(name, "load", request)
+        origin = self.embedder_origin(name)
+        check_embedder(embedder, origin, expected)
+        embedder.origin = origin
+        return embedder
+
+    def _call(self, name: str, what: str, request: EmbedderRequest) -> Any:
+        spec = self.embedder(name)
+        try:
+            return getattr(spec, what)(request)
+        except UserError:
+            raise
+        except Exception as exc:  # the plugin's mistake, not the user's: name the plugin
+            raise PluginError(f"{self.embedder_origin(name)}: {what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _add(table: dict[str, Registered[T]], kind: str, name: str, entry: Registered[T]) -> None:
     if name in table:
         raise ValueError(
             f"{kind} {name!r} is registered twice: by {table[name].provider} and by {entry.provider}"
@@ -70,7 +114,7 @@ def _add(table: dict, kind: str, name: str, entry: Registered) -> None:
     table[name] = entry
 
 
-def _get(table: dict, kind: str, name: str) -> Registered:
+def _get(table: dict[str, Registered[T]], kind: str, name: str) -> Registered[T]:
     try:
         return table[name]
     except KeyError:

@@ -88,7 +88,7 @@ def run_stage(
     schema = host.registry.stage(stage).options  # an unknown stage is a clear error
     checked = validate(schema, options, stage) if schema is not None else dict(options)
     run_id = run_id or uuid.uuid4().hex[:12]
-    context = StageContext(run_id=run_id, stage=stage, options=checked, registry=host.registry, dry_run=dry_run)
+    context = StageContext(run_id=run_id, stage=stage, options=checked, registry=host.registry)
     timings: dict[str, float] = {}
     start = last = time.monotonic()
 

@@ -43,7 +43,6 @@ class StageContext:
     stage: str
     options: Mapping[str, Any]
     registry: Registry
-    dry_run: bool = False
 
 
 @attrs.frozen(kw_only=True)

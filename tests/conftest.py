@@ -5,6 +5,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,16 @@ def run_without_torch(body: str) -> subprocess.CompletedProcess:
 def load_json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
+
+
+def install_fake_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, entry_points: str,
+                              modules: dict[str, str]) -> None:
+    """A distribution on sys.path (dist-info + modules), as pip would leave it."""
+    site = tmp_path / f"site-{name}"
+    dist = site / f"{name}-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    for mod, src in modules.items():
+        (site / f"{mod}.py").write_text(textwrap.dedent(src))
+    monkeypatch.syspath_prepend(str(site))

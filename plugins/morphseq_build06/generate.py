@@ -7,6 +7,7 @@ import io
 import attrs
 import structlog
 
+from morphseq_stages.embedders import ModelInfo
 from morphseq_stages.errors import StrictFailure, UserError
 from morphseq_stages.executors import DaskExecutor, LocalExecutor
 from morphseq_stages.files import atomic_write, atomic_write_bytes
@@ -57,9 +58,9 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
         return GenerateReport()
     opts = plan.options
     start = time.monotonic()
-    spec = registry.embedder(opts.embedder)
     request = attrs.evolve(plan.request, device=resolve_device(opts.device))
-    embedder = spec.load(request)
+    model = plan.model if isinstance(plan.model, ModelInfo) else None  # a missing model stopped the plan
+    embedder = registry.load_embedder(opts.embedder, request, expected=model)
     log.info("embedder.loaded", embedder=opts.embedder, **embedder.describe())
     executor = (DaskExecutor(opts.embedder, request, batch_size=opts.batch_size, scheduler=opts.scheduler)
                 if opts.executor == "dask"

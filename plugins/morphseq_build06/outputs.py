@@ -32,7 +32,7 @@ from .freshness import (
 from .options import Build06Options
 
 if TYPE_CHECKING:
-    from .plan import ExperimentPlan
+    from .plan import ExperimentPlan, MissingModel
 
 #: what a generating action does to a latent file, as the out-of-date reasons say it
 CHANGES = {"generate": "written", "top-up": "topped up", "regenerate": "re-embedded"}
@@ -66,7 +66,7 @@ class InputsNow:
     df02: TextTable
     row_experiments: np.ndarray
     experiments: Sequence[ExperimentPlan]
-    model: ModelInfo
+    model: ModelInfo | MissingModel
     _parts: dict | None = None
     _df02_state: dict | None = None
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
 
-from morphseq_stages.embedders import EmbedderRequest, ModelInfo
+from morphseq_stages.embedders import EmbedderRequest, ModelInfo, ModelUnavailable
 from morphseq_stages.errors import StrictFailure, UserError
 from morphseq_stages.files import check_safe_id, check_writable, sha256_file
 from morphseq_stages.registry import Provider, Registry
@@ -76,12 +76,22 @@ class ExperimentPlan:
 
 
 @attrs.frozen(kw_only=True)
+class MissingModel:
+    """A model ``describe`` could not find: the name its latent files are under, nothing more."""
+
+    name: str
+    location: None = None
+    fingerprint: None = None
+    config_sha256: None = None
+
+
+@attrs.frozen(kw_only=True)
 class Build06Plan(StagePlan):
     options: Build06Options
     df02_path: Path
     df03_path: Path
     store: Path
-    model: ModelInfo
+    model: ModelInfo | MissingModel
     model_error: str | None
     request: EmbedderRequest
     embedder_provider: Provider
@@ -256,14 +266,16 @@ def _selected(opts: Build06Options, in_df02: list[str], df02_path: Path) -> set[
     return set(opts.experiments)
 
 
-def _describe_model(opts: Build06Options, registry: Registry) -> tuple[ModelInfo, str | None, EmbedderRequest]:
-    spec = registry.embedder(opts.embedder)
+def _describe_model(
+    opts: Build06Options, registry: Registry
+) -> tuple[ModelInfo | MissingModel, str | None, EmbedderRequest]:
     request = EmbedderRequest(model_name=opts.model_name, model_dir=opts.model_dir, data_root=opts.data_root,
-                              device=opts.device, allow_pickle=opts.allow_pickle, backend=opts.backend)
+                              device=opts.device,
+                              options={"allow_pickle": opts.allow_pickle, "backend": opts.backend})
     try:
-        return spec.describe(request), None, request
-    except UserError as exc:
-        return ModelInfo(name=request.folder_name or opts.model_name), str(exc), request
+        return registry.describe_model(opts.embedder, request), None, request
+    except ModelUnavailable as exc:
+        return MissingModel(name=exc.name), str(exc), request
 
 
 def _model_warnings(model_error: str | None, store: Path, generating: bool) -> list[str]:

@@ -5,11 +5,14 @@ State-dict names match pythae's ``encoder.*`` keys, so weights load with no rena
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from morphseq_stages.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported when a model is built
+    from torch import nn
 
 KERNEL, STRIDE, PAD = 4, 2, 1
 
@@ -46,7 +49,8 @@ def infer_shape(config: dict[str, Any], state: dict[str, Any], source: str) -> E
         # pythae configs always hold input_dim; older exports may not: take the
         # production snip size and let the feature size confirm it
         dims = (int(first.shape[1]), 288, 128)
-    shape = EncoderShape(input_dim=tuple(int(d) for d in dims), latent_dim=latent, n_conv_layers=n_layers,
+    c, h, w = (int(d) for d in dims)
+    shape = EncoderShape(input_dim=(c, h, w), latent_dim=latent, n_conv_layers=n_layers,
                          n_out_channels=channels, orth=orth)
     feat = state["encoder.log_var.weight"].shape[1]
     if config.get("input_dim") is None and feat != shape.feature_dim:
@@ -67,7 +71,7 @@ def infer_shape(config: dict[str, Any], state: dict[str, Any], source: str) -> E
     return shape
 
 
-def build_encoder(shape: EncoderShape):
+def build_encoder(shape: EncoderShape) -> nn.Module:
     import torch
     from torch import nn
 
@@ -100,7 +104,7 @@ def build_encoder(shape: EncoderShape):
     return LegacyConvEncoder()
 
 
-def load_checked(module, state: dict[str, Any], source: str) -> None:
+def load_checked(module: nn.Module, state: dict[str, Any], source: str) -> None:
     """Load the ``encoder.*`` tensors, naming the first key whose shape or presence differs."""
     enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     expected = module.state_dict()
@@ -116,7 +120,7 @@ def load_checked(module, state: dict[str, Any], source: str) -> None:
     module.load_state_dict(enc, strict=True)
 
 
-def fold_batchnorm(module) -> None:
+def fold_batchnorm(module: nn.Module) -> None:
     """Fold each eval-mode BatchNorm into the conv before it (in place).
 
     Same function, one pass less: ``bn(conv(x)) = conv'(x)`` with
@@ -126,7 +130,7 @@ def fold_batchnorm(module) -> None:
     import torch
     from torch import nn
 
-    seq = module.conv_layers
+    seq: Any = module.conv_layers  # conv, BatchNorm, ReLU per layer, as built above (stubs type BN stats Optional)
     with torch.no_grad():
         for k in range(0, len(seq), 3):
             conv, bn = seq[k], seq[k + 1]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -14,6 +15,10 @@ from morphseq_stages.errors import UserError
 from . import onnx_backend
 from .architecture import build_encoder, fold_batchnorm, infer_shape, load_checked
 from .folder import REFORMATTED, SPLIT_CONFIGS, VAE_CONFIGS, ModelFolder, resolve
+
+if TYPE_CHECKING:  # torch is imported when a model is loaded
+    import torch
+    from torch import nn
 
 log = structlog.get_logger()
 DEFAULT_ZN_FRAC = 0.2
@@ -38,7 +43,7 @@ def read_weights(folder: ModelFolder) -> dict[str, Any]:
     return state
 
 
-def _rebuild(folder: ModelFolder, state: dict[str, Any]):
+def _rebuild(folder: ModelFolder, state: dict[str, Any]) -> tuple[nn.Module, tuple[int, int, int], int]:
     name = folder.config["name"]
     source = str(folder.path)
     if name not in VAE_CONFIGS:
@@ -57,24 +62,25 @@ def _rebuild(folder: ModelFolder, state: dict[str, Any]):
 class _PickledEncoder:
     """An encoder.pkl module adapted to return (mu, logvar); only with --allow-pickle."""
 
-    def __init__(self, module):
+    def __init__(self, module: nn.Module) -> None:
         self.module = module
 
-    def __call__(self, x):
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.module(x)
         return out["embedding"], out.get("log_covariance") if hasattr(out, "get") else None
 
-    def eval(self):
+    def eval(self) -> _PickledEncoder:
         self.module.eval()
         return self
 
-    def to(self, device):
+    def to(self, device: str) -> _PickledEncoder:
         self.module.to(device)
         return self
 
 
-def _unpickle(folder: ModelFolder, state: dict[str, Any], why: str):
-    pkl = folder.pickled_encoder
+def _unpickle(
+    folder: ModelFolder, pkl: Path, state: dict[str, Any], why: str
+) -> tuple[_PickledEncoder, tuple[int, int, int], int]:
     import torch
 
     log.warning("legacy.unpickling", path=str(pkl), reason=why,
@@ -101,34 +107,37 @@ def _unpickle(folder: ModelFolder, state: dict[str, Any], why: str):
     except Exception as exc:
         raise UserError(f"{pkl}: the unpickled encoder does not embed a {list(dims)} image into "
                         f"{{'embedding': ...}}: {type(exc).__name__}: {exc}") from None
-    return _PickledEncoder(module), tuple(int(d) for d in dims), latent
+    channels, height, width = (int(d) for d in dims)
+    return _PickledEncoder(module), (channels, height, width), latent
 
 
 class LegacyEmbedder(Embedder):
-    def __init__(self, request: EmbedderRequest):
+    def __init__(self, request: EmbedderRequest) -> None:
         import torch
 
         folder = resolve(request)
         state = read_weights(folder)
+        module: nn.Module | _PickledEncoder
         try:
             module, self.input_size, self.latent_dim = _rebuild(folder, state)
         except UserError as exc:
-            if folder.pickled_encoder is None:
+            pkl = folder.pickled_encoder
+            if pkl is None:
                 raise
-            if not request.allow_pickle:
-                raise UserError(f"{exc}; the folder has {folder.pickled_encoder.name}, which "
+            if not request.options.get("allow_pickle", False):
+                raise UserError(f"{exc}; the folder has {pkl.name}, which "
                                 "--allow-pickle would unpickle (only if you trust its author: it runs code)") from None
-            module, self.input_size, self.latent_dim = _unpickle(folder, state, str(exc))
+            module, self.input_size, self.latent_dim = _unpickle(folder, pkl, state, str(exc))
         self._torch = torch
         self.device = request.device
         self.module = module.eval().to(self.device)
         # channels-last convolutions are faster on CPU (see benchmarks/embed.py)
-        self.channels_last = self.device == "cpu" and not isinstance(module, _PickledEncoder)
-        if self.channels_last:
-            self.module.to(memory_format=torch.channels_last)
+        self.channels_last = self.device == "cpu" and isinstance(self.module, torch.nn.Module)
+        if isinstance(self.module, torch.nn.Module) and self.channels_last:
+            self.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.folder = folder
         self.fingerprint = folder.fingerprint()
-        self.onnx = self._onnx_encoder(request.backend)
+        self.onnx = self._onnx_encoder(str(request.options.get("backend", "auto")))
         split = None
         if folder.config["name"] in SPLIT_CONFIGS:
             zn = folder.config.get("zn_frac")
@@ -153,7 +162,7 @@ class LegacyEmbedder(Embedder):
         log.info("backend.chosen", backend=backend, reason=reason)
         return encoder
 
-    def embed_batch(self, images):
+    def embed_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.onnx is not None:
             mu, logvar = self.onnx(images.numpy())
             return self._torch.from_numpy(mu), self._torch.from_numpy(logvar)

@@ -12,6 +12,8 @@ from morphseq_stages.embedders import EmbedderRequest
 from morphseq_stages.errors import UserError
 from morphseq_stages.files import sha256_file
 
+#: the model used when neither --model-name nor --model-dir is given
+DEFAULT_MODEL = "20241107_ds_sweep01_optimum"
 CONFIG = "model_config.json"
 WEIGHTS = "model.pt"
 #: the lab's newer layout: the encoder's own state dict (keys without ``encoder.``), read when model.pt is absent
@@ -49,14 +51,23 @@ def _layout(folder: Path) -> Path | None:
     return None
 
 
-def resolve(request: EmbedderRequest) -> ModelFolder:
+def model_name(request: EmbedderRequest) -> str:
+    """The name the model's files go under: ``--model-dir``'s folder (its parent's for a
+    ``final_model/`` folder), else ``--model-name``, else the lab's default model."""
     if request.model_dir is not None:
-        base, name = Path(request.model_dir), request.folder_name
+        d = Path(request.model_dir).resolve()
+        return d.parent.name if d.name == "final_model" else d.name
+    return request.model_name or DEFAULT_MODEL
+
+
+def resolve(request: EmbedderRequest) -> ModelFolder:
+    name = model_name(request)
+    if request.model_dir is not None:
+        base = Path(request.model_dir)
     else:
         if request.data_root is None:
             raise UserError("no data root to find the model in: pass --data-root or --model-dir")
-        base = Path(request.data_root) / "models" / "legacy" / request.model_name
-        name = request.model_name
+        base = Path(request.data_root) / "models" / "legacy" / name
     if not base.is_dir():
         raise UserError(f"model folder not found: {base}{_did_you_mean(base)}")
     path = _layout(base)

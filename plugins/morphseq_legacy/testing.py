@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def legacy_state_dict(
@@ -25,7 +29,7 @@ def legacy_state_dict(
 
     g = torch.Generator().manual_seed(seed)
 
-    def randn(*shape, scale=1.0):
+    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * scale
 
     state: dict = {}

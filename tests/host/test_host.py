@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -16,21 +15,9 @@ from morphseq_stages.errors import UserError
 from morphseq_stages.manager import get_host
 from morphseq_stages.runner import run_stage
 
-from conftest import load_json_lines, run_without_torch
+from conftest import install_fake_distribution, load_json_lines, run_without_torch
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def install_fake_distribution(tmp_path: Path, monkeypatch, name: str, entry_points: str, modules: dict[str, str]) -> None:
-    """A distribution on sys.path (dist-info + modules), as pip would leave it."""
-    site = tmp_path / "site"
-    dist = site / f"{name}-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(textwrap.dedent(entry_points))
-    for mod, src in modules.items():
-        (site / f"{mod}.py").write_text(textwrap.dedent(src))
-    monkeypatch.syspath_prepend(str(site))
 
 
 def test_list_shows_stages_and_embedders_with_their_distribution(cli):
@@ -78,7 +65,7 @@ def test_duplicate_names_are_refused_loudly():
     class Twin:
         @hookimpl
         def morphseq_register_embedders(self, register):
-            register(EmbedderSpec(name="legacy", load=lambda r: None))
+            register(EmbedderSpec(name="legacy", load=lambda r: None, describe=lambda r: None))
 
     host = get_host(plugins=[("twin", Twin())])
     assert host.registry.embedders["legacy"].provider.plugin == "legacy"
@@ -150,6 +137,66 @@ def test_phase_calls_reach_only_the_active_stage(tmp_path):
     assert calls == ["build07"] and result.plan.render() == "build07 plan"
     with pytest.raises(UserError, match="unknown stage"):
         run_stage(host, "build99", {})
+
+
+def test_a_plugin_that_answers_for_every_stage_cannot_hijack_another(tmp_path):
+    """Phase calls go to the plugin that registered the stage, plus wrappers (see hookspecs)."""
+
+    class Plan:
+        def as_dict(self):
+            return {"stage": "hijacked"}
+
+        def render(self):
+            return "hijacked"
+
+    class Greedy:
+        @hookimpl
+        def morphseq_register_stages(self, register):
+            register(Stage(name="greedy", help="answers for every stage"))
+
+        @hookimpl(tryfirst=True)
+        def morphseq_stage_plan(self, stage, context):
+            return Plan()  # never declines
+
+    seen = []
+
+    class Watcher:
+        @hookimpl(wrapper=True)
+        def morphseq_stage_plan(self, stage, context):
+            plan = yield
+            seen.append((stage, type(plan).__name__))
+            return plan
+
+    synth = make_pipeline_root(tmp_path, {"20231207": 2}, images=False)
+    host = get_host(plugins=[("greedy", Greedy()), ("watcher", Watcher())])
+    result = run_stage(host, "build06", {"root": synth.root, "data_root": synth.data_root}, dry_run=True)
+    assert type(result.plan).__name__ == "Build06Plan"
+    assert run_stage(host, "greedy", {}, dry_run=True).plan.render() == "hijacked"
+    assert seen == [("build06", "Build06Plan"), ("greedy", "Plan")]
+
+
+HOST_FORBIDDEN = ("df02", "df03", "snip", "bf_embryo", "latent_embeddings", "Encoder_Conv_VAE", "final_model",
+                  "models/legacy", "20241107_ds_sweep01_optimum", "pythae")
+
+
+def test_the_host_package_holds_no_stage_or_model_specifics():
+    found = [f"{p.name}:{n}: {line.strip()}"
+             for p in sorted((ROOT / "morphseq_stages").glob("*.py"))
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if any(word.lower() in line.lower() for word in HOST_FORBIDDEN)]
+    assert found == []
+
+
+def test_every_name_the_readme_plugin_example_uses_is_public():
+    import morphseq_stages
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Writing plugins"):readme.index("### Hooks")]
+    imported = [name.strip() for line in section.splitlines() if line.startswith("from morphseq_stages import ")
+                for name in line.split(" import ", 1)[1].split(",")]
+    assert {"Embedder", "EmbedderSpec", "ModelInfo", "hookimpl", "column_names"} <= set(imported)
+    assert set(imported) <= set(morphseq_stages.__all__)
+    assert '[project.entry-points."morphseq_stages.embedders"]' in section and "[options.entry_points]" in section
 
 
 def test_every_hook_is_prefixed_documented_and_listed_in_the_readme():

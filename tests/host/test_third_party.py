@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -52,9 +53,13 @@ def test_listed_with_its_distribution(site):
 def test_build06_with_the_third_party_embedder(site, tmp_path):
     synth = make_pipeline_root(tmp_path, {"20231207": 3}, seed=2)
     proc = run(site, "build06", "--root", str(synth.root), "--data-root", str(synth.data_root), "--embedder",
-               "gridmean", "--model-name", "grid", "--generate-missing-latents", "--log-format", "json")
+               "gridmean", "--generate-missing-latents", "--log-format", "json")
     assert proc.returncode == 0, proc.stderr
-    latent = synth.latent_dir("grid", embedder="gridmean") / "morph_latents_20231207.csv"
+    # its own model identity names the store folder, not the legacy embedder's default model
+    store = synth.latent_dir("gridmean-4x2", embedder="gridmean")
+    latent = store / "morph_latents_20231207.csv"
+    recorded = json.loads((store / "manifest.json").read_text())["files"][latent.name]
+    assert recorded["model_fingerprint"] == hashlib.sha256(b"gridmean-4x2").hexdigest()
     header, rows = read_rows(latent)
     assert header == ["experiment_date", "embryo_id", "snip_id"] + [f"z_mu_{i:02}" for i in range(8)]
     for r in rows:

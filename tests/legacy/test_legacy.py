@@ -19,8 +19,8 @@ from morphseq_stages.errors import UserError  # noqa: E402
 from morphseq_stages.generation import decode_image  # noqa: E402
 
 
-def load(folder: Path, **kw) -> LegacyEmbedder:
-    return LegacyEmbedder(EmbedderRequest(model_name="m", model_dir=folder, **kw))
+def load(folder: Path, **options) -> LegacyEmbedder:
+    return LegacyEmbedder(EmbedderRequest(model_name="m", model_dir=folder, options=options))
 
 
 def images(tmp_path: Path, n: int = 3) -> list[Path]:
@@ -112,41 +112,36 @@ def test_final_model_layout_and_data_root_lookup(tmp_path):
     assert len(emb.fingerprint) == 64
 
 
-def test_loader_errors_are_clear(tmp_path):
-    ok = make_legacy_model(tmp_path / "ok", latent_dim=4, n_out_channels=2)
+def _config(d: Path) -> dict:
+    return json.loads((d / "model_config.json").read_text())
 
-    def variant(name):
-        dst = tmp_path / name
-        shutil.copytree(ok, dst)
-        return dst
 
-    with pytest.raises(UserError, match="model folder not found"):
-        load(tmp_path / "nowhere")
-    d = variant("noconfig")
-    (d / "model_config.json").unlink()
-    with pytest.raises(UserError, match="no model_config.json"):
-        load(d)
-    d = variant("badjson")
-    (d / "model_config.json").write_text("{not json")
-    with pytest.raises(UserError, match="cannot read .*model_config.json"):
-        load(d)
-    d = variant("unknown")
-    cfg = json.loads((d / "model_config.json").read_text())
-    (d / "model_config.json").write_text(json.dumps({**cfg, "name": "VQVAEConfig"}))
-    with pytest.raises(UserError, match="'VQVAEConfig' is not one this embedder rebuilds"):
-        load(d)
-    d = variant("shapes")
-    (d / "model_config.json").write_text(json.dumps({**cfg, "n_out_channels": 8}))
-    with pytest.raises(UserError, match=r"encoder\.conv_layers\.0\.weight has shape \(2, 1, 4, 4\)"):
-        load(d)
-    d = variant("truncated")
+def _truncate(d: Path) -> None:
     data = (d / "model.pt").read_bytes()
     (d / "model.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="cannot read weights .*model.pt"):
-        load(d)
-    d = variant("noweights")
-    (d / "model.pt").unlink()
-    with pytest.raises(UserError, match="has no model.pt"):
+
+
+LOADER_ERRORS = {
+    "no folder": (lambda d: shutil.rmtree(d), "model folder not found"),
+    "no config": (lambda d: (d / "model_config.json").unlink(), "no model_config.json"),
+    "bad json": (lambda d: (d / "model_config.json").write_text("{not json"), "cannot read .*model_config.json"),
+    "unknown architecture": (
+        lambda d: (d / "model_config.json").write_text(json.dumps({**_config(d), "name": "VQVAEConfig"})),
+        "'VQVAEConfig' is not one this embedder rebuilds"),
+    "shapes differ": (
+        lambda d: (d / "model_config.json").write_text(json.dumps({**_config(d), "n_out_channels": 8})),
+        r"encoder\.conv_layers\.0\.weight has shape \(2, 1, 4, 4\)"),
+    "truncated weights": (_truncate, "cannot read weights .*model.pt"),
+    "no weights": (lambda d: (d / "model.pt").unlink(), "has no model.pt"),
+}
+
+
+@pytest.mark.parametrize("case", LOADER_ERRORS)
+def test_loader_errors_are_clear(tmp_path, case):
+    spoil, message = LOADER_ERRORS[case]
+    d = make_legacy_model(tmp_path / "m", latent_dim=4, n_out_channels=2)
+    spoil(d)
+    with pytest.raises(UserError, match=message):
         load(d)
 
 
@@ -195,12 +190,14 @@ def test_pickle_only_architecture_needs_the_opt_in(tmp_path):
         load(d)
 
 
-pythae = pytest.importorskip("pythae", reason="the fidelity test needs the real pythae (test-only dependency)")
+def needs_pythae() -> None:
+    pytest.importorskip("pythae", reason="needs the real pythae to save the model folder (the [pythae] extra)")
 
 
 @pytest.mark.parametrize(("layers", "channels", "orth"), [(5, 4, True), (5, 4, False), (7, 2, True), (7, 2, False)])
 def test_fidelity_to_pythae(tmp_path, layers, channels, orth):
     """A folder saved by pythae itself: our pickle-free latents equal pythae's own."""
+    needs_pythae()
     from pythae.models import VAE, AutoModel, VAEConfig
 
     from pythae_encoder import LabConvEncoder, TinyDecoder, randomise_batchnorm
@@ -226,6 +223,7 @@ def test_fidelity_to_pythae(tmp_path, layers, channels, orth):
 
 
 def test_allow_pickle_loads_an_architecture_it_cannot_rebuild(tmp_path):
+    needs_pythae()
     from pythae.models import VAE, AutoModel, VAEConfig
 
     from pythae_encoder import PooledEncoder, TinyDecoder

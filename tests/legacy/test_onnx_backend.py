@@ -28,8 +28,8 @@ needs_pythae = pytest.mark.skipif(importlib.util.find_spec("pythae") is None,
                                   reason="needs pythae to save models in its own format (test-only dependency)")
 
 
-def load(folder, backend="auto", **kw) -> LegacyEmbedder:
-    return LegacyEmbedder(EmbedderRequest(model_name="m", model_dir=folder, backend=backend, **kw))
+def load(folder, backend="auto", **options) -> LegacyEmbedder:
+    return LegacyEmbedder(EmbedderRequest(model_name="m", model_dir=folder, options={"backend": backend, **options}))
 
 
 def embed(emb, x):

@@ -4,31 +4,46 @@ Its "latent" is the mean intensity of each cell of a ``rows x cols`` grid over t
 preprocessed image, which makes its output easy to check by hand.
 """
 
-import hashlib
+from __future__ import annotations
 
-from morphseq_stages import Embedder, EmbedderSpec, ModelInfo, column_names, hookimpl
+import hashlib
+from collections.abc import Callable
+
+import torch
+
+from morphseq_stages import (
+    Embedder,
+    EmbedderRequest,
+    EmbedderSpec,
+    ModelInfo,
+    column_names,
+    hookimpl,
+)
 
 ROWS, COLS = 4, 2
+#: this model's identity: its latent files go under <embedder>/<NAME>/ in the store
+NAME = f"gridmean-{ROWS}x{COLS}"
+FINGERPRINT = hashlib.sha256(NAME.encode()).hexdigest()  # no weights: the grid is the model
 
 
 class GridMean(Embedder):
-    def __init__(self, request):
+    def __init__(self, request: EmbedderRequest) -> None:
         self.input_size = (1, 288, 128)
         self.latent_dim = ROWS * COLS
         self.mu_columns, self.sigma_columns = column_names(self.latent_dim)[0], ()
-        self.fingerprint = hashlib.sha256(f"gridmean-{ROWS}x{COLS}".encode()).hexdigest()
+        self.fingerprint = FINGERPRINT
         self.device = request.device
 
-    def embed_batch(self, images):
+    def embed_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, None]:
         n, _, h, w = images.shape
         cells = images.reshape(n, ROWS, h // ROWS, COLS, w // COLS)
         return cells.mean(dim=(2, 4)).reshape(n, -1), None
 
 
-def describe(request):
-    return ModelInfo(name=request.model_name, location="built in", fingerprint=GridMean(request).fingerprint)
+def describe(request: EmbedderRequest) -> ModelInfo:
+    return ModelInfo(name=NAME, fingerprint=FINGERPRINT, location="built in")
 
 
 @hookimpl
-def morphseq_register_embedders(register):
+def morphseq_register_embedders(register: Callable[[EmbedderSpec], None]) -> None:
     register(EmbedderSpec(name="gridmean", load=GridMean, describe=describe, help="mean intensity on a 4x2 grid"))

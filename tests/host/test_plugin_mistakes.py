@@ -1,0 +1,162 @@
+"""Third-party plugin mistakes, each from its own installed distribution: each is recorded
+or refused with a line naming the plugin and its distribution, and the rest keep working."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from morphseq_build06.testing import make_pipeline_root, write_latent_file
+
+from conftest import install_fake_distribution, load_json_lines, tree_digest
+
+COLLIDING = """
+    from morphseq_stages import EmbedderSpec, hookimpl
+
+    @hookimpl
+    def morphseq_register_embedders(register):
+        register(EmbedderSpec(name="impostor", load=None, describe=None))
+"""
+
+MISSPELLED = """
+    from morphseq_stages import Stage, hookimpl
+
+    @hookimpl
+    def morphseq_register_stages(register):
+        register(Stage(name="typo_stage", help="registered by a plugin with a misspelled hook"))
+
+    @hookimpl
+    def morphseq_register_embedder(register):  # the hook is morphseq_register_embedders
+        pass
+"""
+
+BAD_OUTPUT = """
+    import hashlib
+
+    import numpy as np
+
+    from morphseq_stages import Embedder, EmbedderSpec, ModelInfo, column_names, hookimpl
+
+    DIM = 4
+
+    class Bad(Embedder):
+        def __init__(self, request, fault):
+            self.input_size, self.latent_dim, self.device = (1, 32, 16), DIM, request.device
+            self.mu_columns, self.sigma_columns = column_names(DIM)[0], ()
+            self.fingerprint = hashlib.sha256(fault.encode()).hexdigest()
+            self.fault = fault
+            if fault == "columns":
+                self.mu_columns = self.mu_columns[:-1]
+
+        def embed_batch(self, images):
+            import torch
+
+            n = images.shape[0]
+            if self.fault == "numpy":
+                return np.zeros((n, DIM), np.float32), None
+            if self.fault == "raises":
+                raise RuntimeError("CUDA kernel image not found")
+            if self.fault == "width":
+                return torch.zeros(n, DIM + 1), None
+            return torch.zeros(n, DIM), None
+
+    def spec(fault):
+        def describe(request):
+            if fault == "nofingerprint":
+                return ModelInfo(name="bad-" + fault)
+            return ModelInfo(name="bad-" + fault, fingerprint=hashlib.sha256(fault.encode()).hexdigest())
+
+        return EmbedderSpec(name="bad_" + fault, load=lambda request: Bad(request, fault), describe=describe)
+
+    @hookimpl
+    def morphseq_register_embedders(register):
+        for fault in ("numpy", "raises", "width", "columns", "nofingerprint"):
+            register(spec(fault))
+"""
+
+
+def _list(cli) -> dict:
+    code, out, _ = cli("list", "--json", "--log-format", "json")
+    assert code == 0
+    return json.loads(out)
+
+
+def _files(synth) -> dict[str, str]:
+    return {p: h for p, h in tree_digest(synth.root, synth.data_root).items() if h != "dir"}
+
+
+def _build06_works(cli, tmp_path) -> None:
+    synth = make_pipeline_root(tmp_path / "works", {"20231207": 2}, images=False)
+    write_latent_file(synth.latent_dir("20241107_ds_sweep01_optimum"), "20231207", synth.snips["20231207"])
+    code, _, err = cli("build06", "--root", synth.root, "--data-root", synth.data_root, "--log-format", "json")
+    assert code == 0, err
+    assert (synth.root / "metadata" / "combined_metadata_files" / "embryo_metadata_df03.csv").is_file()
+
+
+def test_an_entry_point_named_like_a_first_party_plugin_is_a_recorded_collision(tmp_path, monkeypatch, cli):
+    install_fake_distribution(
+        tmp_path, monkeypatch, "morphseq-impostor",
+        "[morphseq_stages.embedders]\nlegacy = impostor_plugin\n[morphseq_stages.stages]\nbuild06 = impostor_plugin\n",
+        {"impostor_plugin": COLLIDING},
+    )
+    listed = _list(cli)
+    failed = {(f["plugin"], f["group"]): f for f in listed["failed"]}
+    for name, group in (("legacy", "morphseq_stages.embedders"), ("build06", "morphseq_stages.stages")):
+        f = failed[(name, group)]
+        assert f["distribution"] == "morphseq-impostor"
+        assert f["error"].startswith("NameCollision:") and "distribution morphseq-stages" in f["error"]
+    rows = {(r["kind"], r["name"]): r for r in listed["plugins"]}
+    assert rows[("stage", "build06")]["distribution"] == "morphseq-stages"
+    assert rows[("embedder", "legacy")]["distribution"] == "morphseq-stages"
+    assert ("embedder", "impostor") not in rows
+    code, out, _ = cli("list")
+    assert "failed to load" in out and "legacy (morphseq-impostor" in out
+    _build06_works(cli, tmp_path)
+
+
+def test_a_misspelled_hook_unregisters_only_that_plugin(tmp_path, monkeypatch, cli):
+    install_fake_distribution(
+        tmp_path, monkeypatch, "morphseq-typo",
+        "[morphseq_stages.stages]\ntypo = typo_plugin\n", {"typo_plugin": MISSPELLED},
+    )
+    listed = _list(cli)
+    (failure,) = listed["failed"]
+    assert failure["plugin"] == "typo" and failure["distribution"] == "morphseq-typo"
+    assert "PluginValidationError" in failure["error"] and "morphseq_register_embedder" in failure["error"]
+    assert "typo_stage" not in {r["name"] for r in listed["plugins"]}  # nothing of it stays registered
+    code, _, err = cli("list", "--log-format", "json")
+    assert code == 0
+    assert any(e["event"] == "plugin.load_failed" and e["plugin"] == "typo" for e in load_json_lines(err))
+    _build06_works(cli, tmp_path)
+    monkeypatch.setenv("MORPHSEQ_STAGES_STRICT_PLUGINS", "1")
+    code, _, err = cli("list")
+    assert code == 2 and "'typo' (morphseq-typo)" in err and "morphseq_register_embedder" in err
+
+
+@pytest.mark.parametrize(("fault", "message"), [
+    ("numpy", "embed_batch returned mu as numpy.ndarray of shape (2, 4); expected a floating-point torch.Tensor"),
+    ("raises", "embed_batch failed: RuntimeError: CUDA kernel image not found"),
+    ("width", "embed_batch returned mu of shape (2, 5) for 2 images; expected (2, 4)"),
+    ("columns", "it has 3 mu_columns for latent_dim 4"),
+    ("nofingerprint", "describe failed: TypeError"),
+])
+def test_an_embedder_breaking_the_output_contract_is_one_line_naming_it(tmp_path, monkeypatch, cli, fault, message):
+    pytest.importorskip("torch")
+    install_fake_distribution(
+        tmp_path, monkeypatch, "morphseq-bad-output",
+        "[morphseq_stages.embedders]\nbad = bad_output_plugin\n", {"bad_output_plugin": BAD_OUTPUT},
+    )
+    listed = _list(cli)
+    assert listed["failed"] == [] and f"bad_{fault}" in {r["name"] for r in listed["plugins"]}
+    synth = make_pipeline_root(tmp_path / "p", {"20231207": 2})
+    before = _files(synth)
+    code, _, err = cli("build06", "--root", synth.root, "--data-root", synth.data_root, "--embedder", f"bad_{fault}",
+                       "--generate-missing-latents", "--log-format", "json")
+    last = err.strip().splitlines()[-1]
+    assert code == 2, err
+    assert last.startswith(f"morphseq-stages: error: embedder 'bad_{fault}' (plugin bad, distribution "
+                           "morphseq-bad-output 1.0)") and message in last, last
+    assert "Traceback" not in err
+    assert _files(synth) == before  # nothing written (the run's lock leaves at most an empty folder)
+    _build06_works(cli, tmp_path)
