@@ -40,7 +40,7 @@ class _Tee:
 class _StderrFilter:
     """Drops, from stderr only, file-only events and (with ``--quiet``) events below warning."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
 
     def __call__(self, logger: Any, name: str, event: dict) -> dict:

@@ -50,7 +50,7 @@ class RunResult:
         ``written``: paths written; ``skipped``: ``{"path", "reason"}`` of outputs left as
         they were; ``warnings``: one line each; ``sidecar``: the provenance file written,
         or None; ``timings_s``: seconds per phase and in total. The stage's own keys
-        (for build06: ``df03``, ``coverage``, ``rows``, ``generated``, ...) come with them.
+        (its products, coverage, counts) come with them.
         """
         own = dict(self.outcome.summary)
         if self.dry_run:
