@@ -16,13 +16,17 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 
 from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write_bytes
+
+if TYPE_CHECKING:  # both are imported when an export or a session is made
+    import onnxruntime
+    from torch import nn
 
 log = structlog.get_logger()
 BACKENDS = ("torch", "onnxruntime", "auto")
@@ -65,7 +69,7 @@ class OnnxEncoder:
     design of ``morphseq_stages.generation`` then carries over unchanged.
     """
 
-    def __init__(self, model: bytes):
+    def __init__(self, model: bytes) -> None:
         import onnxruntime
 
         self._ort = onnxruntime
@@ -74,7 +78,7 @@ class OnnxEncoder:
         self.version = onnxruntime.__version__
         self.identity = self._session().get_modelmeta().custom_metadata_map.get(IDENTITY_KEY)
 
-    def _session(self):
+    def _session(self) -> onnxruntime.InferenceSession:
         import torch
 
         session = getattr(self._local, "session", None)
@@ -92,7 +96,7 @@ class OnnxEncoder:
         return mu, logvar
 
 
-def export(module, input_size: tuple[int, int, int], identity: str) -> bytes:
+def export(module: nn.Module, input_size: tuple[int, int, int], identity: str) -> bytes:
     """The module as ONNX bytes, batch size free, ``identity`` in its metadata.
 
     The TorchScript exporter (``dynamo=False``) needs only the ``onnx`` package; torch's
@@ -132,7 +136,7 @@ def _cached(path: Path, identity: str) -> OnnxEncoder | None:
     return encoder if encoder.identity == identity else None
 
 
-def _probe_difference(encoder: OnnxEncoder, module, input_size: tuple[int, int, int]) -> float:
+def _probe_difference(encoder: OnnxEncoder, module: nn.Module, input_size: tuple[int, int, int]) -> float:
     """Largest difference to torch, relative to ``TOLERANCE``'s mixed scale, on a fixed probe batch."""
     import torch
 
@@ -143,7 +147,7 @@ def _probe_difference(encoder: OnnxEncoder, module, input_size: tuple[int, int, 
     return max(float(np.max(np.abs(g - w) / (1 + np.abs(w)))) for g, w in zip(got, want, strict=True))
 
 
-def prepare(module, input_size: tuple[int, int, int], fingerprint: str, identity: str) -> OnnxEncoder:
+def prepare(module: nn.Module, input_size: tuple[int, int, int], fingerprint: str, identity: str) -> OnnxEncoder:
     """The ONNX encoder for ``module``: from the cache, else exported (and cached); checked.
 
     Raises :class:`ExportFailed` when the module cannot run on ONNX Runtime as it does on torch.
