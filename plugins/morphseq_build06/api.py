@@ -159,20 +159,20 @@ def ensure_latents_for_experiments(
 
 def _existing_latents(data_root: PathLike, model_name: str, names: list[str], options: Mapping[str, Any]) -> dict[str, Path]:
     """The latent files already in the store, found as a run's plan finds them (no df02 needed)."""
-    from morphseq_stages.embedders import EmbedderRequest
+    from morphseq_stages.embedders import EmbedderRequest, ModelUnavailable
     from morphseq_stages.options import validate
 
     from .parquet_store import locate
 
     base = _path(data_root, "data_root")
-    checked = validate(_host().registry.stage(STAGE).options,
+    registry = _host().registry
+    checked = validate(registry.stage(STAGE).options,
                        {"root": base, "data_root": base, "model_name": model_name, **options}, STAGE)
-    spec = _host().registry.embedder(checked["embedder"])
     request = EmbedderRequest(model_name=model_name, model_dir=checked["model_dir"], data_root=base)
     try:
-        name = spec.describe(request).name
-    except UserError:  # reading latents needs no model folder; the store is named after the model
-        name = request.folder_name or model_name
+        name = registry.describe_model(checked["embedder"], request).name
+    except ModelUnavailable as exc:  # reading latents needs no model folder; the store is named after the model
+        name = exc.name
     store = paths.store(base, checked["embedder"], name)
     found = {}
     for e in names:
