@@ -186,7 +186,7 @@ def write_extras(plan, merged, df03_rows: np.ndarray, provenance: Mapping[str, A
     typed_train = functools.cache(lambda: type_table(train()[0]))
     columns = merged.latents.columns
     # every df02 row's z values, parsed once for df03 and all the analysis copies
-    z_df02 = functools.cache(lambda: z_matrix(merged.latents.cells(merged.take), len(columns)))
+    z_df02 = functools.cache(lambda: z_matrix(merged.latents, merged.take))
 
     def one(out, fmt: str, typed, rows: np.ndarray, z: np.ndarray) -> int:
         write_typed(out.path, fmt, typed, rows, columns, z, provenance)
@@ -198,7 +198,7 @@ def write_extras(plan, merged, df03_rows: np.ndarray, provenance: Mapping[str, A
             continue
         if base == "training":
             run(out, lambda out=out, fmt=fmt: one(out, fmt, typed_train(), np.arange(len(train()[0])),
-                                                  z_matrix(merged.latents.cells(train()[1]), len(columns))))
+                                                  z_matrix(merged.latents, train()[1])))
         else:
             rows = df03_rows if base == "df03" else df03_rows[plan.row_experiments[df03_rows] == out.experiment]
             run(out, lambda out=out, fmt=fmt, rows=rows: one(out, fmt, typed_df02(), rows, z_df02()[rows]))

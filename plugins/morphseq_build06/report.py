@@ -152,7 +152,7 @@ def _embedded(plan, merged) -> tuple[np.ndarray, np.ndarray]:
     rows = np.flatnonzero(merged.keep & (merged.take >= 0))
     columns = merged.latents.columns
     mu = [j for j, c in enumerate(columns) if (parse_z(c) or ("",))[0] == "mu"]
-    z = z_matrix(merged.latents.cells(merged.take[rows]), len(columns))[:, mu]
+    z = z_matrix(merged.latents, merged.take[rows])[:, mu]
     finite = np.isfinite(z).all(axis=1)
     return z[finite], plan.row_experiments[rows][finite].astype(str)
 

@@ -155,14 +155,15 @@ def type_table(table: TextTable) -> TypedColumns:
     return TypedColumns(names=tuple(unique_names(table.names)), text=tuple(text), kinds=kinds)
 
 
-def z_matrix(cells: Sequence[pa.Array], width: int) -> np.ndarray:
-    """Parse the merge's z text (one comma-joined cell per row) into a float64 matrix,
-    NaN where a cell is empty. Arrow's CSV reader does the parsing, on every core."""
+def z_matrix(latents, take: np.ndarray) -> np.ndarray:
+    """The z values of latent rows ``take`` (-1: none) as a float64 matrix, NaN where a
+    cell is empty, parsed from the merge's text by Arrow's CSV reader (on every core)."""
     import io
 
-    n = len(cells[0]) if cells else 0
+    n, width = len(take), len(latents.columns)
     if not width or not n:
         return np.full((n, width), np.nan)
+    cells = latents.cells(take)
     ends = pa.repeat(pa.scalar(b"", pa.binary()), n)
     lines = pc.binary_join_element_wise(cells[0].cast(pa.binary()), ends, b"\n")
     names = [f"z{j}" for j in range(width)]

@@ -153,3 +153,14 @@ def test_report_names_every_experiment_and_flags_drift(tmp_path, cli):
     flagged = drift[drift.index("20240509_18ss") - 40: drift.index("20240509_18ss")]
     assert "class=flag" in flagged and "DRIFT" in drift
     assert "20241107_ds_sweep01_optimum" in page[page.index("<h2>Provenance</h2>"):]
+
+
+def test_typed_outputs_without_any_latents(tmp_path, cli):
+    anndata = pytest.importorskip("anndata")
+    root, data, _ = make_root(tmp_path)
+    code, _, err = cli("build06", "--root", root, "--data-root", data, "--formats", "parquet,h5ad")
+    assert code == 0, err
+    schema = pq.read_schema(df03_path(root).with_suffix(".parquet"))
+    assert not [n for n in schema.names if n.startswith("z_")] and schema.names[0] == "image_well"
+    adata = anndata.read_h5ad(df03_path(root).with_suffix(".h5ad"))
+    assert adata.obsm["X_morph"].shape == (15, 0)
