@@ -17,12 +17,11 @@ import structlog
 
 from . import keys
 from .generate import GenerateReport
-from .plan import Build06Plan, coverage, coverage_warnings, parse_flags, strict_failure
+from .plan import Build06Plan, coverage, coverage_warnings, strict_failure
 from .store import read_store
 
 log = structlog.get_logger()
 EXAMPLES = 5
-__all__ = ["merge", "load_latents", "parse_flags"]
 
 
 @attrs.frozen(kw_only=True)

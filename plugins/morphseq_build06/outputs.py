@@ -124,7 +124,8 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
     if fresh.status == "current" and listing.status != "current":
         fresh = Freshness(status="out-of-date", reasons=(f"{paths.unembedded(df03).name} is {listing.describe()}",))
     main = decide("df03", df03, fresh, opts.overwrite)
-    if main.action == "overwrite" and not any(e.latent_exists or e.action in CHANGES for e in now.experiments):
+    if fresh.status in ("out-of-date", "foreign") and not any(e.latent_exists or e.action in CHANGES
+                                                                for e in now.experiments):
         # a mistyped --model-name or --data-root must not replace a df03 that has embeddings
         main = attrs.evolve(main, action="skip", reason=f"{fresh.describe()}; but this run has no latent file to "
                             "merge (check --model-name and --data-root); df03 kept")
