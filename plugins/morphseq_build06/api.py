@@ -150,8 +150,9 @@ def ensure_latents_for_experiments(
            "experiments": names, "generate_missing_latents": generate_missing or None,
            "generate_only": generate_missing or None, **options}
     result = _run(run, dry_run=not generate_missing)
-    found = {e.experiment: e.latent_path for e in result.plan.experiments if e.latent_path.exists()}
-    for e in result.plan.experiments:
+    asked = [e for e in result.plan.experiments if e.selected]  # the plan reads every experiment of df02
+    found = {e.experiment: e.latent_path for e in asked if e.latent_path.exists()}
+    for e in asked:
         if e.experiment not in found:
             log.warning("latents.missing", experiment=e.experiment, path=str(e.latent_path))
     return found

@@ -350,8 +350,8 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     now = InputsNow(opts=opts, df02_path=df02_path, df02=df02, row_experiments=row_exp, experiments=exp_plans,
                     model=model)
     outputs, records, out_warnings = plan_outputs(opts, now=now, store=store)
-    if opts.generate_only:
-        outputs = declared.restrict(outputs)
+    if opts.generate_only:  # no df03: what would be said of it does not apply
+        outputs, out_warnings, predicted = declared.restrict(outputs), [], []
     for path in [o.path for o in outputs if o.action != "skip"] + [p.latent_path for p in exp_plans
                                                                    if p.action in GENERATING]:
         check_writable(path)

@@ -224,6 +224,10 @@ def test_the_daily_update_appends_a_new_experiment(generated, cli):
     summary = json.loads(out)
     assert summary["df03"]["written"] and summary["rows"]["df03"] == 16 and summary["coverage"] == 1.0
     assert summary["generated"]["rows"] == 4
+    side = json.loads(df03_of(s).with_suffix(".json").read_text())
+    config = next((s.data_root / "models" / "legacy" / MODEL).rglob("model_config.json"))
+    assert side["model"]["config_sha256"] == hashlib.sha256(config.read_bytes()).hexdigest()
+    assert {v["origin"] for v in side["latent_files"].values()} == {"manifest"}
     # then everything is current: a rerun writes nothing
     before = tree_digest(s.root.parent)
     code, out, _ = run(cli, s, "--generate-missing-latents", "--overwrite")
