@@ -1,7 +1,9 @@
 """Embedding images, shared by every embedder: decoding, batching, threads, progress.
 
-Each worker thread decodes a batch (PIL releases the GIL) and runs the model on it, so
-decoding and inference overlap across workers.
+Each worker thread decodes a batch (PIL releases the GIL) straight into the batch
+tensor and runs the model on it, so decoding and inference overlap across workers. On
+CUDA the batch tensor is in pinned memory and copied without blocking, and there is a
+decoding worker per core: the CPU's only job is then to keep the device fed.
 """
 
 from __future__ import annotations
@@ -28,19 +30,25 @@ from .progress import Progress
 log = structlog.get_logger()
 
 
-def decode_image(path: Path, size: tuple[int, int, int]) -> np.ndarray:
+def decode_image(path: Path, size: tuple[int, int, int], out: np.ndarray | None = None) -> np.ndarray:
     """The legacy preprocessing, exactly: greyscale, bilinear resize, float32 / 255.
 
     Same arithmetic as torchvision's Grayscale -> Resize -> ToTensor on PIL images,
-    without torchvision.
+    without torchvision. The pixels go into ``out`` (float32, shape ``size``) when given,
+    so that a batch is filled in place rather than stacked from copies.
     """
     from PIL import Image
 
     channels, height, width = size
+    mode = "L" if channels == 1 else "RGB"
     with Image.open(path) as im:
-        im = im.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
-        arr = np.asarray(im, dtype=np.float32) / np.float32(255)
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+        if im.mode != mode:  # converting an image to its own mode would only copy it
+            im = im.convert(mode)
+        pixels = np.asarray(im.resize((width, height), Image.Resampling.BILINEAR))
+    out = np.empty(size, np.float32) if out is None else out
+    # uint8 / float32(255) in float32, as ToTensor does
+    np.divide(pixels[None] if channels == 1 else pixels.transpose(2, 0, 1), np.float32(255), out=out)
+    return out
 
 
 @attrs.frozen(kw_only=True)
@@ -65,22 +73,32 @@ class EmbedResult:
         )
 
 
-def default_workers() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _decode_batch(paths: Sequence[Path], size: tuple[int, int, int]) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    arrays: list[np.ndarray] = []
+def default_workers(device: str = "cpu") -> int:
+    """One worker per core; on CPU at most 8 (each model call then gets the rest of the threads)."""
+    return max(1, cores() if str(device).startswith("cuda") else min(8, cores()))
+
+
+def decode_batch(paths: Sequence[Path], size: tuple[int, int, int], *, pin: bool = False
+                 ) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
+    """Decode ``paths`` into one float32 batch tensor (in pinned memory with ``pin``);
+    unreadable images are left out and reported as ``(path, error)``."""
+    import torch
+
+    batch = torch.empty((len(paths), *size), dtype=torch.float32, pin_memory=pin)
+    view = batch.numpy()
     ok: list[int] = []
     failed: list[tuple[str, str]] = []
     for i, p in enumerate(paths):
         try:
-            arrays.append(decode_image(p, size))
+            decode_image(p, size, out=view[len(ok)])
             ok.append(i)
         except Exception as exc:  # an unreadable image is reported, the rest go on
             failed.append((str(p), f"{type(exc).__name__}: {exc}"))
-    batch = np.stack(arrays) if arrays else np.empty((0, *size), np.float32)
-    return batch, ok, failed
+    return batch[: len(ok)], ok, failed
 
 
 def _embed_checked(embedder: Embedder, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -140,18 +158,19 @@ def embed_images(
     """
     import torch
 
-    workers = workers or default_workers()
-    size = embedder.input_size
     on_cpu = not str(embedder.device).startswith("cuda")
+    workers = workers or default_workers(embedder.device)
+    size = embedder.input_size
     previous_threads = torch.get_num_threads()
 
     def work(start: int) -> EmbedResult:
-        batch, ok, failed = _decode_batch(paths[start : start + batch_size], size)
+        batch, ok, failed = decode_batch(paths[start : start + batch_size], size, pin=not on_cpu)
         if not ok:
             return EmbedResult(mu=np.empty((0, embedder.latent_dim), np.float32), logvar=None,
                                ok=np.empty(0, int), failures=tuple(failed))
         with torch.inference_mode():
-            mu, logvar = _embed_checked(embedder, torch.from_numpy(batch).to(embedder.device))
+            # from pinned memory the copy overlaps; reading the results back waits for it
+            mu, logvar = _embed_checked(embedder, batch.to(embedder.device, non_blocking=True))
         return EmbedResult(mu=mu, logvar=logvar, ok=np.asarray(ok, int), failures=tuple(failed))
 
     progress = Progress(len(paths), label)
