@@ -286,59 +286,62 @@ def test_bad_options_are_one_clear_line(tmp_path, cli, args, message):
     assert tree_digest(tmp_path) == before
 
 
-def test_bad_inputs_are_one_clear_line(tmp_path, cli, monkeypatch):
-    root, data, df02 = make_root(tmp_path)
-    run = lambda *a: cli("build06", "--root", root, "--data-root", data, "--log-format", "json", *a)  # noqa: E731
-
-    def check(code, err, needle):
-        assert code != 0
-        last = err.strip().splitlines()[-1]
-        assert needle in last and "Traceback" not in err, err
-
-    # no data root
-    code, _, err = cli("build06", "--root", root)
-    check(code, err, "MORPHSEQ_DATA_ROOT")
-    # unsafe experiment id inside df02
-    orig = df02.read_bytes()
-    df02.write_bytes(orig.replace(b",20231207,", b",../20231207,", 1))
-    code, _, err = run()
-    check(code, err, "unsafe experiment")
-    # df02 without snip_id
-    df02.write_bytes(b"a,b\n1,2\n")
-    code, _, err = run()
-    check(code, err, "has no snip_id column")
-    # unreadable CSV (ragged)
-    df02.write_bytes(b"snip_id,experiment_date\nx_A01_e00_t0000,x,extra,fields\n")
-    code, _, err = run()
-    check(code, err, "cannot parse")
-    # no df02 at all
-    df02.unlink()
-    code, _, err = run()
-    check(code, err, "df02 not found")
-    # latent file with no z columns
-    df02.write_bytes(orig)
+def _latents_without_z(root: Path, data: Path, df02: Path) -> None:
     folder = store(data)
     folder.mkdir(parents=True)
     (folder / latent_file_name("20231207")).write_text("snip_id,foo\n20231207_A01_e00_t0000,1\n")
-    code, _, err = run()
-    check(code, err, "has no z columns")
-    (folder / latent_file_name("20231207")).unlink()
-    # an output folder that cannot be made (a file stands in its way)
-    (data / "metadata").write_text("not a folder")
-    code, _, err = run("--export-analysis-copies")
-    check(code, err, "is a file, not a folder")
-    (data / "metadata").unlink()
-    # unwritable output folder
+
+
+#: case -> (what to spoil in a fresh pipeline root, extra arguments, what the error line says)
+BAD_INPUTS = {
+    "unsafe experiment id": (
+        lambda root, data, df02: df02.write_bytes(df02.read_bytes().replace(b",20231207,", b",../20231207,", 1)),
+        (), "unsafe experiment"),
+    "df02 without snip_id": (lambda root, data, df02: df02.write_bytes(b"a,b\n1,2\n"), (), "has no snip_id column"),
+    "ragged df02": (
+        lambda root, data, df02: df02.write_bytes(b"snip_id,experiment_date\nx_A01_e00_t0000,x,extra,fields\n"),
+        (), "cannot parse"),
+    "no df02": (lambda root, data, df02: df02.unlink(), (), "df02 not found"),
+    "latent file without z columns": (_latents_without_z, (), "has no z columns"),
+    "a file where an output folder goes": (
+        lambda root, data, df02: (data / "metadata").write_text("not a folder"),
+        ("--export-analysis-copies",), "is a file, not a folder"),
+}
+
+
+def _one_clear_line(code: int, err: str, needle: str) -> None:
+    assert code != 0
+    last = err.strip().splitlines()[-1]
+    assert needle in last and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_inputs_are_one_clear_line(tmp_path, cli, case):
+    spoil, extra, needle = BAD_INPUTS[case]
+    root, data, df02 = make_root(tmp_path)
+    spoil(root, data, df02)
+    code, _, err = cli("build06", "--root", root, "--data-root", data, "--log-format", "json", *extra)
+    _one_clear_line(code, err, needle)
+    assert not df03_path(root).exists()
+
+
+def test_no_data_root_is_one_clear_line(tmp_path, cli):
+    root, _, _ = make_root(tmp_path)
+    code, _, err = cli("build06", "--root", root)
+    _one_clear_line(code, err, "MORPHSEQ_DATA_ROOT")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_folder_is_one_clear_line(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path)
+    orig = df02.read_bytes()
     os.chmod(df02.parent, 0o555)
     try:
-        if os.access(df02.parent, os.W_OK):
-            pytest.skip("running as a user who can write anywhere")
-        code, _, err = run()
-        check(code, err, "not writable")
+        code, _, err = cli("build06", "--root", root, "--data-root", data, "--log-format", "json")
     finally:
         os.chmod(df02.parent, 0o755)
-    assert df02.read_bytes() == orig
-    assert not df03_path(root).exists()
+    _one_clear_line(code, err, "not writable")
+    assert df02.read_bytes() == orig and not df03_path(root).exists()
 
 
 def test_lock_stops_a_concurrent_run(tmp_path, cli):
