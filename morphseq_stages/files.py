@@ -43,6 +43,11 @@ def check_safe_id(value: str, what: str) -> str:
     return value
 
 
+def utc_now() -> str:
+    """The current time as every record of ours writes it: ISO 8601, UTC, whole seconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def sha256_file(path: Path) -> str:
     """sha256 of a file; one that has not changed since (same inode, size, mtime) is not read again."""
     st = os.stat(path)
@@ -247,7 +252,7 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
         elif not created:
             log.warning("lock.stale", path=str(path), reason="empty lock file with no live holder")
         me = {"pid": os.getpid(), "host": socket.gethostname(),
-              "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+              "since": utc_now()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)
         recover_folder(path.parent)

@@ -9,9 +9,7 @@ from typing import Any
 
 import structlog
 
-from morphseq_stages.files import atomic_write_json, sha256_file
-
-from .provenance import utc_now
+from morphseq_stages.files import atomic_write_json, sha256_file, utc_now
 
 log = structlog.get_logger()
 MANIFEST_NAME = "manifest.json"

@@ -7,7 +7,6 @@ import platform
 import socket
 import subprocess
 import sys
-import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,7 @@ from typing import Any
 import structlog
 
 from morphseq_stages import __version__
-
-TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
-
-
-def utc_now() -> str:
-    """The current time as every Build06 record writes it (ISO 8601, UTC, seconds)."""
-    return time.strftime(TIMESTAMP, time.gmtime())
+from morphseq_stages.files import utc_now
 
 
 def dist_version(name: str) -> str | None:
