@@ -35,7 +35,7 @@ def write_outputs(base: Path) -> float:
     start = time.perf_counter()
     rc = main(["build06", "--root", str(base / "root"), "--data-root", str(base / "data"), "--overwrite",
                "--log-format", "json", "--log-file", str(base / "build06.log"), "--min-coverage", "0",
-               "--formats", ",".join(FORMATS)])
+               "--formats", ",".join(FORMATS), "--quiet"])
     if rc:
         raise SystemExit(rc)
     return time.perf_counter() - start

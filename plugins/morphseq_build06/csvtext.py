@@ -157,30 +157,36 @@ def read_regular_file(path: Path, what: str) -> bytes:
 
 
 def read_columns(table: TextTable, names: Sequence[str]) -> dict[str, pa.Array]:
-    """Parse the named columns (first occurrence of each) as strings, one per record.
-
-    Arrow parses the records already split (each one line of its input), so the parser
-    and the writer agree on every record.
-    """
+    """Parse the named columns (first occurrence of each) as strings, one per record."""
     indices = {}
     for name in names:
         idx = table.index_of(name)
         if idx is not None:
             indices[name] = idx
+    return dict(zip(indices, read_columns_at(table, list(indices.values())), strict=True))
+
+
+def read_columns_at(table: TextTable, indices: Sequence[int]) -> list[pa.Array]:
+    """Parse the columns at ``indices`` as strings, one per record.
+
+    Arrow parses the records already split (each one line of its input), so the parser
+    and the writer agree on every record.
+    """
     if not indices or len(table) == 0:
-        return {name: pa.array([""] * len(table), pa.string()) for name in indices}
+        return [pa.array([""] * len(table), pa.string()) for _ in indices]
     generated = [f"c{i}" for i in range(len(table.names))]
     text = pc.binary_join_element_wise(table.records, pa.repeat(pa.scalar(b"", pa.binary()), len(table)), b"\n")
     offsets, body = value_bytes(text)
     longest = int(np.diff(offsets).max())
+    wanted = list(dict.fromkeys(generated[i] for i in indices))
     try:
         parsed = pacsv.read_csv(
             pa.BufferReader(pa.py_buffer(body)),
             read_options=pacsv.ReadOptions(column_names=generated, block_size=min(max(1 << 20, 2 * longest + 2), 2**31 - 1)),
             parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
-                include_columns=[generated[i] for i in indices.values()],
-                column_types={generated[i]: pa.string() for i in indices.values()},
+                include_columns=wanted,
+                column_types={c: pa.string() for c in wanted},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -189,7 +195,7 @@ def read_columns(table: TextTable, names: Sequence[str]) -> dict[str, pa.Array]:
         raise UserError(f"cannot parse {table.path}: {_first_line(exc)}") from None
     if parsed.num_rows != len(table):
         raise UserError(f"cannot parse {table.path}: found {parsed.num_rows} rows, expected {len(table)}")
-    return {name: parsed.column(generated[i]).combine_chunks() for name, i in indices.items()}
+    return [parsed.column(generated[i]).combine_chunks() for i in indices]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -74,10 +74,8 @@ def write_typed(path: Path, fmt: str, typed: TypedColumns, rows: np.ndarray, z_n
 
 def typed_table(typed: TypedColumns, rows: np.ndarray, z_names: tuple[str, ...], z: np.ndarray) -> pa.Table:
     arrays = typed.arrays(rows) + [pa.array(z[:, j], pa.float64()) for j in range(len(z_names))]
-    names = list(typed.names) + [n for n in z_names if n not in typed.names]
-    if len(names) != len(arrays):  # a df02 column named like a z column: keep both, suffixed
-        names = unique_names(list(typed.names) + list(z_names))
-    return pa.Table.from_arrays(arrays, names=names)
+    # a df02 column named like a z column keeps its name; the z column is suffixed
+    return pa.Table.from_arrays(arrays, names=unique_names(list(typed.names) + list(z_names)))
 
 
 def write_parquet(path: Path, typed: TypedColumns, rows: np.ndarray, z_names: tuple[str, ...], z: np.ndarray,
@@ -141,9 +139,11 @@ def atomic_path_write(path: Path, write: Callable[[Path], Any]) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
 
 

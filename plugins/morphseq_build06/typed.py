@@ -28,9 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from morphseq_stages.errors import UserError
-
-from .csvtext import TextTable, value_bytes
+from .csvtext import TextTable, read_columns_at, value_bytes
 
 #: pandas' default ``na_values`` (pandas.read_csv reads these as missing too)
 MISSING = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -77,27 +75,6 @@ class TypedColumns:
         """The typed columns (of ``rows`` only, when given)."""
         idx = None if rows is None else pa.array(rows, pa.int64())
         return [typed_array(t if idx is None else t.take(idx), k) for t, k in zip(self.text, self.kinds, strict=True)]
-
-
-def read_text_columns(table: TextTable) -> list[pa.Array]:
-    """Every column of ``table`` by position (repeated names included), as text."""
-    n = len(table.names)
-    generated = [f"c{i}" for i in range(n)]
-    if len(table) == 0:
-        return [pa.array([], pa.string()) for _ in range(n)]
-    try:
-        parsed = pacsv.read_csv(
-            table.path,
-            read_options=pacsv.ReadOptions(column_names=generated, skip_rows=1),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in generated},
-                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot parse {table.path}: {str(exc).strip().splitlines()[0]}") from None
-    if parsed.num_rows != len(table):
-        raise UserError(f"cannot parse {table.path}: found {parsed.num_rows} rows, expected {len(table)}")
-    return [parsed.column(c).combine_chunks() for c in generated]
 
 
 def _present(text: pa.Array) -> pa.Array:
@@ -150,7 +127,7 @@ def typed_array(text: pa.Array, kind: str) -> pa.Array:
 
 
 def type_table(table: TextTable) -> TypedColumns:
-    text = [_present(t) for t in read_text_columns(table)]
+    text = [_present(t) for t in read_columns_at(table, range(len(table.names)))]
     kinds = tuple(kind_of(n, t) for n, t in zip(table.names, text, strict=True))
     return TypedColumns(names=tuple(unique_names(table.names)), text=tuple(text), kinds=kinds)
 
