@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,17 +60,22 @@ def file_state(path: Path, recorded: Mapping[str, Any] | None = None) -> dict[st
     return {"sha256": sha or sha256_file(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def df02_parts(table: TextTable, row_experiments: np.ndarray, experiments: Iterable[str]) -> dict[str, list]:
-    """Per experiment: [row count, sha256 of the header and its records]."""
+def df02_parts(table: TextTable, codes: np.ndarray, experiments: Sequence[str]) -> dict[str, list]:
+    """Per experiment: [row count, sha256 of the header and its records].
+
+    ``codes``: each row's index in ``experiments`` (-1: none). The records are grouped
+    by experiment once (a stable sort), then each group is hashed as one run of bytes.
+    """
+    order = np.argsort(codes, kind="stable")
+    offsets, data = value_bytes(table.records.take(pa.array(order, pa.int64())) if len(table) else table.records)
+    ends = np.searchsorted(codes[order], np.arange(len(experiments) + 1), side="left")
     out: dict[str, list] = {}
-    for exp in experiments:
-        mask = row_experiments == exp
-        records = table.records.filter(pa.array(mask)) if len(table) else table.records
-        offsets, data = value_bytes(records)
+    for k, exp in enumerate(experiments):
+        a, b = ends[k], ends[k + 1]
         h = hashlib.sha256(table.header)
-        h.update(offsets.tobytes())
-        h.update(data)
-        out[exp] = [int(mask.sum()), h.hexdigest()]
+        h.update((offsets[a:b + 1] - offsets[a]).tobytes())
+        h.update(data[offsets[a]:offsets[b]])
+        out[exp] = [int(b - a), h.hexdigest()]
     return out
 
 

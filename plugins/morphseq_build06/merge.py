@@ -201,7 +201,7 @@ def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeRe
     latents, info = load_latents(plan)
     take, rules, non_finite = latents.match_keys(plan.row_keys, plan.key_rules)
     reasons = row_reasons(plan, take, non_finite, generated)
-    cov = coverage(take >= 0, plan.keep, plan.row_experiments, [e.experiment for e in plan.experiments],
+    cov = coverage(take >= 0, plan.keep, plan.row_codes, [e.experiment for e in plan.experiments],
                    set(plan.selected))
     log.info("coverage", coverage=cov["overall"], coverage_selected=cov["selected"], rows=cov["rows"],
              matched=cov["matched"], per_experiment=cov["per_experiment"])

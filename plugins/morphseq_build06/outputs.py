@@ -64,7 +64,7 @@ class InputsNow:
     opts: Build06Options
     df02_path: Path
     df02: TextTable
-    row_experiments: np.ndarray
+    row_codes: np.ndarray  # each df02 row's index in ``experiments`` (-1: none)
     experiments: Sequence[ExperimentPlan]
     model: ModelInfo | MissingModel
     _parts: dict | None = None
@@ -72,7 +72,7 @@ class InputsNow:
 
     def parts(self) -> dict[str, list]:
         if self._parts is None:
-            self._parts = df02_parts(self.df02, self.row_experiments, [e.experiment for e in self.experiments])
+            self._parts = df02_parts(self.df02, self.row_codes, [e.experiment for e in self.experiments])
         return self._parts
 
     def latents(self, recorded: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:

@@ -100,6 +100,7 @@ class Build06Plan(StagePlan):
     row_keys: pa.Array = attrs.field(repr=False)  # df02 snip ids normalised for matching
     key_rules: dict[str, int] = attrs.field(repr=False)  # normalisation rules that fired on them
     row_experiments: np.ndarray = attrs.field(repr=False)
+    row_codes: np.ndarray = attrs.field(repr=False)  # per df02 row: its experiment's index in ``experiments``, or -1
     has_image: np.ndarray = attrs.field(repr=False)  # per df02 row: its snip image exists
     keep: np.ndarray = attrs.field(repr=False)  # per df02 row: it goes into df03 (all, unless --qc-filter)
     unknown_flags: int
@@ -304,10 +305,16 @@ def _latent_match(latents: StoreRead, row_keys: pa.Array) -> tuple[np.ndarray, n
     return matched, ~matched & pc.is_in(row_keys, value_set=bad).to_numpy(zero_copy_only=False)
 
 
-def _has_image(row_keys: pa.Array, row_exp: np.ndarray, images: dict[str, list[Path]]) -> np.ndarray:
+def _codes(row_exp: np.ndarray, names: list[str]) -> np.ndarray:
+    """Each row's experiment as its index in ``names`` (-1: none), so that masks compare integers."""
+    index = pc.index_in(pa.array(row_exp, pa.string()), value_set=pa.array(names, pa.string()))
+    return index.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _has_image(row_keys: pa.Array, codes: np.ndarray, images: list[list[Path]]) -> np.ndarray:
     out = np.zeros(len(row_keys), bool)
-    for exp, found in images.items():
-        rows = np.flatnonzero(row_exp == exp)
+    for k, found in enumerate(images):
+        rows = np.flatnonzero(codes == k)
         if not len(rows) or not found:
             continue
         image_keys = pc.unique(keys.normalise(pa.array([p.name for p in found], pa.string()))[0])
@@ -319,7 +326,8 @@ def _has_image(row_keys: pa.Array, row_exp: np.ndarray, images: dict[str, list[P
 def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     df02_path = paths.df02(opts.root)
     df02, cols, row_exp = _read_df02(opts, df02_path)
-    in_df02 = list(dict.fromkeys(check_safe_id(e, "experiment") for e in row_exp if e))
+    in_df02 = [check_safe_id(e, "experiment") for e in dict.fromkeys(row_exp) if e]
+    codes = _codes(row_exp, in_df02)
     selected = _selected(opts, in_df02, df02_path)
     model, model_error, request = _describe_model(opts, registry)
     store = paths.store(opts.data_root, opts.embedder, model.name)
@@ -328,12 +336,12 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     latents = read_store({e: sources[e].path for e in in_df02}, opts.z_schema, opts.include_sigma)
     matched, _ = _latent_match(latents, row_keys)
     found = {e: _images(opts, e) for e in in_df02}
-    has_image = _has_image(row_keys, row_exp, {e: f[2] for e, f in found.items()})
+    has_image = _has_image(row_keys, codes, [found[e][2] for e in in_df02])
     recorded = manifest.load(store / manifest.MANIFEST_NAME)["files"]
     exp_plans = [
         _plan_experiment(opts, e, e in selected, sources[e], found[e], recorded.get(sources[e].path.name), model,
-                         latents.keys[e][0] if e in latents.keys else None, row_exp == e, matched, has_image)
-        for e in in_df02
+                         latents.keys[e][0] if e in latents.keys else None, codes == k, matched, has_image)
+        for k, e in enumerate(in_df02)
     ]
     keep, unknown_flags = parse_flags(cols["use_embryo_flag"]) if opts.qc_filter else (np.ones(len(df02), bool), 0)
     warnings = ([] if len(df02) else [f"df02 {df02_path} has no rows"])
@@ -343,11 +351,11 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
                  for src in sources.values() for p in src.skipped]
     if unknown_flags:
         warnings.append(f"{unknown_flags} use_embryo_flag value(s) are not true/false; treated as false")
-    prediction, predicted = predict(opts, exp_plans, row_exp, matched, has_image, keep)
+    prediction, predicted = predict(opts, exp_plans, codes, matched, has_image, keep)
     non_finite = sum(int((r.nan_rows | r.inf_rows).sum()) for r in latents.rows.values())
     if non_finite:
         predicted.append(f"{non_finite} latent row(s) hold NaN or Inf and will be treated as missing")
-    now = InputsNow(opts=opts, df02_path=df02_path, df02=df02, row_experiments=row_exp, experiments=exp_plans,
+    now = InputsNow(opts=opts, df02_path=df02_path, df02=df02, row_codes=codes, experiments=exp_plans,
                     model=model)
     outputs, records, out_warnings = plan_outputs(opts, now=now, store=store)
     if opts.generate_only:  # no df03: what would be said of it does not apply
@@ -358,7 +366,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     plan = Build06Plan(
         options=opts, df02_path=df02_path, df03_path=paths.df03(opts.root), store=store, model=model,
         model_error=model_error, request=request, embedder_provider=registry.embedders[opts.embedder].provider,
-        df02=df02, snip_ids=cols["snip_id"], row_keys=row_keys, key_rules=key_rules, row_experiments=row_exp,
+        df02=df02, snip_ids=cols["snip_id"], row_keys=row_keys, key_rules=key_rules, row_experiments=row_exp, row_codes=codes,
         has_image=has_image, keep=keep, unknown_flags=unknown_flags, experiments=tuple(exp_plans),
         outputs=tuple(outputs), warnings=tuple(warnings + out_warnings), predicted=tuple(predicted),
         prediction=prediction, records=records, inputs=now, latents=latents,
@@ -386,18 +394,18 @@ def _experiment_warnings(opts: Build06Options, plans: list[ExperimentPlan]) -> l
     return warnings
 
 
-def coverage(matched: np.ndarray, keep: np.ndarray, row_exp: np.ndarray, experiments: list[str],
+def coverage(matched: np.ndarray, keep: np.ndarray, codes: np.ndarray, experiments: list[str],
              selected: set[str]) -> dict[str, Any]:
     """Coverage over the df03 rows: overall, over the selected experiments, per experiment."""
     def share(mask: np.ndarray) -> float | None:
         n = int(mask.sum())
         return float((mask & matched).sum() / n) if n else None
 
-    in_sel = np.isin(row_exp, list(selected)) if len(row_exp) else np.zeros(0, bool)
-    per_exp = {}
-    for e in experiments:
-        m = keep & (row_exp == e)
-        per_exp[e] = {"rows": int(m.sum()), "matched": int((m & matched).sum()), "coverage": share(m)}
+    in_sel = np.isin(codes, [k for k, e in enumerate(experiments) if e in selected])
+    rows = np.bincount(codes[keep & (codes >= 0)], minlength=len(experiments))
+    hits = np.bincount(codes[keep & matched & (codes >= 0)], minlength=len(experiments))
+    per_exp = {e: {"rows": int(rows[k]), "matched": int(hits[k]),
+                   "coverage": float(hits[k] / rows[k]) if rows[k] else None} for k, e in enumerate(experiments)}
     return {"overall": share(keep), "selected": share(keep & in_sel), "rows": int(keep.sum()),
             "matched": int((keep & matched).sum()), "per_experiment": per_exp}
 
@@ -413,17 +421,17 @@ def coverage_warnings(cov: dict[str, Any], min_coverage: float, prefix: str = ""
     return out
 
 
-def predict(opts: Build06Options, plans: list[ExperimentPlan], row_exp: np.ndarray, matched: np.ndarray,
+def predict(opts: Build06Options, plans: list[ExperimentPlan], codes: np.ndarray, matched: np.ndarray,
             has_image: np.ndarray, keep: np.ndarray) -> tuple[dict[str, Any], list[str]]:
     """Coverage after this run's generation, if every image decodes; the warnings it would give."""
     after = matched.copy()
-    for p in plans:
-        rows = row_exp == p.experiment
+    for k, p in enumerate(plans):
+        rows = codes == k
         if p.action == "regenerate":
             after[rows] = has_image[rows]
         elif p.action in GENERATING:
             after[rows] |= has_image[rows]
-    cov = coverage(after, keep, row_exp, [p.experiment for p in plans], {p.experiment for p in plans if p.selected})
+    cov = coverage(after, keep, codes, [p.experiment for p in plans], {p.experiment for p in plans if p.selected})
     never = int((keep & ~has_image & ~matched).sum())
     prediction = {"coverage": cov["overall"], "coverage_selected": cov["selected"],
                   "rows_never_embeddable": never, "rows_unembedded": cov["rows"] - cov["matched"]}
