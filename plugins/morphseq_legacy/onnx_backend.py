@@ -3,17 +3,19 @@
 The export goes to ``$XDG_CACHE_HOME/morphseq-stages/onnx/<fingerprint>.onnx`` (default
 ``~/.cache``), never beside the model. What the file was exported from (architecture,
 torch version, export format) is kept in its metadata: a file from another export is
-replaced. Every session is checked against the torch module on a probe batch before use;
+replaced. torch's latents on a fixed probe batch are kept there too, and every load checks
+ONNX Runtime's against them (a cached file that no longer gives them is exported again);
 a model that cannot be exported, or whose ONNX latents differ, runs on torch instead with
 the reason logged.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import io
 import os
-import threading
+import queue
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,7 @@ log = structlog.get_logger()
 BACKENDS = ("torch", "onnxruntime", "auto")
 EXPORT_FORMAT = 1
 IDENTITY_KEY = "morphseq_export"
+PROBE_KEY = "morphseq_torch_probe"
 #: ONNX latents must equal torch's within this (absolute and relative) on the probe batch
 TOLERANCE = 1e-5
 
@@ -62,11 +65,12 @@ def choose_backend(asked: str, device: str) -> tuple[str, str]:
 
 
 class OnnxEncoder:
-    """``(mu, logvar)`` through ONNX Runtime: one session per calling thread.
+    """``(mu, logvar)`` through ONNX Runtime, one session per concurrent caller.
 
-    Each session gets the thread share torch has when it is made (generation gives each
-    worker thread an equal share, one thread each on a small machine): the data-parallel
-    design of ``morphseq_stages.generation`` then carries over unchanged.
+    A call takes an idle session made for the thread share torch has at that moment
+    (generation gives each worker thread an equal share: one thread each on a small
+    machine), so the data-parallel design of ``morphseq_stages.generation`` carries over
+    unchanged, and sessions are reused from one batch, and one experiment, to the next.
     """
 
     def __init__(self, model: bytes) -> None:
@@ -74,30 +78,63 @@ class OnnxEncoder:
 
         self._ort = onnxruntime
         self._model = model
-        self._local = threading.local()
+        self._idle: dict[int, queue.SimpleQueue] = {}
         self.version = onnxruntime.__version__
-        self.identity = self._session().get_modelmeta().custom_metadata_map.get(IDENTITY_KEY)
+        session = self._session(1)
+        meta = session.get_modelmeta().custom_metadata_map
+        self._idle[1].put(session)
+        self.identity = meta.get(IDENTITY_KEY)
+        self.expected = meta.get(PROBE_KEY)
 
-    def _session(self) -> onnxruntime.InferenceSession:
-        import torch
-
-        session = getattr(self._local, "session", None)
-        if session is None:
+    def _session(self, threads: int) -> onnxruntime.InferenceSession:
+        try:
+            return self._idle.setdefault(threads, queue.SimpleQueue()).get_nowait()
+        except queue.Empty:
             opts = self._ort.SessionOptions()
-            opts.intra_op_num_threads = torch.get_num_threads()
+            opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
             opts.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
-            session = self._local.session = self._ort.InferenceSession(
-                self._model, opts, providers=["CPUExecutionProvider"])
-        return session
+            return self._ort.InferenceSession(self._model, opts, providers=["CPUExecutionProvider"])
 
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, logvar = self._session().run(None, {"images": images})
+    def __call__(self, images: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        threads = threads or torch.get_num_threads()
+        session = self._session(threads)
+        try:
+            mu, logvar = session.run(None, {"images": images})
+        finally:
+            self._idle[threads].put(session)
         return mu, logvar
 
 
+def _probe(input_size: tuple[int, int, int]) -> np.ndarray:
+    return np.random.default_rng(0).random((2, *input_size), dtype=np.float32)
+
+
+def _torch_probe(module: nn.Module, input_size: tuple[int, int, int]) -> str:
+    """torch's latents on the probe batch, as the text kept in the export's metadata."""
+    import torch
+
+    with torch.inference_mode():
+        mu, logvar = module(torch.from_numpy(_probe(input_size)))
+    return base64.b64encode(np.concatenate([mu.float().numpy(), logvar.float().numpy()], axis=1).tobytes()).decode()
+
+
+def _difference(encoder: OnnxEncoder, input_size: tuple[int, int, int]) -> float:
+    """Largest difference between ONNX Runtime's probe latents and torch's kept in the export,
+    scaled as ``TOLERANCE`` is (absolute near zero, relative above one)."""
+    got = np.concatenate(encoder(_probe(input_size), threads=1), axis=1)
+    want = np.frombuffer(base64.b64decode(encoder.expected or ""), np.float32)
+    if want.size != got.size:
+        return float("inf")
+    want = want.reshape(got.shape)
+    return float(np.max(np.abs(got - want) / (1 + np.abs(want))))
+
+
 def export(module: nn.Module, input_size: tuple[int, int, int], identity: str) -> bytes:
-    """The module as ONNX bytes, batch size free, ``identity`` in its metadata.
+    """The module as ONNX bytes, batch size free, with ``identity`` and torch's probe latents
+    in its metadata.
 
     The TorchScript exporter (``dynamo=False``) needs only the ``onnx`` package; torch's
     default dynamo exporter would also need onnxscript, for the same graph here.
@@ -121,11 +158,12 @@ def export(module: nn.Module, input_size: tuple[int, int, int], identity: str) -
     except Exception as exc:  # any exporter failure means: run on torch
         raise ExportFailed(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc)[:300]}") from None
     model = onnx.load_from_string(buf.getvalue())
-    onnx.helper.set_model_props(model, {IDENTITY_KEY: identity})
+    onnx.helper.set_model_props(model, {IDENTITY_KEY: identity, PROBE_KEY: _torch_probe(module, input_size)})
     return model.SerializeToString()
 
 
-def _cached(path: Path, identity: str) -> OnnxEncoder | None:
+def _cached(path: Path, identity: str, input_size: tuple[int, int, int]) -> OnnxEncoder | None:
+    """The cached export when it is from this model and exporter and still gives torch's probe latents."""
     try:
         encoder = OnnxEncoder(path.read_bytes())
     except FileNotFoundError:
@@ -133,38 +171,32 @@ def _cached(path: Path, identity: str) -> OnnxEncoder | None:
     except Exception as exc:  # an unreadable or truncated cache file is exported again
         log.info("onnx.cache_unusable", path=str(path), error=f"{type(exc).__name__}: {str(exc)[:200]}")
         return None
-    return encoder if encoder.identity == identity else None
-
-
-def _probe_difference(encoder: OnnxEncoder, module: nn.Module, input_size: tuple[int, int, int]) -> float:
-    """Largest difference to torch, relative to ``TOLERANCE``'s mixed scale, on a fixed probe batch."""
-    import torch
-
-    probe = np.random.default_rng(0).random((2, *input_size), dtype=np.float32)
-    with torch.inference_mode():
-        want = [t.float().numpy() for t in module(torch.from_numpy(probe))]
-    got = encoder(probe)
-    return max(float(np.max(np.abs(g - w) / (1 + np.abs(w)))) for g, w in zip(got, want, strict=True))
+    if encoder.identity != identity or not _difference(encoder, input_size) <= TOLERANCE:
+        log.info("onnx.cache_unusable", path=str(path), error="exported from another model or exporter, or changed since")
+        return None
+    return encoder
 
 
 def prepare(module: nn.Module, input_size: tuple[int, int, int], fingerprint: str, identity: str) -> OnnxEncoder:
-    """The ONNX encoder for ``module``: from the cache, else exported (and cached); checked.
+    """The ONNX encoder for ``module``: from the cache, else exported (and cached), checked
+    against torch on a fixed probe batch.
 
     Raises :class:`ExportFailed` when the module cannot run on ONNX Runtime as it does on torch.
     """
     path = cache_path(fingerprint)
-    encoder = _cached(path, identity)
-    if encoder is None:
-        data = export(module, input_size, identity)
-        try:
-            atomic_write_bytes(path, data)
-            log.info("onnx.exported", path=str(path))
-        except (OSError, UserError) as exc:  # an unwritable cache costs an export per run, nothing else
-            log.warning("onnx.cache_unwritable", path=str(path), error=str(exc))
-        encoder = OnnxEncoder(data)
-    diff = _probe_difference(encoder, module, input_size)
+    encoder = _cached(path, identity, input_size)
+    if encoder is not None:
+        return encoder
+    data = export(module, input_size, identity)
+    encoder = OnnxEncoder(data)
+    diff = _difference(encoder, input_size)
     if not diff <= TOLERANCE:
         raise ExportFailed(f"ONNX Runtime's latents differ from torch's by {diff:.1e} (more than {TOLERANCE:g})")
+    try:
+        atomic_write_bytes(path, data)
+        log.info("onnx.exported", path=str(path), probe_difference=f"{diff:.1e}")
+    except (OSError, UserError) as exc:  # an unwritable cache costs an export per run, nothing else
+        log.warning("onnx.cache_unwritable", path=str(path), error=str(exc))
     return encoder
 
 
