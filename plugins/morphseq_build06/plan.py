@@ -291,18 +291,15 @@ def _model_warnings(model_error: str | None, store: Path, generating: bool) -> l
     return [text]
 
 
-def _latent_match(latents: StoreRead, row_keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Per df02 row: whether a finite latent row matches it now; whether only non-finite ones do."""
+def _latent_match(latents: StoreRead, row_keys: pa.Array) -> np.ndarray:
+    """Per df02 row: whether a finite latent row matches it now (as the merge will match it)."""
     parts = [(latents.keys[e][0], ~(r.nan_rows | r.inf_rows)) for e, r in latents.rows.items()]
     if not parts:
-        return np.zeros(len(row_keys), bool), np.zeros(len(row_keys), bool)
+        return np.zeros(len(row_keys), bool)
     all_keys = pa.concat_arrays([k for k, _ in parts])
-    finite = pa.array(np.concatenate([f for _, f in parts]))
-    good = pc.unique(all_keys.filter(finite))
+    good = pc.unique(all_keys.filter(pa.array(np.concatenate([f for _, f in parts]))))
     pos, _ = keys.match(row_keys, good, *keys.channel_free_index(good))
-    matched = pos >= 0
-    bad = pc.unique(all_keys.filter(pc.invert(finite)))
-    return matched, ~matched & pc.is_in(row_keys, value_set=bad).to_numpy(zero_copy_only=False)
+    return pos >= 0
 
 
 def _codes(row_exp: np.ndarray, names: list[str]) -> np.ndarray:
@@ -334,7 +331,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     row_keys, key_rules = keys.normalise(cols["snip_id"])
     sources = {e: parquet_store.locate(store, e, opts.latent_format, opts.latents_root) for e in in_df02}
     latents = read_store({e: sources[e].path for e in in_df02}, opts.z_schema, opts.include_sigma)
-    matched, _ = _latent_match(latents, row_keys)
+    matched = _latent_match(latents, row_keys)
     found = {e: _images(opts, e) for e in in_df02}
     has_image = _has_image(row_keys, codes, [found[e][2] for e in in_df02])
     recorded = manifest.load(store / manifest.MANIFEST_NAME)["files"]
