@@ -8,9 +8,9 @@ equals what ``pandas.read_csv`` reads from the CSV.
   sidecar's content) as JSON under the key-value metadata key ``morphseq``.
 - AnnData (``.h5ad``): one observation per row, named by ``snip_id`` (a repeated id gets
   ``-1``, ``-2``, as ``AnnData.obs_names_make_unique`` names them); ``obs`` = the typed
-  table columns (text columns with repeated values as categoricals, the way scanpy keeps
-  groupings; ``/`` in a column name, which HDF5 refuses, becomes ``_``); ``obsm["X_morph"]``
-  = the z_mu matrix; ``obsm["X_morph_logvar"]`` = the z_sigma (log-variance) matrix with
+  table columns (identifiers as plain text; other text columns with repeated values, and
+  text with missing values, as categoricals, the way scanpy keeps groupings; ``/`` in a
+  column name, which HDF5 refuses, becomes ``_``); ``obsm["X_morph"]`` = the z_mu matrix; ``obsm["X_morph_logvar"]`` = the z_sigma (log-variance) matrix with
   ``--include-sigma``; ``uns["morphseq"]`` = the provenance (lists and empty values as
   JSON text, which HDF5 attributes cannot hold otherwise).
 """
@@ -34,7 +34,7 @@ from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write
 
 from .latents import parse_z
-from .typed import TypedColumns, unique_names, z_matrix
+from .typed import TypedColumns, is_identifier, unique_names, z_matrix
 
 FORMATS = ("csv", "parquet", "h5ad")
 EXTRA = {"parquet": ("pyarrow.parquet", "parquet"), "h5ad": ("anndata", "anndata")}
@@ -94,8 +94,11 @@ def obs_frame(typed: TypedColumns, rows: np.ndarray):
     keys = unique_names([n.replace("/", "_") for n in typed.names])
     nullable = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
     obs = pa.Table.from_arrays(typed.arrays(rows), names=keys).to_pandas(types_mapper=nullable.get)
-    for key, kind in zip(keys, typed.kinds, strict=True):
-        if kind == "text" and obs[key].nunique() < len(obs):
+    for name, key, kind in zip(typed.names, keys, typed.kinds, strict=True):
+        if kind != "text":
+            continue
+        # missing text: only categoricals hold it in an h5ad that every anndata reads
+        if (not is_identifier(name) and obs[key].nunique() < len(obs)) or obs[key].isna().any():
             obs[key] = obs[key].astype("category")
     ids = typed.text[typed.names.index("snip_id")]
     obs.index = pd.Index(unique_names([s or "" for s in ids.take(pa.array(rows, pa.int64())).to_pylist()], "-"))
@@ -124,7 +127,8 @@ def write_h5ad(path: Path, typed: TypedColumns, rows: np.ndarray, z_names: tuple
     uns = {"morphseq": h5_safe({**provenance, "z_mu_columns": [z_names[j] for j in mu],
                                 "z_sigma_columns": [z_names[j] for j in sigma]})}
     adata = ad.AnnData(obs=obs_frame(typed, rows), obsm=obsm, uns=uns)
-    atomic_path_write(path, lambda tmp: adata.write_h5ad(tmp))
+    # identifiers stay plain text (anndata would make every repeated string a categorical)
+    atomic_path_write(path, lambda tmp: adata.write_h5ad(tmp, convert_strings_to_categoricals=False))
 
 
 def atomic_path_write(path: Path, write: Callable[[Path], Any]) -> None:

@@ -61,7 +61,8 @@ def test_h5ad_names_observations_by_snip_id(tmp_path, cli):
     adata = anndata.read_h5ad(df03_path(root).with_suffix(".h5ad"))
     csv = pd.read_csv(df03_path(root), dtype={"snip_id": str, "experiment_date": str})
     assert list(adata.obs_names) == list(csv["snip_id"])
-    assert [str(v) for v in adata.obs["experiment_date"]] == list(csv["experiment_date"])
+    assert list(adata.obs["experiment_date"]) == list(csv["experiment_date"])
+    assert adata.obs["experiment_date"].dtype == object and adata.obs["snip_id"].dtype == object
     mu = [c for c in csv.columns if c.startswith("z_mu_")]
     sigma = [c for c in csv.columns if c.startswith("z_sigma_")]
     np.testing.assert_array_equal(adata.obsm["X_morph"], csv[mu].to_numpy(float))
