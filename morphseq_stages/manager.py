@@ -11,7 +11,9 @@ its names (``build06``, ``legacy``) is a recorded collision, not a silent replac
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections.abc import Callable, Iterable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -30,6 +32,7 @@ from .stages import Stage, StageContext, StageOutcome, StagePlan
 GROUPS = ("morphseq_stages.stages", "morphseq_stages.embedders")
 #: the host's own distribution, whose first-party plugins load before any other
 HOST_DISTRIBUTION = "morphseq-stages"
+HOOK_PREFIX = "morphseq_"
 DISABLE_ENV = "MORPHSEQ_STAGES_DISABLE_PLUGINS"
 STRICT_ENV = "MORPHSEQ_STAGES_STRICT_PLUGINS"
 
@@ -103,6 +106,7 @@ class _Loader:
         try:
             self.pm.register(plugin, name=name)
             registered = True
+            _check_hook_names(plugin)
             self.pm.check_pending()  # only this plugin can fail it: the others passed
         except Exception as exc:  # a broken plugin must not break the host
             if registered:
@@ -135,6 +139,20 @@ class NameCollision(Exception):
     """Two distributions' entry points share a plugin name."""
 
 
+class UnknownHook(Exception):
+    """A plugin function named like a hook that the host does not have."""
+
+
+def _check_hook_names(plugin: object) -> None:
+    """Refuse ``morphseq_*`` functions that are no hook, marked or not: a misspelling
+    would otherwise leave the plugin silently doing nothing."""
+    hooks = [n for n in vars(hookspecs) if n.startswith(HOOK_PREFIX)]
+    for name in sorted(dir(plugin)):
+        if name.startswith(HOOK_PREFIX) and name not in hooks and callable(getattr(plugin, name, None)):
+            close = difflib.get_close_matches(name, hooks, n=1)
+            raise UnknownHook(f"{name!r} is not a hook" + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
 def get_host(
     *,
     plugins: Iterable[tuple[str, object]] = (),
@@ -162,7 +180,12 @@ def get_host(
 def _entry_points() -> list[EntryPoint]:
     """Every entry point of our groups, the host distribution's first (a stable sort)."""
     found = [ep for group in GROUPS for ep in entry_points(group=group)]
-    return sorted(found, key=lambda ep: _dist_of(ep)[0] != HOST_DISTRIBUTION)
+    return sorted(found, key=lambda ep: _normalised(_dist_of(ep)[0]) != HOST_DISTRIBUTION)
+
+
+def _normalised(dist: str | None) -> str | None:
+    """A distribution name as PEP 503 compares them (``Morphseq_Stages`` is ``morphseq-stages``)."""
+    return None if dist is None else re.sub(r"[-_.]+", "-", dist).lower()
 
 
 def _dist_of(ep: EntryPoint) -> tuple[str | None, str | None]:

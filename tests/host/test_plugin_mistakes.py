@@ -31,6 +31,11 @@ MISSPELLED = """
         pass
 """
 
+UNMARKED = """
+    def morphseq_register_embeders(register):  # misspelled, and without @hookimpl
+        pass
+"""
+
 BAD_OUTPUT = """
     import hashlib
 
@@ -115,6 +120,15 @@ def test_an_entry_point_named_like_a_first_party_plugin_is_a_recorded_collision(
     _build06_works(cli, tmp_path)
 
 
+def test_a_misspelled_unmarked_hook_is_named_too(tmp_path, monkeypatch, cli):
+    install_fake_distribution(
+        tmp_path, monkeypatch, "morphseq-unmarked",
+        "[morphseq_stages.embedders]\nunmarked = unmarked_plugin\n", {"unmarked_plugin": UNMARKED},
+    )
+    (failure,) = _list(cli)["failed"]
+    assert failure["plugin"] == "unmarked" and "'morphseq_register_embeders' is not a hook" in failure["error"]
+
+
 def test_a_misspelled_hook_unregisters_only_that_plugin(tmp_path, monkeypatch, cli):
     install_fake_distribution(
         tmp_path, monkeypatch, "morphseq-typo",
@@ -123,7 +137,8 @@ def test_a_misspelled_hook_unregisters_only_that_plugin(tmp_path, monkeypatch, c
     listed = _list(cli)
     (failure,) = listed["failed"]
     assert failure["plugin"] == "typo" and failure["distribution"] == "morphseq-typo"
-    assert "PluginValidationError" in failure["error"] and "morphseq_register_embedder" in failure["error"]
+    assert failure["error"] == ("UnknownHook: 'morphseq_register_embedder' is not a hook "
+                                "(did you mean 'morphseq_register_embedders'?)")
     assert "typo_stage" not in {r["name"] for r in listed["plugins"]}  # nothing of it stays registered
     code, _, err = cli("list", "--log-format", "json")
     assert code == 0
