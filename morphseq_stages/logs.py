@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 import warnings
+from collections.abc import MutableMapping
 from typing import IO, Any
 
 import structlog
@@ -43,7 +44,7 @@ class _StderrFilter:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
 
-    def __call__(self, logger: Any, name: str, event: dict) -> dict:
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         if event.pop(FILE_ONLY, False):
             raise structlog.DropEvent
         if self.quiet and event.get("level") in ("debug", "info"):

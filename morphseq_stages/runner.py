@@ -98,9 +98,7 @@ def run_stage(
         timings[phase], last = round(now - last, 3), now
 
     with structlog.contextvars.bound_contextvars(run_id=run_id, stage=stage):
-        plan = host.plan(stage, context)
-        if plan is None:
-            raise UserError(f"no installed plugin implements the plan phase of stage {stage!r}")
+        plan = _plan(host, stage, context)
         lap("plan")
         if dry_run:
             log.info("run.dry_run", message="plan only; nothing written")
@@ -112,7 +110,7 @@ def run_stage(
             _hold(held, plan, taken)
             if not getattr(plan, "still_current", lambda: True)():
                 log.info("plan.remade", reason="another run changed its inputs or outputs before the locks were taken")
-                plan = host.plan(stage, context)
+                plan = _plan(host, stage, context)
                 _hold(held, plan, taken)
             generated = host.generate(stage, context, plan)
             lap("generate")
@@ -122,6 +120,13 @@ def run_stage(
             lap("export")
     timings["total"] = round(time.monotonic() - start, 3)
     return RunResult(plan=plan, outcome=outcome, run_id=run_id, stage=stage, timings_s=timings)
+
+
+def _plan(host: Host, stage: str, context: StageContext) -> StagePlan:
+    plan = host.plan(stage, context)
+    if plan is None:
+        raise UserError(f"no installed plugin implements the plan phase of stage {stage!r}")
+    return plan
 
 
 def _hold(held: contextlib.ExitStack, plan: StagePlan, taken: set[str]) -> None:

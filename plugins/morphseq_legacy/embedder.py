@@ -152,7 +152,7 @@ class LegacyEmbedder(Embedder):
         if backend == "onnxruntime" and isinstance(self.module, _PickledEncoder):
             backend, reason = "torch", "an unpickled encoder runs on torch"
         encoder = None
-        if backend == "onnxruntime":
+        if backend == "onnxruntime" and not isinstance(self.module, _PickledEncoder):
             identity = f"format {onnx_backend.EXPORT_FORMAT}; torch {self._torch.__version__}; {self.module!r}"
             try:
                 encoder = onnx_backend.prepare(self.module, self.input_size, self.fingerprint, identity)

@@ -147,14 +147,15 @@ def export(module: nn.Module, input_size: tuple[int, int, int], identity: str) -
         import onnx
     except ImportError:
         raise ExportFailed("exporting needs the onnx package: pip install 'morphseq-stages[onnx]'") from None
-    plain = copy.deepcopy(module).to(memory_format=torch.contiguous_format)
+    plain = copy.deepcopy(module).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     buf = io.BytesIO()
     axes = {name: {0: "n"} for name in ("images", "mu", "logvar")}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(plain, (torch.zeros(1, *input_size),), buf, dynamo=False, opset_version=17,
-                              input_names=["images"], output_names=["mu", "logvar"], dynamic_axes=axes)
+            torch.onnx.export(  # the stubs omit file objects, which it takes
+                plain, (torch.zeros(1, *input_size),), buf, dynamo=False, opset_version=17,  # type: ignore[arg-type]
+                input_names=["images"], output_names=["mu", "logvar"], dynamic_axes=axes)
     except Exception as exc:  # any exporter failure means: run on torch
         raise ExportFailed(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc)[:300]}") from None
     model = onnx.load_from_string(buf.getvalue())
