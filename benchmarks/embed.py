@@ -1,6 +1,7 @@
 """Embedding benchmark: Build06's generation against the old path, side by side.
 
-    python -m benchmarks.embed            # 1,024 snips 576x256, production-shaped encoder
+    python -m benchmarks.embed                  # 1,024 snips 576x256, production-shaped encoder
+    python -m benchmarks.embed --device cuda    # on a GPU: judge decode and inference apart
 
 Builds (seeded) a pipeline root of 1,024 JPEG snips and a legacy model folder of the
 production shape (5 conv layers, 16 channels, 100 dims, orthogonal head). In fresh
@@ -11,10 +12,15 @@ processes it measures:
 - the baseline (the old path): sequential PIL decode and resize, batches of 64, plain
   eval mode under ``no_grad`` (no inference mode), pandas ``to_csv`` of the latents;
 - ours: the embedding phase (``morphseq_stages.generation.embed_images`` with the legacy
-  embedder) and the whole ``morphseq-stages build06 --generate-missing-latents`` command.
+  embedder, on each backend: ONNX Runtime when installed, and torch) and the whole
+  ``morphseq-stages build06 --generate-missing-latents`` command (default backend);
+- ours split in two: decoding alone (the generation workers decoding batches into, on
+  CUDA, pinned memory) and inference alone (decoded batches through the embedder in the
+  same workers), so that a GPU run shows at once which side limits it.
 
-It prints medians, the phase's share of the limit, the command's speed-up, and the
-largest difference between our latents and the baseline's.
+The ONNX export is made once before timing (its own cache folder under ``--dir``), as
+after a first run. It prints medians, the phase's share of the limit, the command's
+speed-up, and the largest difference between our latents and the baseline's.
 """
 
 from __future__ import annotations
@@ -25,19 +31,18 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from morphseq_stages.generation import cores
 
 from ._common import median, run_child, table
 
 MODEL = "prod_shape"
 EXPERIMENT = "20240101"
 SIZE = (1, 288, 128)
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def build(base: Path, n: int) -> None:
@@ -51,6 +56,16 @@ def build(base: Path, n: int) -> None:
     make_legacy_model(base / "data" / "models" / "legacy" / MODEL, latent_dim=100, n_conv_layers=5,
                       n_out_channels=16, orth=True, seed=11)
     (base / f".built-{n}").write_text("")
+
+
+def warm_cache(base: Path) -> float:
+    """Export the model for ONNX Runtime once (as a first run would); seconds it took, 0 if none."""
+    from morphseq_legacy.embedder import LegacyEmbedder
+    from morphseq_stages.embedders import EmbedderRequest
+
+    t = time.perf_counter()
+    LegacyEmbedder(EmbedderRequest(model_name=MODEL, data_root=base / "data"))
+    return time.perf_counter() - t
 
 
 def snips(base: Path) -> list[Path]:
@@ -90,10 +105,54 @@ def old_embed(module, paths: list[Path]) -> np.ndarray:
     return np.concatenate(out)
 
 
-def child(which: str, base: Path) -> dict:
+def ours_embedder(base: Path, backend: str = "auto", device: str = "cpu"):
+    from morphseq_legacy.embedder import LegacyEmbedder
+    from morphseq_stages.embedders import EmbedderRequest
+
+    return LegacyEmbedder(EmbedderRequest(model_name=MODEL, data_root=base / "data", device=device,
+                                          options={"backend": backend}))
+
+
+def split_rates(base: Path, device: str) -> dict:
+    """Decoding alone and inference alone, each in the generation workers (``--device``)."""
+    import torch
+
+    from morphseq_stages.generation import decode_batch, default_workers
+
+    paths, size, on_cuda = snips(base), SIZE, device.startswith("cuda")
+    workers = default_workers(device)
+    starts = range(0, len(paths), 64)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda s: decode_batch(paths[s : s + 64], size, pin=on_cuda), starts[:workers]))  # warm-up
+        t = time.perf_counter()
+        batches = [b for b, _, _ in pool.map(lambda s: decode_batch(paths[s : s + 64], size, pin=on_cuda), starts)]
+        decode = len(paths) / (time.perf_counter() - t)
+    emb = ours_embedder(base, device=device)
+    previous = torch.get_num_threads()
+    if not on_cuda:
+        torch.set_num_threads(max(1, previous // workers))
+
+    def infer(batch):
+        with torch.inference_mode():
+            mu, _ = emb.embed_batch(batch.to(device, non_blocking=True))
+            return mu.cpu()
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(infer, batches[:workers]))  # warm-up: sessions, allocator, kernels
+        t = time.perf_counter()
+        list(pool.map(infer, batches))
+        inference = len(paths) / (time.perf_counter() - t)
+    torch.set_num_threads(previous)
+    return {"decode_img_s": decode, "inference_img_s": inference, "workers": workers,
+            "backend": emb.describe()["backend"], "device": device}
+
+
+def child(which: str, base: Path, device: str = "cpu") -> dict:
     import torch
 
     paths = snips(base)
+    if which == "split":
+        return split_rates(base, device)
     if which == "limit":
         old_decode(paths[0])
         t = time.perf_counter()
@@ -118,17 +177,15 @@ def child(which: str, base: Path) -> dict:
         dt = time.perf_counter() - t
         np.save(base / "baseline_mu.npy", mu)
         return {"img_s": len(paths) / dt}
-    if which == "ours_phase":
-        from morphseq_legacy.embedder import LegacyEmbedder
-        from morphseq_stages.embedders import EmbedderRequest
+    if which in ("ours_phase", "ours_phase_torch"):
         from morphseq_stages.generation import embed_images
 
-        emb = LegacyEmbedder(EmbedderRequest(model_name=MODEL, data_root=base / "data"))
+        emb = ours_embedder(base, "torch" if which == "ours_phase_torch" else "auto", device)
         t = time.perf_counter()
         res = embed_images(emb, paths, batch_size=64)
         dt = time.perf_counter() - t
-        np.save(base / "ours_mu.npy", res.mu)
-        return {"img_s": len(paths) / dt}
+        np.save(base / f"{which}_mu.npy", res.mu)
+        return {"img_s": len(paths) / dt, "backend": emb.describe()["backend"]}
     store = base / "data" / "analysis" / "latent_embeddings" / "legacy" / MODEL
     shutil.rmtree(store, ignore_errors=True)
     df03 = base / "root" / "metadata" / "combined_metadata_files" / "embryo_metadata_df03.csv"
@@ -163,44 +220,64 @@ def child(which: str, base: Path) -> dict:
 
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - logs are not what is measured
         rc = main(["build06", "--root", str(base / "root"), "--data-root", str(base / "data"),
-                   "--model-name", MODEL, "--generate-missing-latents", "--log-format", "json"])
+                   "--model-name", MODEL, "--generate-missing-latents", "--log-format", "json", "--device", device])
         if rc:
             raise SystemExit(rc)
     return {"seconds": time.perf_counter() - t}
+
+
+WORKLOADS = ("limit", "baseline_phase", "ours_phase", "ours_phase_torch", "split", "baseline_command", "ours_command")
+
+
+def report(res: dict, images: int, device: str) -> None:
+    lim = res["limit"]
+    limit = median([r["limit_img_s"] for r in lim])
+    rate = {w: median([r["img_s"] for r in res[w]]) for w in ("baseline_phase", "ours_phase", "ours_phase_torch")}
+    secs = {w: median([r["seconds"] for r in res[w]]) for w in ("baseline_command", "ours_command")}
+    split = res["split"]
+    print(f"{images} snips, {lim[0]['cores']} cores; plain PyTorch: decode {median([r['t_decode_ms'] for r in lim]):.2f} ms"
+          f"/image on one core, inference {median([r['t_infer_ms'] for r in lim]):.2f} ms/image on all cores")
+    print(table([
+        ("machine limit (plain PyTorch)", f"{limit:.0f}", "", ""),
+        ("baseline embedding phase", f"{rate['baseline_phase']:.0f}", f"{rate['baseline_phase'] / limit:.0%}", ""),
+        (f"ours embedding phase ({res['ours_phase'][0]['backend']})", f"{rate['ours_phase']:.0f}",
+         f"{rate['ours_phase'] / limit:.0%}", ""),
+        ("ours embedding phase (torch)", f"{rate['ours_phase_torch']:.0f}", f"{rate['ours_phase_torch'] / limit:.0%}", ""),
+        (f"ours decoding only ({split[0]['workers']} workers)", f"{median([r['decode_img_s'] for r in split]):.0f}", "", ""),
+        (f"ours inference only ({split[0]['backend']}, {device})", f"{median([r['inference_img_s'] for r in split]):.0f}",
+         "", ""),
+        ("baseline whole command", "", "", f"{secs['baseline_command']:.2f}"),
+        ("ours whole command", "", "", f"{secs['ours_command']:.2f}"),
+    ], ("", "images/s", "of limit", "seconds")))
+    print(f"whole command speed-up: {secs['baseline_command'] / secs['ours_command']:.2f}x; embedding phase: "
+          f"{rate['ours_phase'] / rate['baseline_phase']:.2f}x the baseline, {rate['ours_phase'] / rate['ours_phase_torch']:.2f}x "
+          "our torch backend")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where ours runs (the baseline stays on CPU)")
     p.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "morphseq-bench-embed")
     p.add_argument("--child")
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(a.child, a.dir)))
+        print(json.dumps({"seconds": warm_cache(a.dir)} if a.child == "warm" else child(a.child, a.dir, a.device)))
         return
     build(a.dir, a.images)
-    args = ("--dir", str(a.dir), "--images", str(a.images))
-    res = {w: [run_child("embed", "--child", w, *args) for _ in range(a.repeats)]
-           for w in ("limit", "baseline_phase", "ours_phase", "baseline_command", "ours_command")}
-    lim = res["limit"]
-    limit = median([r["limit_img_s"] for r in lim])
-    base_phase = median([r["img_s"] for r in res["baseline_phase"]])
-    ours_phase = median([r["img_s"] for r in res["ours_phase"]])
-    base_cmd = median([r["seconds"] for r in res["baseline_command"]])
-    ours_cmd = median([r["seconds"] for r in res["ours_command"]])
-    print(f"{a.images} snips, {lim[0]['cores']} cores; plain PyTorch: decode {median([r['t_decode_ms'] for r in lim]):.2f} ms"
-          f"/image on one core, inference {median([r['t_infer_ms'] for r in lim]):.2f} ms/image on all cores")
-    print(table([
-        ("machine limit (plain PyTorch)", f"{limit:.0f}", "", ""),
-        ("baseline embedding phase", f"{base_phase:.0f}", f"{base_phase / limit:.0%}", ""),
-        ("ours embedding phase", f"{ours_phase:.0f}", f"{ours_phase / limit:.0%}", ""),
-        ("baseline whole command", "", "", f"{base_cmd:.2f}"),
-        ("ours whole command", "", "", f"{ours_cmd:.2f}"),
-    ], ("", "images/s", "of limit", "seconds")))
-    print(f"whole command speed-up: {base_cmd / ours_cmd:.2f}x; embedding phase: {ours_phase / base_phase:.2f}x the baseline")
-    diff = np.abs(np.load(a.dir / "ours_mu.npy") - np.load(a.dir / "baseline_mu.npy")).max()
-    print(f"largest |ours - baseline| over all latents: {diff:.2e}")
+    os.environ["XDG_CACHE_HOME"] = str(a.dir / "cache")  # the children's ONNX export cache
+    args = ("--dir", str(a.dir), "--images", str(a.images), "--device", a.device)
+    print(f"ONNX export (once, cached): {run_child('embed', '--child', 'warm', *args)['seconds']:.2f} s with model load")
+    res: dict[str, list[dict]] = {w: [] for w in WORKLOADS}
+    for _ in range(a.repeats):  # rounds, so that a change in the machine's load touches every workload alike
+        for w in WORKLOADS:
+            res[w].append(run_child("embed", "--child", w, *args))
+    report(res, a.images, a.device)
+    base = np.load(a.dir / "baseline_mu.npy")
+    for which in ("ours_phase", "ours_phase_torch"):
+        diff = np.abs(np.load(a.dir / f"{which}_mu.npy") - base).max()
+        print(f"largest |ours - baseline| over all latents, {which.replace('_phase', '')}: {diff:.2e}")
 
 
 if __name__ == "__main__":
