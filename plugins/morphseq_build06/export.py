@@ -104,7 +104,8 @@ def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
         run(plan.output("sidecar"), lambda: _write_sidecar(plan, merged, record, summary, run) or 0)
     else:
         run(plan.output("sidecar"), lambda: 0)
-    summary["written"], summary["skipped"] = run.written, run.skipped
+    latents = list(merged.generated.written) + ([str(plan.manifest_path)] if merged.generated.written else [])
+    summary["written"], summary["skipped"] = latents + run.written, run.skipped  # every file this run wrote
     return summary
 
 
