@@ -141,12 +141,15 @@ class EmbedderSpec:
     """A registered embedder: a name, a loader, and a cheap ``describe``.
 
     ``describe(request)`` gives the model's identity without loading it (no torch); it
-    raises :class:`ModelUnavailable` when the model cannot be found.
+    raises :class:`ModelUnavailable` when the model cannot be found. Without one, the
+    host loads the model (on the CPU) whenever it needs the identity: the name is then
+    the embedder's and the fingerprint the loaded model's, so every plan, even a
+    merge-only one, pays for a load.
     """
 
     name: str
     load: Callable[[EmbedderRequest], Embedder]
-    describe: Callable[[EmbedderRequest], ModelInfo]
+    describe: Callable[[EmbedderRequest], ModelInfo] | None = None
     help: str = ""
 
 

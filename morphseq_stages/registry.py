@@ -76,7 +76,12 @@ class Registry:
         return f"embedder {name!r} ({_get(self.embedders, 'embedder', name).provider.label})"
 
     def describe_model(self, name: str, request: EmbedderRequest) -> ModelInfo:
-        """The embedder's ``describe``, guarded: a plugin's own mistake names the plugin."""
+        """The embedder's ``describe``, guarded: a plugin's own mistake names the plugin.
+
+        An embedder without ``describe`` is loaded to learn its fingerprint."""
+        if self.embedder(name).describe is None:
+            loaded = self.load_embedder(name, attrs.evolve(request, device="cpu"))
+            return ModelInfo(name=name, fingerprint=loaded.fingerprint, location=type(loaded).__module__)
         info = self._call(name, "describe", request)
         if not isinstance(info, ModelInfo):
             raise PluginError(f"{self.embedder_origin(name)}: describe returned {type(info).__name__}, "

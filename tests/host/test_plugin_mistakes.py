@@ -3,6 +3,7 @@ or refused with a line naming the plugin and its distribution, and the rest keep
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -58,7 +59,7 @@ BAD_OUTPUT = """
             import torch
 
             n = images.shape[0]
-            if self.fault == "numpy":
+            if self.fault in ("numpy", "nodescribe"):
                 return np.zeros((n, DIM), np.float32), None
             if self.fault == "raises":
                 raise RuntimeError("CUDA kernel image not found")
@@ -72,11 +73,13 @@ BAD_OUTPUT = """
                 return ModelInfo(name="bad-" + fault)
             return ModelInfo(name="bad-" + fault, fingerprint=hashlib.sha256(fault.encode()).hexdigest())
 
+        if fault in ("nodescribe", "none"):  # the identity is learnt by loading the model
+            return EmbedderSpec(name="bad_" + fault, load=lambda request: Bad(request, fault))
         return EmbedderSpec(name="bad_" + fault, load=lambda request: Bad(request, fault), describe=describe)
 
     @hookimpl
     def morphseq_register_embedders(register):
-        for fault in ("numpy", "raises", "width", "columns", "nofingerprint"):
+        for fault in ("numpy", "raises", "width", "columns", "nofingerprint", "nodescribe", "none"):
             register(spec(fault))
 """
 
@@ -155,6 +158,7 @@ def test_a_misspelled_hook_unregisters_only_that_plugin(tmp_path, monkeypatch, c
     ("width", "embed_batch returned mu of shape (2, 5) for 2 images; expected (2, 4)"),
     ("columns", "it has 3 mu_columns for latent_dim 4"),
     ("nofingerprint", "describe failed: TypeError"),
+    ("nodescribe", "embed_batch returned mu as numpy.ndarray"),
 ])
 def test_an_embedder_breaking_the_output_contract_is_one_line_naming_it(tmp_path, monkeypatch, cli, fault, message):
     pytest.importorskip("torch")
@@ -175,3 +179,18 @@ def test_an_embedder_breaking_the_output_contract_is_one_line_naming_it(tmp_path
     assert "Traceback" not in err
     assert _files(synth) == before  # nothing written (the run's lock leaves at most an empty folder)
     _build06_works(cli, tmp_path)
+
+
+def test_an_embedder_without_describe_is_identified_by_loading_it(tmp_path, monkeypatch, cli):
+    pytest.importorskip("torch")
+    install_fake_distribution(
+        tmp_path, monkeypatch, "morphseq-bad-output",
+        "[morphseq_stages.embedders]\nbad = bad_output_plugin\n", {"bad_output_plugin": BAD_OUTPUT},
+    )
+    synth = make_pipeline_root(tmp_path / "p", {"20231207": 2})
+    code, _, err = cli("build06", "--root", synth.root, "--data-root", synth.data_root, "--embedder", "bad_none",
+                       "--generate-missing-latents", "--log-format", "json")
+    assert code == 0, err
+    store = synth.latent_dir("bad_none", embedder="bad_none")  # its own name, not the legacy default model's
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["files"]["morph_latents_20231207.csv"]["model_fingerprint"] == hashlib.sha256(b"none").hexdigest()
