@@ -124,7 +124,7 @@ class _Loader:
             owner = self.providers.get(ep.name)
             self.fail(ep.name, ep.group, dist, NameCollision(
                 f"entry point name {ep.name!r} ({ep.value}) is already taken by "
-                f"{owner.label if owner else taken[0]}; rename it"))
+                f"{owner.label if owner else taken[0] or 'another plugin'}; rename it"))
             return
         self.values[ep.name] = (dist, ep.value)
         try:

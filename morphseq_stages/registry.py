@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -98,7 +99,8 @@ class Registry:
         embedder = self._call(name, "load", request)
         origin = self.embedder_origin(name)
         check_embedder(embedder, origin, expected)
-        embedder.origin = origin
+        with contextlib.suppress(AttributeError):  # an object with __slots__ keeps its class name in messages
+            embedder.origin = origin
         return embedder
 
     def _call(self, name: str, what: str, request: EmbedderRequest) -> Any:
