@@ -27,7 +27,7 @@ from morphseq_stages.stages import StagePlan
 
 from . import declared, keys, manifest, parquet_store, paths
 from .csvtext import TextTable, read_columns, read_text_table
-from .latents import parse_z
+from .latents import latent_file_name, parse_z
 from .options import Build06Options
 from .outputs import InputsNow, OutputPlan, plan_outputs
 from .store import StoreRead, read_store
@@ -448,13 +448,18 @@ def _plan_experiment(opts, experiment, selected, source, found, record, model, f
     if record and exists and latent_path.is_file() and record.get("sha256") and record["sha256"] != sha256_file(latent_path):
         log.warning("latents.changed_since_recorded", experiment=experiment, path=str(latent_path))
     action, reason, todo = _action(opts, selected, source.writable, exists, stale, images, new_images)
+    note = source.note
+    if action == "regenerate" and latent_path.suffix != f".{opts.latent_format}":
+        # re-embedding writes the asked format; the other file stays, read only if its format is asked for
+        latent_path = latent_path.with_name(latent_file_name(experiment, opts.latent_format))
+        note = f"re-embedded into {latent_path.name} (--latent-format {opts.latent_format}); {source.path.name} is left as it was"
     return ExperimentPlan(
         experiment=experiment, selected=selected, df02_rows=int(rows_mask.sum()), latent_path=latent_path,
         latent_exists=exists, latent_rows=len(file_keys) if exists else None, snip_dir=snip_dir,
         image_dir=image_dir, snip_images=len(images) if snip_dir else None,
         rows_without_latent=int((rows_mask & ~matched).sum()), rows_without_image=int((rows_mask & ~has_image).sum()),
         to_embed=todo, recorded_model=recorded_model, recorded_name=record.get("model_name") if record else None,
-        unknown_origin=exists and source.writable and not record, stale=stale, action=action, reason=reason, source_note=source.note,
+        unknown_origin=exists and source.writable and not record, stale=stale, action=action, reason=reason, source_note=note,
     )
 
 

@@ -151,3 +151,24 @@ def test_generation_writes_the_contract_and_the_same_df03(tmp_path, cli):
         assert page.count("<b>(generated this run)</b>") == 2 and "20231207 <b>(generated" in page
     df03 = {fmt: df03_path(s.root).read_bytes() for fmt, s in runs.items()}
     assert df03["csv"] == df03["parquet"]
+
+
+def test_overwrite_latents_re_embeds_into_the_asked_format(tmp_path, cli):
+    pytest.importorskip("torch")
+    from morphseq_build06.testing import make_pipeline_root
+    from morphseq_legacy.testing import make_legacy_model
+
+    s = make_pipeline_root(tmp_path, {"20231207": 3}, seed=3, size=(64, 144))
+    make_legacy_model(s.data_root / "models" / "legacy" / MODEL, latent_dim=4, n_out_channels=2, seed=1)
+    base = ("build06", "--root", s.root, "--data-root", s.data_root, "--model-name", MODEL, "--device", "cpu")
+    code, _, err = cli(*base, "--generate-missing-latents")
+    assert code == 0, err
+    csv = s.latent_dir(MODEL) / "morph_latents_20231207.csv"
+    before = csv.read_bytes()
+    code, out, err = cli(*base, "--overwrite-latents", "--latent-format", "parquet", "--dry-run")
+    assert code == 0 and "re-embedded into morph_latents_20231207.parquet" in out, out + err
+    code, _, err = cli(*base, "--overwrite-latents", "--latent-format", "parquet", "--overwrite")
+    assert code == 0, err
+    assert csv.read_bytes() == before  # the other format's file is left as it was
+    table = pq.read_table(csv.with_suffix(".parquet"))
+    assert table.num_rows == 3 and table.column_names[-1] == "embedding_model_name"
