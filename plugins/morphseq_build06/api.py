@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "build_df03_with_embeddings",
+    "declared_files",
     "ensure_latents_for_experiments",
     "export_df03_copies_by_experiment",
     "load_latents",
@@ -452,3 +453,23 @@ def build_df03_with_embeddings(
            "z_schema": z_schema, **options}
     result = _run(run, dry_run=dry_run)
     return Path(result.plan.df03_path)
+
+
+def declared_files(root: PathLike, data_root: PathLike | None = None, **options: Any) -> dict[str, Any]:
+    """What a Build06 run with these options would read and write, for a workflow tool.
+
+    Parameters:
+        root: the pipeline root.
+        data_root: the central data root (default: ``$MORPHSEQ_DATA_ROOT``).
+        **options: any Build06 option by its Python name (``model_name``,
+            ``generate_missing_latents``, ``experiments``, ...), checked like the CLI's.
+
+    Returns:
+        ``{"reads": [...], "writes": [...], "latent_store": path, "df03": path}``: the
+        ``reads`` and ``writes`` lists of ``--dry-run --json`` (each entry ``kind``,
+        ``path``, ``action``, and ``experiment`` where there is one). Nothing is written.
+    """
+    logs.library_default()
+    plan = _run({"root": _path(root, "root"), "data_root": _path(data_root, "data_root"), **options},
+                dry_run=True).plan.as_dict()
+    return {k: plan[k] for k in ("reads", "writes", "latent_store", "df03")}

@@ -40,8 +40,6 @@ def _entry(kind: str, path: Path | str, action: str, **extra: Any) -> dict[str, 
 
 def reads(plan: Build06Plan) -> list[dict[str, Any]]:
     """Every file (or snip folder) the run reads."""
-    from .plan import GENERATING
-
     out = [_entry("df02", plan.df02_path, "read")]
     out += [_entry("latents", e.latent_path, "read", experiment=e.experiment)
             for e in plan.experiments if e.latent_exists and e.action != "regenerate"]
@@ -49,8 +47,9 @@ def reads(plan: Build06Plan) -> list[dict[str, Any]]:
         out.append(_entry("manifest", plan.manifest_path, "read"))
     if plan.model_error is None:
         out += [_entry(kind, path, "read") for kind, path in model_files(plan)]
+    # every snip folder is listed (the plan counts its images); ``images``: those to embed
     out += [_entry("snips", e.snip_dir, "read", experiment=e.experiment, images=len(e.to_embed))
-            for e in plan.experiments if e.action in GENERATING and e.snip_dir is not None]
+            for e in plan.experiments if e.snip_dir is not None]
     train = plan.output("training")
     if train is not None and train.action != "skip":
         out.append(_entry("training_metadata", train.path.with_name("embryo_metadata_df_train.csv"), "read"))
