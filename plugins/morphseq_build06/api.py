@@ -32,7 +32,7 @@ from morphseq_stages.files import atomic_write, check_safe_id, exclusive_lock
 from . import keys, paths
 from .csvtext import TextTable, float_text, header_with, read_columns, read_text_table, write_rows
 from .latents import select_z_columns
-from .options import DEFAULT_MODEL
+from .options import DATA_ROOT_ENV, DEFAULT_MODEL
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,6 +78,14 @@ def _path(value: PathLike | None, what: str) -> Path | None:
     return Path(value).expanduser()
 
 
+def _data_root(value: PathLike | None) -> Path:
+    """``data_root``, else ``$MORPHSEQ_DATA_ROOT``, as the CLI resolves it."""
+    found = _path(value, "data_root") or _path(os.environ.get(DATA_ROOT_ENV) or None, DATA_ROOT_ENV)
+    if found is None:
+        raise UserError(f"no data root: pass --data-root or set {DATA_ROOT_ENV}")
+    return found
+
+
 def _names(experiments: str | Sequence[str] | None) -> list[str] | None:
     """A bare string is one experiment (never its characters)."""
     if experiments is None:
@@ -86,7 +94,7 @@ def _names(experiments: str | Sequence[str] | None) -> list[str] | None:
     return [check_safe_id(str(e), "experiment") for e in items]
 
 
-def resolve_model_dir(data_root: PathLike, model_name: str = DEFAULT_MODEL) -> Path:
+def resolve_model_dir(data_root: PathLike | None, model_name: str = DEFAULT_MODEL) -> Path:
     """The folder of a legacy model that holds its ``model_config.json``.
 
     Parameters:
@@ -106,13 +114,13 @@ def resolve_model_dir(data_root: PathLike, model_name: str = DEFAULT_MODEL) -> P
     from morphseq_stages.embedders import EmbedderRequest
 
     logs.library_default()
-    root = _path(data_root, "data_root")
+    root = _data_root(data_root)
     check_safe_id(str(model_name), "model name")
     return resolve(EmbedderRequest(model_name=str(model_name), data_root=root)).path
 
 
 def ensure_latents_for_experiments(
-    data_root: PathLike,
+    data_root: PathLike | None,
     model_name: str = DEFAULT_MODEL,
     experiments: str | Sequence[str] | None = None,
     generate_missing: bool = False,
@@ -166,7 +174,7 @@ def _existing_latents(data_root: PathLike, model_name: str, names: list[str], op
 
     from .parquet_store import locate
 
-    base = _path(data_root, "data_root")
+    base = _data_root(data_root)
     registry = _host().registry
     checked = validate(registry.stage(STAGE).options,
                        {"root": base, "data_root": base, "model_name": model_name, **options}, STAGE)
@@ -345,7 +353,7 @@ def merge_train_with_embeddings(root: PathLike, train_name: str, latents_df: pd.
     return out
 
 
-def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: PathLike,
+def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: PathLike | None,
                                      model_name: str = DEFAULT_MODEL, overwrite: bool = False) -> list[Path]:
     """Write one ``df03_<experiment>.csv`` per experiment for analysis users.
 
@@ -361,7 +369,7 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
     """
     logs.library_default()
     check_safe_id(str(model_name), "model name")
-    folder = paths.analysis_dir(_path(data_root, "data_root"), str(model_name))
+    folder = paths.analysis_dir(_data_root(data_root), str(model_name))
     groups = _by_experiment(df03)
     written = []
     for exp, write in groups.items():

@@ -113,11 +113,15 @@ def test_load_latents_is_text_ids_and_float64_with_hygiene(tmp_path):
         api.load_latents({"x": tmp_path / "nope.csv"})
 
 
-def test_resolve_model_dir(tmp_path):
+def test_resolve_model_dir(tmp_path, monkeypatch):
     synth = _layout(tmp_path)
     _model(synth)
     folder = synth.data_root / "models" / "legacy" / MODEL
     assert api.resolve_model_dir(data_root=str(synth.data_root), model_name=MODEL) == folder / "final_model"
+    with pytest.raises(UserError, match="no data root: pass --data-root or set MORPHSEQ_DATA_ROOT"):
+        api.resolve_model_dir(None, MODEL)
+    monkeypatch.setenv("MORPHSEQ_DATA_ROOT", str(synth.data_root))
+    assert api.resolve_model_dir(None, MODEL) == folder / "final_model"
     with pytest.raises(UserError, match=str(synth.data_root / "models" / "legacy" / "nope")):
         api.resolve_model_dir(synth.data_root, "nope")
     (folder / "final_model" / "model_config.json").unlink()
