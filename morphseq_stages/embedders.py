@@ -53,6 +53,10 @@ def _non_empty(instance: object, attribute: attrs.Attribute, value: object) -> N
         raise ValueError(f"{attribute.name} must be a non-empty string, got {value!r}")
 
 
+def _as_dict(options: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(options)
+
+
 @attrs.frozen(kw_only=True)
 class EmbedderRequest:
     """Where the model is and how to run it, as the user asked.
@@ -68,7 +72,7 @@ class EmbedderRequest:
     data_root: Path | None = None
     device: str = "cpu"
     # excluded from the hash (a dict is not hashable) but compared: equal requests load one model
-    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_as_dict, hash=False)
 
 
 @attrs.frozen(kw_only=True)

@@ -18,7 +18,7 @@ import functools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast, overload
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from morphseq_stages import RunResult
 
     from .merge import LatentIndex
+    from .plan import Build06Plan
+    from .store import StoreRead
 
 __all__ = [
     "build_df03_with_embeddings",
@@ -68,6 +70,22 @@ def _run(options: Mapping[str, Any], *, dry_run: bool = False) -> RunResult:
     from morphseq_stages import run_stage
 
     return run_stage(_host(), STAGE, {k: v for k, v in options.items() if v is not None}, dry_run=dry_run)
+
+
+def _plan_of(result: RunResult) -> Build06Plan:
+    from .plan import Build06Plan
+
+    if not isinstance(result.plan, Build06Plan):
+        raise TypeError(f"the build06 plan phase returned a {type(result.plan).__name__}")
+    return result.plan
+
+
+@overload
+def _path(value: PathLike, what: str) -> Path: ...
+
+
+@overload
+def _path(value: PathLike | None, what: str) -> Path | None: ...
 
 
 def _path(value: PathLike | None, what: str) -> Path | None:
@@ -159,7 +177,7 @@ def ensure_latents_for_experiments(
            "experiments": names, "generate_missing_latents": generate_missing or None,
            "generate_only": generate_missing or None, **options}
     result = _run(run, dry_run=not generate_missing)
-    asked = [e for e in result.plan.experiments if e.selected]  # the plan reads every experiment of df02
+    asked = [e for e in _plan_of(result).experiments if e.selected]  # the plan reads every experiment of df02
     found = {e.experiment: e.latent_path for e in asked if e.latent_path.exists()}
     for e in asked:
         if e.experiment not in found:
@@ -225,7 +243,7 @@ def load_latents(latent_paths: Mapping[str, PathLike], z_schema: str = "auto") -
         if not p.exists():
             raise UserError(f"latent file not found: {p} (experiment {e})")
     read = read_store(paths, z_schema, False)
-    index, _ = load_index(_LatentsOnly(paths, z_schema, read))
+    index, _ = load_index(cast("Build06Plan", _LatentsOnly(paths, z_schema, read)))  # reads only what it has
     ids = pa.concat_arrays([read.rows[e].snip_ids for e in paths]) if paths else pa.array([], pa.string())
     picked = ids.take(pa.array(index.rows, pa.int64())).to_pylist()
     frame = pd.DataFrame({"snip_id": pd.Series(picked, dtype=object)})
@@ -236,7 +254,7 @@ def load_latents(latent_paths: Mapping[str, PathLike], z_schema: str = "auto") -
 class _LatentsOnly:
     """What the merge's latent loader reads of a plan, for files given by path."""
 
-    def __init__(self, paths: Mapping[str, Path], z_schema: str, read):
+    def __init__(self, paths: Mapping[str, Path], z_schema: str, read: StoreRead) -> None:
         from types import SimpleNamespace
 
         self.options = SimpleNamespace(z_schema=z_schema, include_sigma=False)
@@ -460,7 +478,7 @@ def build_df03_with_embeddings(
            "export_analysis_copies": export_analysis, "train_name": train_name, "overwrite": overwrite,
            "z_schema": z_schema, **options}
     result = _run(run, dry_run=dry_run)
-    return Path(result.plan.df03_path)
+    return Path(_plan_of(result).df03_path)
 
 
 def declared_files(root: PathLike, data_root: PathLike | None = None, **options: Any) -> dict[str, Any]:

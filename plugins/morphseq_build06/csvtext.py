@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -261,7 +261,7 @@ def write_rows(
         fh.write(value_bytes(pc.binary_join_element_wise(line, ends, newline))[1])
 
 
-def write_string_table(fh: IO[bytes], columns: dict[str, Sequence[str]], extra: dict[str, np.ndarray] | None = None) -> None:
+def write_string_table(fh: IO[bytes], columns: Mapping[str, Sequence[str]], extra: Mapping[str, np.ndarray] | None = None) -> None:
     """Write plain string columns then float columns (used for small tables)."""
     names = list(columns)
     header = ",".join(quote(n) for n in names + list(extra or {})).encode()

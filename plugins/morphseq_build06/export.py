@@ -3,6 +3,7 @@ their provenance sidecars; each atomically, as the plan decided (see ``outputs``
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +52,7 @@ def _inputs(plan: Build06Plan) -> list[Path]:
     paths_ = [plan.df02_path] + [f for e in plan.experiments if e.latent_path.exists() for f in shards(e.latent_path)[0]]
     train = plan.output("training")
     if train is not None and train.action != "skip":
-        paths_.append(paths.training_input(plan.options.root, plan.options.train_name))
+        paths_.append(paths.training_input(plan.options.root, str(plan.options.train_name)))
     return paths_
 
 
@@ -85,9 +86,9 @@ def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
     copies = [o for o in plan.outputs if o.kind == "analysis"]
     for out in copies:
         exp_rows = df03_rows[plan.row_experiments[df03_rows] == out.experiment]
-        run(out, lambda out=out, exp_rows=exp_rows: _write_table(out, plan.df02, exp_rows, merged, merged.take))
+        run(out, functools.partial(_write_table, out, plan.df02, exp_rows, merged, merged.take))
     train = plan.output("training")
-    if run(train, lambda: _write_training(plan, train, merged)):
+    if train is not None and run(train, functools.partial(_write_training, plan, train, merged)):
         _write_training_sidecar(plan, merged, train, run)
     listed = np.flatnonzero(merged.reasons != "")
     run(plan.output("unembedded"), lambda: _write_unembedded(plan, merged, listed))
@@ -101,7 +102,7 @@ def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
     if report is not None and str(report.path) in run.written:
         summary["report"] = str(report.path)
     if df03.action != "skip":
-        run(plan.output("sidecar"), lambda: _write_sidecar(plan, merged, record, summary, run) or 0)
+        run(plan.output("sidecar"), functools.partial(_write_sidecar, plan, merged, record, summary, run))
     else:
         run(plan.output("sidecar"), lambda: 0)
     latents = list(merged.generated.written) + ([str(plan.manifest_path)] if merged.generated.written else [])
@@ -155,7 +156,7 @@ def _recorded_counts(plan: Build06Plan) -> dict[str, Any]:
 
 def _training_join(plan: Build06Plan, merged: MergeResult) -> tuple[TextTable, np.ndarray]:
     """The training metadata and the latent row of each of its rows."""
-    train_in = paths.training_input(plan.options.root, plan.options.train_name)
+    train_in = paths.training_input(plan.options.root, str(plan.options.train_name))
     table = read_text_table(train_in, what="training metadata")
     if "snip_id" not in table.names:
         raise UserError(f"training metadata {train_in} has no snip_id column")
@@ -240,7 +241,8 @@ def _df03_record(plan: Build06Plan, merged: MergeResult, hashes: dict[str, str])
 
 
 def _write_sidecar(plan: Build06Plan, merged: MergeResult, record: dict[str, Any], summary: dict[str, Any],
-                   run: _Writer) -> None:
+                   run: _Writer) -> int:
+    """Write df03's provenance sidecar; 0 table rows."""
     built = plan.inputs.record(_recorded(plan, "df03", plan.df03_path))
     df03, listing = plan.output("df03").path, plan.output("unembedded").path
     data = {
@@ -252,6 +254,7 @@ def _write_sidecar(plan: Build06Plan, merged: MergeResult, record: dict[str, Any
         "timings_s": {"generate": merged.generated.seconds, "total": round(time.monotonic() - plan.started, 3)},
     }
     atomic_write_json(plan.output("sidecar").path, data)
+    return 0
 
 
 def _recorded(plan: Build06Plan, kind: str, path: Path) -> dict[str, Any]:
@@ -268,14 +271,14 @@ def _write_copies_sidecar(plan: Build06Plan, merged: MergeResult, copies: list[O
                                              plan.inputs.record(_recorded(plan, "analysis", o.path), only=o.experiment),
                                              experiment=o.experiment)
     path = folder / paths.COPIES_SIDECAR
-    data = {**_provenance(plan, merged, {o.experiment for o in copies}), "files": files}
+    data = {**_provenance(plan, merged, {str(o.experiment) for o in copies}), "files": files}
     atomic_write_json(path, data)
     run.written.append(str(path))
     log.info("write.done", path=str(path), what="analysis copies sidecar")
 
 
 def _write_training_sidecar(plan: Build06Plan, merged: MergeResult, train: OutputPlan, run: _Writer) -> None:
-    train_in = paths.training_input(plan.options.root, plan.options.train_name)
+    train_in = paths.training_input(plan.options.root, str(plan.options.train_name))
     record = plan.inputs.record(_recorded(plan, "training", train.path), training=train_in)
     path = paths.sidecar(train.path)
     data = {**_provenance(plan, merged), "training_metadata": str(train_in.resolve()),

@@ -65,7 +65,10 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
     executor = (DaskExecutor(opts.embedder, request, batch_size=opts.batch_size, scheduler=opts.scheduler)
                 if opts.executor == "dask"
                 else LocalExecutor(embedder, batch_size=opts.batch_size, workers=opts.workers))
-    written, skipped, unreadable, embedded = [], [], [], 0
+    written: list[str] = []
+    skipped: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+    embedded = 0
     try:
         for exp in todo:
             with structlog.contextvars.bound_contextvars(experiment=exp.experiment):
@@ -84,8 +87,8 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
                         f"({result.failures[0][1]}); nothing was written for it (--strict; {done})")
                 snip_ids = [exp.to_embed[i].stem for i in result.ok]
                 with declared.store_write(plan, exp) as current:
-                    done = current and _write(plan, exp, embedder, snip_ids, result.mu, result.logvar)
-                if done:
+                    wrote = current and _write(plan, exp, embedder, snip_ids, result.mu, result.logvar)
+                if wrote:
                     written.append(str(exp.latent_path))
                     embedded += len(snip_ids)
                     log.info("latents.generated", path=str(exp.latent_path), rows=len(snip_ids),

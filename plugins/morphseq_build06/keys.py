@@ -67,7 +67,7 @@ def match(left: pa.Array, right: pa.Array, channel_free: pa.Array | None = None,
     pos = positions(left, right)
     by_channel = 0
     missing = np.flatnonzero(pos < 0)
-    if len(missing) and channel_free is not None and len(channel_free):
+    if len(missing) and channel_free is not None and channel_rows is not None and len(channel_free):
         alt = positions(without_channel(left.take(pa.array(missing))), channel_free)
         hit = alt >= 0
         pos[missing[hit]] = channel_rows[alt[hit]]

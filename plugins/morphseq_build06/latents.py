@@ -73,8 +73,11 @@ def dimension_columns(names: Sequence[str]) -> list[str]:
     (the 2025 CSVs' naming), else the flat one."""
     chosen: dict[tuple[str, int], str] = {}
     for n in select_z_columns(names, "auto", True):
-        key = dimension_key(n)
-        if key not in chosen or parse_z(n)[1]:
+        parsed = parse_z(n)  # selected z columns always parse
+        if parsed is None:
+            continue
+        key = (parsed[0], parsed[2])
+        if key not in chosen or parsed[1]:
             chosen[key] = n
     return list(chosen.values())
 
@@ -129,8 +132,8 @@ def latent_z_columns(path: Path, schema: str = "auto", include_sigma: bool = Fal
         raise UserError(f"latent file {path} has no z columns for --z-schema {schema} (columns: {', '.join(names[:8])}...)")
     keys = [dimension_key(c) for c in zcols]
     if len(set(keys)) != len(keys):
-        twice = next(c for c, k in zip(zcols, keys, strict=True) if keys.count(k) > 1)
-        raise UserError(f"latent file {path} names dimension {dimension_key(twice)[1]} twice (flat and b/n)")
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise UserError(f"latent file {path} names dimension {twice[1] if twice else '?'} twice (flat and b/n)")
     return tuple(zcols)
 
 

@@ -111,7 +111,7 @@ def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
                       previous=plan.latents)
     columns = read.columns
     files = [(e, read.rows[e.experiment]) for e in plan.experiments if e.experiment in read.rows]
-    hygiene = {"rows_with_nan": 0, "rows_with_inf": 0, "unparseable_cells": 0, "examples": []}
+    hygiene: dict[str, Any] = {"rows_with_nan": 0, "rows_with_inf": 0, "unparseable_cells": 0, "examples": []}
     rules: dict[str, int] = {}
     key_parts, finite_parts = [], []
     for exp, t in files:

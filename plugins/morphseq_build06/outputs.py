@@ -8,6 +8,7 @@ only with ``--overwrite`` (a warning otherwise, naming the flag).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -172,7 +173,7 @@ def _sibling_of(outputs: list[OutputPlan]) -> Callable[..., OutputPlan]:
 
 def _training(opts: Build06Options, now: InputsNow, records: dict[str, Any],
               changing: Mapping[str, str]) -> tuple[OutputPlan, str]:
-    train_in, train_out = paths.training_input(opts.root, opts.train_name), paths.training_output(opts.root, opts.train_name)
+    train_in, train_out = paths.training_input(opts.root, str(opts.train_name)), paths.training_output(opts.root, str(opts.train_name))
     if not train_in.is_file():
         return (OutputPlan(kind="training", path=train_out, action="skip", reason=f"{train_in} not found"),
                 f"training metadata not found: {train_in}")
@@ -195,10 +196,9 @@ def _copies(opts: Build06Options, now: InputsNow, records: dict[str, Any],
             continue
         path = paths.analysis_copy(opts.data_root, now.model.name, e.experiment)
         mine = {e.experiment: changing[e.experiment]} if e.experiment in changing else {}
-        fresh = _fresh(path, side, records["analysis"],
-                       lambda rec, exp=e.experiment: now.record(rec, only=exp), mine)
+        fresh = _fresh(path, side, records["analysis"], functools.partial(now.record, only=e.experiment), mine)
         out.append(decide("analysis", path, fresh, opts.overwrite, e.experiment))
-    stale = [o.experiment for o in out if o.action == "skip" and o.freshness.status != "current"]
+    stale = [str(o.experiment) for o in out if o.action == "skip" and o.freshness.status != "current"]
     warning = (f"{len(stale)} analysis cop{'y is' if len(stale) == 1 else 'ies are'} out of date or not written by "
                f"this tool ({', '.join(stale)}); not updated: pass --overwrite to update them" if stale else "")
     return out, warning

@@ -11,7 +11,7 @@ import difflib
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import attrs
 import numpy as np
@@ -127,7 +127,14 @@ class Build06Plan(StagePlan):
     def generates(self) -> bool:
         return any(e.action in GENERATING for e in self.experiments)
 
+    @overload
+    def output(self, kind: Literal["df03", "unembedded", "sidecar"]) -> OutputPlan: ...
+
+    @overload
+    def output(self, kind: str) -> OutputPlan | None: ...
+
     def output(self, kind: str) -> OutputPlan | None:
+        """The planned output of ``kind``; df03, its listing and its sidecar are always planned."""
         return next((o for o in self.outputs if o.kind == kind), None)
 
     def watched(self) -> list[Path]:
@@ -177,7 +184,7 @@ class Build06Plan(StagePlan):
 
 
 def _snapshot(paths: list[Path]) -> tuple:
-    stamps = []
+    stamps: list[tuple[int, int, int] | None] = []
     for p in paths:
         try:
             st = os.stat(p)

@@ -42,9 +42,9 @@ def read_store(paths: Mapping[str, Path], schema: str, include_sigma: bool, prev
     zcols = {e: latent_z_columns(p, schema, include_sigma) for e, p in existing.items()}
     columns = tuple(dimension_columns([c for cols in zcols.values() for c in cols]))
     stamps = {e: _stamp(p) for e, p in existing.items()}
-    reusable = previous is not None and previous.columns == columns
     rows = {e: previous.rows[e] for e in existing
-            if reusable and e in previous.rows and previous.stamps.get(e) == stamps[e]}
+            if e in previous.rows and previous.stamps.get(e) == stamps[e]} \
+        if previous is not None and previous.columns == columns else {}
     todo = [e for e in existing if e not in rows]
     if previous is not None and not todo and list(previous.rows) == list(existing):
         return previous
@@ -68,5 +68,6 @@ def read_store(paths: Mapping[str, Path], schema: str, include_sigma: bool, prev
     for e, got in sliced.items():
         sliced[e] = attrs.evolve(got, lines=lines.slice(at, len(got.lines)))
         at += len(got.lines)
-    normalised = {e: previous.keys[e] if e in rows else keys.normalise(got.snip_ids) for e, got in sliced.items()}
+    normalised = {e: previous.keys[e] if previous is not None and e in rows else keys.normalise(got.snip_ids)
+                  for e, got in sliced.items()}
     return StoreRead(columns=columns, rows=sliced, lines=lines, stamps=stamps, keys=normalised)
