@@ -185,7 +185,7 @@ def ensure_latents_for_experiments(
     return found
 
 
-def _existing_latents(data_root: PathLike, model_name: str, names: list[str], options: Mapping[str, Any]) -> dict[str, Path]:
+def _existing_latents(data_root: PathLike | None, model_name: str, names: list[str], options: Mapping[str, Any]) -> dict[str, Path]:
     """The latent files already in the store, found as a run's plan finds them (no df02 needed)."""
     from morphseq_stages.embedders import EmbedderRequest, ModelUnavailable
     from morphseq_stages.options import validate
