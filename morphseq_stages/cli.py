@@ -13,12 +13,18 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from . import __version__, logs
 from .errors import UserError
 from .options import add_arguments, options_of
+
+if TYPE_CHECKING:  # the manager loads plugins: imported when a command runs
+    from .manager import Host
+    from .registry import Registered
+    from .runner import RunResult
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +36,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--debug", action="store_true", help="show tracebacks and debug events")
 
 
-def build_parser(host) -> argparse.ArgumentParser:
+def build_parser(host: Host) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="morphseq-stages",
         description="Run morphseq pipeline stages provided by plugins.",
@@ -64,10 +70,10 @@ def build_parser(host) -> argparse.ArgumentParser:
     return parser
 
 
-def _print_list(host, as_json: bool) -> None:
+def _print_list(host: Host, as_json: bool) -> None:
     reg = host.registry
 
-    def row(kind, name, entry):
+    def row(kind: str, name: str, entry: Registered[Any]) -> dict[str, Any]:
         prov = entry.provider
         return {"kind": kind, "name": name, "plugin": prov.plugin, "distribution": prov.distribution,
                 "version": prov.version, "help": entry.item.help}
@@ -92,7 +98,7 @@ def _print_list(host, as_json: bool) -> None:
             print(f"  {f['plugin']} ({f['distribution'] or 'unknown distribution'}, {f['group']}): {f['error']}")
 
 
-def _print_result(result, as_json: bool, dry_run: bool) -> None:
+def _print_result(result: RunResult, as_json: bool, dry_run: bool) -> None:
     if dry_run:
         print(json.dumps(result.plan.as_dict(), indent=2, default=str) if as_json else result.plan.render())
     elif as_json:
@@ -101,10 +107,13 @@ def _print_result(result, as_json: bool, dry_run: bool) -> None:
         print(result.outcome.text)
 
 
-def _run_demo(host, args) -> int:
+def _run_demo(host: Host, args: argparse.Namespace) -> int:
     if args.stage is None:
         raise UserError("no installed stage provides a demo")
-    argv = [args.stage, *host.registry.stage(args.stage).demo(Path(args.dir))]
+    demo = host.registry.stage(args.stage).demo
+    if demo is None:  # argparse offers only stages with a demo
+        raise UserError(f"stage {args.stage!r} provides no demo")
+    argv = [args.stage, *demo(Path(args.dir))]
     argv += ["--log-format", args.log_format] + (["--log-file", args.log_file] if args.log_file else [])
     argv += ["--json"] if args.json else []
     argv += ["--quiet"] if args.quiet else []

@@ -32,12 +32,12 @@ from morphseq_stages.files import atomic_write, check_safe_id, exclusive_lock
 from . import keys, paths
 from .csvtext import TextTable, float_text, header_with, read_columns, read_text_table, write_rows
 from .latents import select_z_columns
-from .options import DATA_ROOT_ENV, DEFAULT_MODEL
+from .options import DATA_ROOT_ENV, DEFAULT_MODEL, Build06Options
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from morphseq_stages import RunResult
+    from morphseq_stages import Host, RunResult
 
     from .merge import LatentIndex
     from .plan import Build06Plan
@@ -60,7 +60,7 @@ PathLike = str | os.PathLike
 
 
 @functools.lru_cache(maxsize=1)
-def _host():
+def _host() -> Host:
     from morphseq_stages import get_host
 
     return get_host()
@@ -194,7 +194,7 @@ def _existing_latents(data_root: PathLike | None, model_name: str, names: list[s
 
     base = _data_root(data_root)
     registry = _host().registry
-    checked = validate(registry.stage(STAGE).options,
+    checked = validate(Build06Options,
                        {"root": base, "data_root": base, "model_name": model_name, **options}, STAGE)
     request = EmbedderRequest(model_name=model_name, model_dir=checked["model_dir"], data_root=base)
     try:

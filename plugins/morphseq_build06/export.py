@@ -37,7 +37,7 @@ from .provenance import run_facts, versions
 log = structlog.get_logger()
 
 
-def _write_table(out: OutputPlan, table, rows: np.ndarray, merged: MergeResult, take: np.ndarray) -> int:
+def _write_table(out: OutputPlan, table: TextTable, rows: np.ndarray, merged: MergeResult, take: np.ndarray) -> int:
     """Write ``table``'s records ``rows`` with their z columns; return the row count."""
     whole = len(rows) == len(table) and (len(rows) == 0 or rows[-1] == len(rows) - 1)
     records = table.records if whole else table.records.take(pa.array(rows, pa.int64()))

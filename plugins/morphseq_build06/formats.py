@@ -24,7 +24,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -35,6 +35,15 @@ from morphseq_stages.files import atomic_write
 
 from .latents import parse_z
 from .typed import TypedColumns, is_identifier, unique_names, z_matrix
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .merge import MergeResult
+    from .options import Build06Options
+    from .outputs import OutputPlan
+    from .plan import Build06Plan
+
 
 FORMATS = ("csv", "parquet", "h5ad")
 EXTRA = {"parquet": ("pyarrow.parquet", "parquet"), "h5ad": ("anndata", "anndata")}
@@ -87,7 +96,7 @@ def write_parquet(path: Path, typed: TypedColumns, rows: np.ndarray, z_names: tu
     atomic_write(path, lambda fh: pq.write_table(table, fh))
 
 
-def obs_frame(typed: TypedColumns, rows: np.ndarray):
+def obs_frame(typed: TypedColumns, rows: np.ndarray) -> pd.DataFrame:
     """The typed columns as an AnnData ``obs`` frame, named by snip_id."""
     import pandas as pd
 
@@ -156,7 +165,7 @@ EXTRA_KINDS = tuple(f"{k}.{f}" for k in ("df03", "analysis", "training") for f i
 REPORT_NAME = "embryo_metadata_df03_report.html"
 
 
-def extra_outputs(outputs: Sequence, opts, make: Callable) -> list:
+def extra_outputs(outputs: Sequence[OutputPlan], opts: Build06Options, make: Callable[..., OutputPlan]) -> list[OutputPlan]:
     """The typed siblings of each CSV output, and the report; ``make`` is the plan's
     ``_output`` (write / overwrite / skip, as for any output)."""
     extra = []
@@ -180,7 +189,7 @@ def extra_outputs(outputs: Sequence, opts, make: Callable) -> list:
     return extra
 
 
-def write_extras(plan, merged, df03_rows: np.ndarray, provenance: Mapping[str, Any], run: Callable,
+def write_extras(plan: Build06Plan, merged: MergeResult, df03_rows: np.ndarray, provenance: Mapping[str, Any], run: Callable,
                  training: Callable) -> None:
     """Write the plan's typed outputs and report through the export's ``run``."""
     from .typed import type_table
@@ -192,7 +201,7 @@ def write_extras(plan, merged, df03_rows: np.ndarray, provenance: Mapping[str, A
     # every df02 row's z values, parsed once for df03 and all the analysis copies
     z_df02 = functools.cache(lambda: z_matrix(merged.latents, merged.take))
 
-    def one(out, fmt: str, typed, rows: np.ndarray, z: np.ndarray) -> int:
+    def one(out: OutputPlan, fmt: str, typed: TypedColumns, rows: np.ndarray, z: np.ndarray) -> int:
         write_typed(out.path, fmt, typed, rows, columns, z, provenance)
         return len(rows)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
 
-from morphseq_stages.embedders import ModelInfo
+from morphseq_stages.embedders import Embedder, ModelInfo
 from morphseq_stages.errors import StrictFailure, UserError
 from morphseq_stages.executors import DaskExecutor, LocalExecutor
 from morphseq_stages.files import atomic_write, atomic_write_bytes
@@ -17,6 +18,10 @@ from . import declared, manifest, parquet_store
 from .csvtext import read_text_table
 from .latents import ID_COLUMNS, read_latent_header, write_latents
 from .plan import GENERATING, Build06Plan, ExperimentPlan, strict_failure
+
+if TYPE_CHECKING:
+    import numpy as np
+
 
 log = structlog.get_logger()
 
@@ -109,7 +114,7 @@ def check_strict(plan: Build06Plan) -> None:
         raise strict_failure(warnings, [])
 
 
-def _can_append(exp: ExperimentPlan, embedder) -> bool:
+def _can_append(exp: ExperimentPlan, embedder: Embedder) -> bool:
     """Whether new rows from this embedder fit the columns an existing file has."""
     known = {*ID_COLUMNS, parquet_store.MODEL_COLUMN, *embedder.mu_columns, *embedder.sigma_columns}
     alien = [c for c in read_latent_header(exp.latent_path) if c not in known]
@@ -120,7 +125,8 @@ def _can_append(exp: ExperimentPlan, embedder) -> bool:
     return not alien
 
 
-def _write(plan: Build06Plan, exp: ExperimentPlan, embedder, snip_ids, mu, logvar) -> bool:
+def _write(plan: Build06Plan, exp: ExperimentPlan, embedder: Embedder, snip_ids: list[str], mu: np.ndarray,
+           logvar: np.ndarray | None) -> bool:
     args = (exp.experiment, snip_ids, mu, logvar, embedder.mu_columns, embedder.sigma_columns)
     if exp.latent_path.suffix == ".parquet":
         table = parquet_store.latent_table(snip_ids, mu, logvar, embedder.mu_columns, embedder.sigma_columns,
@@ -156,7 +162,7 @@ def _write(plan: Build06Plan, exp: ExperimentPlan, embedder, snip_ids, mu, logva
     return True
 
 
-def _backend(embedder) -> dict:
+def _backend(embedder: Embedder) -> dict[str, Any]:
     """The inference runtime and its version, for embedders that say (the manifest records them)."""
     info = embedder.describe()
     return {k: info[k] for k in ("backend", "backend_version") if k in info}

@@ -442,12 +442,14 @@ def predict(opts: Build06Options, plans: list[ExperimentPlan], codes: np.ndarray
     return prediction, coverage_warnings(cov, opts.min_coverage, "predicted ")
 
 
-def _plan_experiment(opts, experiment, selected, source, found, record, model, file_keys, rows_mask, matched,
-                     has_image) -> ExperimentPlan:
+def _plan_experiment(opts: Build06Options, experiment: str, selected: bool, source: parquet_store.LatentSource,
+                     found: tuple[Path | None, Path, list[Path]], record: dict[str, Any] | None,
+                     model: ModelInfo | MissingModel, file_keys: pa.Array | None, rows_mask: np.ndarray,
+                     matched: np.ndarray, has_image: np.ndarray) -> ExperimentPlan:
     snip_dir, image_dir, images = found
     latent_path = source.path
     exists = file_keys is not None
-    latent_keys = set(file_keys.to_pylist()) if exists else set()
+    latent_keys = set(file_keys.to_pylist()) if file_keys is not None else set()
     image_keys = keys.normalise(pa.array([p.name for p in images], pa.string()))[0].to_pylist()
     new_images = tuple(p for p, k in zip(images, image_keys, strict=True) if k not in latent_keys)
     recorded_model = record.get("model_fingerprint") if record else None
@@ -462,7 +464,7 @@ def _plan_experiment(opts, experiment, selected, source, found, record, model, f
         note = f"re-embedded into {latent_path.name} (--latent-format {opts.latent_format}); {source.path.name} is left as it was"
     return ExperimentPlan(
         experiment=experiment, selected=selected, df02_rows=int(rows_mask.sum()), latent_path=latent_path,
-        latent_exists=exists, latent_rows=len(file_keys) if exists else None, snip_dir=snip_dir,
+        latent_exists=exists, latent_rows=len(file_keys) if file_keys is not None else None, snip_dir=snip_dir,
         image_dir=image_dir, snip_images=len(images) if snip_dir else None,
         rows_without_latent=int((rows_mask & ~matched).sum()), rows_without_image=int((rows_mask & ~has_image).sum()),
         to_embed=todo, recorded_model=recorded_model, recorded_name=record.get("model_name") if record else None,

@@ -1,32 +1,41 @@
 """Build06's hook implementations: registration and the four phases.
 
-Each phase declines (returns None) for any other stage, so that the host's
-``firstresult`` phase calls reach the plugin that owns the active stage.
+The host calls a phase only on the plugin that registered the stage (and on wrappers);
+each phase still declines (returns None) for any other stage.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from morphseq_stages import Stage, StageContext, StageOutcome, hookimpl
 
 from . import options as opts_mod
 
+if TYPE_CHECKING:  # the phases import their modules when they run
+    from .generate import GenerateReport
+    from .merge import MergeResult
+    from .plan import Build06Plan
+
 NAME = "build06"
 
 
 @hookimpl
-def morphseq_register_stages(register) -> None:
+def morphseq_register_stages(register: Callable[[Stage], None]) -> None:
     register(Stage(name=NAME, help="attach VAE embeddings to df02, giving df03", options=opts_mod.Build06Options,
                    demo=_demo))
 
 
-def _demo(folder):
+def _demo(folder: Path) -> list[str]:
     from .demo import build_demo
 
     return build_demo(folder)
 
 
 @hookimpl
-def morphseq_stage_plan(stage: str, context: StageContext):
+def morphseq_stage_plan(stage: str, context: StageContext) -> Build06Plan | None:
     if stage != NAME:
         return None
     from .plan import make_plan
@@ -51,7 +60,7 @@ def morphseq_stage_plan(stage: str, context: StageContext):
 
 
 @hookimpl
-def morphseq_stage_generate(stage: str, context: StageContext, plan):
+def morphseq_stage_generate(stage: str, context: StageContext, plan: Build06Plan) -> GenerateReport | None:
     if stage != NAME:
         return None
     from .generate import generate
@@ -60,7 +69,9 @@ def morphseq_stage_generate(stage: str, context: StageContext, plan):
 
 
 @hookimpl
-def morphseq_stage_merge(stage: str, context: StageContext, plan, generated):
+def morphseq_stage_merge(
+    stage: str, context: StageContext, plan: Build06Plan, generated: GenerateReport
+) -> MergeResult | GenerateReport | None:
     if stage != NAME:
         return None
     if plan.options.generate_only:
@@ -71,15 +82,18 @@ def morphseq_stage_merge(stage: str, context: StageContext, plan, generated):
 
 
 @hookimpl
-def morphseq_stage_export(stage: str, context: StageContext, plan, merged):
+def morphseq_stage_export(
+    stage: str, context: StageContext, plan: Build06Plan, merged: MergeResult | GenerateReport
+) -> StageOutcome | None:
     if stage != NAME:
         return None
     import structlog
 
     from .console import render_summary
     from .export import export
+    from .generate import GenerateReport
 
-    if plan.options.generate_only:
+    if isinstance(merged, GenerateReport):  # --generate-only: the merge phase passed the report through
         from .declared import summary as generate_only_summary
 
         summary = generate_only_summary(plan, merged)

@@ -22,9 +22,9 @@ import base64
 import html
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,13 @@ from morphseq_stages.files import atomic_write_bytes
 
 from .latents import parse_z
 from .typed import z_matrix
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .merge import MergeResult
+    from .plan import Build06Plan
+
 
 DRIFT_THRESHOLD = 0.5
 MAX_POINTS = 20_000  # points drawn in the projection (a fixed random sample beyond this)
@@ -45,7 +52,7 @@ def require_report() -> None:
         raise UserError("--report needs matplotlib: pip install 'morphseq-stages[report]'") from None
 
 
-def coverage_table(plan, merged) -> list[dict[str, Any]]:
+def coverage_table(plan: Build06Plan, merged: MergeResult) -> list[dict[str, Any]]:
     """Per experiment of df03: rows embedded, not embedded yet, never embeddable (no image)."""
     rows = np.flatnonzero(merged.keep)
     out = []
@@ -93,7 +100,7 @@ def project(z: np.ndarray) -> tuple[np.ndarray, str]:
     return coords, "PCA"
 
 
-def _png(fig) -> str:
+def _png(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -147,7 +154,7 @@ def projection_figure(coords: np.ndarray, labels: np.ndarray, generated: set[str
     return _png(fig)
 
 
-def _embedded(plan, merged) -> tuple[np.ndarray, np.ndarray]:
+def _embedded(plan: Build06Plan, merged: MergeResult) -> tuple[np.ndarray, np.ndarray]:
     """z_mu of the embedded df03 rows, and their experiments."""
     rows = np.flatnonzero(merged.keep & (merged.take >= 0))
     columns = merged.latents.columns
@@ -157,7 +164,7 @@ def _embedded(plan, merged) -> tuple[np.ndarray, np.ndarray]:
     return z[finite], plan.row_experiments[rows][finite].astype(str)
 
 
-def write_report(path: Path, plan, merged, provenance: Mapping[str, Any]) -> int:
+def write_report(path: Path, plan: Build06Plan, merged: MergeResult, provenance: Mapping[str, Any]) -> int:
     """Write the report; return the number of experiments it covers."""
     require_report()
     coverage = coverage_table(plan, merged)
@@ -177,7 +184,8 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _html(coverage, drift, figures, generated, provenance) -> str:
+def _html(coverage: list[dict[str, Any]], drift: list[dict[str, Any]], figures: list[tuple[str, str]],
+          generated: Collection[str], provenance: Mapping[str, Any]) -> str:
     e = html.escape
     cov_rows = "".join(
         f"<tr><td>{e(t['experiment'])}{' <b>(generated this run)</b>' if t['experiment'] in generated else ''}</td>"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
@@ -16,6 +17,10 @@ from morphseq_stages.embedders import column_names
 from morphseq_stages.files import atomic_write
 
 from .latents import embryo_id_of, latent_file_name, write_latents
+
+if TYPE_CHECKING:
+    from PIL import Image
+
 
 SNIP_SIZE = (256, 576)  # width, height of the real snips
 WELLS = [f"{r}{c:02}" for r in "ABCDEFGH" for c in range(1, 13)]
@@ -39,7 +44,7 @@ class SyntheticRoot:
         return self.data_root / "analysis" / "latent_embeddings" / embedder / model_name
 
 
-def snip_image(seed: int, size: tuple[int, int] = SNIP_SIZE):
+def snip_image(seed: int, size: tuple[int, int] = SNIP_SIZE) -> Image.Image:
     """A greyscale embryo-like picture: a bright, textured ellipse on a noisy background."""
     from PIL import Image
 

@@ -21,6 +21,7 @@ later ones, the names ``pandas.read_csv`` gives the same CSV.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
@@ -29,6 +30,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .csvtext import TextTable, read_columns_at, value_bytes
+
+if TYPE_CHECKING:
+    from .merge import LatentIndex
+
 
 #: pandas' default ``na_values`` (pandas.read_csv reads these as missing too)
 MISSING = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -132,7 +137,7 @@ def type_table(table: TextTable) -> TypedColumns:
     return TypedColumns(names=tuple(unique_names(table.names)), text=tuple(text), kinds=kinds)
 
 
-def z_matrix(latents, take: np.ndarray) -> np.ndarray:
+def z_matrix(latents: LatentIndex, take: np.ndarray) -> np.ndarray:
     """The z values of latent rows ``take`` (-1: none) as a float64 matrix, NaN where a
     cell is empty, parsed from the merge's text by Arrow's CSV reader (on every core)."""
     import io
