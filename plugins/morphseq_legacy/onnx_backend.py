@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # both are imported when an export or a session is made
     from torch import nn
 
 log = structlog.get_logger()
-BACKENDS = ("torch", "onnxruntime", "auto")
 EXPORT_FORMAT = 1
 IDENTITY_KEY = "morphseq_export"
 PROBE_KEY = "morphseq_torch_probe"
@@ -55,7 +54,8 @@ def choose_backend(asked: str, device: str) -> tuple[str, str]:
         return "torch", "asked for"
     if str(device).startswith("cuda"):
         if asked == "onnxruntime":
-            raise UserError("--backend onnxruntime runs on the CPU; with --device cuda use --backend torch or auto")
+            raise UserError(f"--backend onnxruntime runs on the CPU, but the model runs on {device}: "
+                            "pass --device cpu, or --backend torch or auto")
         return "torch", "the model runs on CUDA (ONNX Runtime is used on CPU only)"
     if not installed:
         if asked == "onnxruntime":

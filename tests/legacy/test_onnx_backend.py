@@ -134,7 +134,7 @@ def test_backend_choice(monkeypatch):
     installed = importlib.util.find_spec("onnxruntime") is not None
     assert onnx_backend.choose_backend("torch", "cpu")[0] == "torch"
     assert onnx_backend.choose_backend("auto", "cuda") == ("torch", "the model runs on CUDA (ONNX Runtime is used on CPU only)")
-    with pytest.raises(UserError, match="runs on the CPU"):
+    with pytest.raises(UserError, match="runs on the CPU, but the model runs on cuda"):
         onnx_backend.choose_backend("onnxruntime", "cuda")
     assert onnx_backend.choose_backend("auto", "cpu")[0] == ("onnxruntime" if installed else "torch")
     real = importlib.util.find_spec
