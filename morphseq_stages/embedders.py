@@ -10,7 +10,8 @@ third-party embedder is a registration plus a small :class:`Embedder` subclass::
         register(EmbedderSpec(name="mine", load=Mine, describe=describe, help="my encoder"))
 
 ``describe(request) -> ModelInfo`` names the model and its fingerprint without loading
-it: the latent store folder, the manifest and stale-file detection rest on them.
+it: the latent store folder, the manifest and stale-file detection rest on them (an
+embedder without one is loaded to learn them).
 
 Image tensors given to :meth:`Embedder.embed_batch` are float32 ``[N, C, H, W]`` in
 ``[0, 1]``: greyscale, resized bilinearly to ``(H, W)`` from :attr:`Embedder.input_size`.
@@ -62,9 +63,9 @@ class EmbedderRequest:
     """Where the model is and how to run it, as the user asked.
 
     ``model_dir`` is an explicit folder (``--model-dir``); otherwise the embedder finds
-    ``model_name`` (None: its own default) under ``data_root`` by its own convention. ``options`` carries what
-    only some embedders understand (the legacy one reads ``allow_pickle``); an embedder
-    ignores the keys it does not know.
+    ``model_name`` (None: its own default) under ``data_root`` by its own convention.
+    ``options`` carries what only some embedders understand (the legacy one reads
+    ``allow_pickle`` and ``backend``); an embedder ignores the keys it does not know.
     """
 
     model_name: str | None = None
@@ -122,7 +123,7 @@ class Embedder(abc.ABC):
     fingerprint: str
     #: the torch device the model lives on.
     device: str = "cpu"
-    #: who provides it, for messages ("embedder 'x' from plugin p (dist 1.0)"); set by the host.
+    #: who provides it, for messages ("embedder 'x' (plugin p, distribution d 1.0)"); set by the host.
     origin: str = ""
 
     @abc.abstractmethod
