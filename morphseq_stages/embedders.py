@@ -179,8 +179,9 @@ def check_embedder(embedder: Embedder, origin: str, expected: ModelInfo | None =
         problems.append(f"fingerprint must be a non-empty string, got {fingerprint!r}")
     elif expected is not None and fingerprint != expected.fingerprint:
         problems.append(f"its fingerprint {fingerprint[:16]} differs from describe()'s {expected.fingerprint[:16]}")
-    if not callable(getattr(embedder, "embed_batch", None)):
-        problems.append("it has no embed_batch method")
+    if not isinstance(getattr(embedder, "device", None), str):
+        problems.append(f"device must be a string such as 'cpu', got {getattr(embedder, 'device', None)!r}")
+    problems += [f"it has no {m} method" for m in ("embed_batch", "describe") if not callable(getattr(embedder, m, None))]
     if problems:
         raise PluginError(f"{origin}: {'; '.join(problems)}")
 
