@@ -86,7 +86,7 @@ def install_fake_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n
                               modules: dict[str, str]) -> None:
     """A distribution on sys.path (dist-info + modules), as pip would leave it."""
     site = tmp_path / f"site-{name}"
-    dist = site / f"{name}-1.0.dist-info"
+    dist = site / f"{name.replace('-', '_')}-1.0.dist-info"  # as pip names it: the stem parses to the name
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(textwrap.dedent(entry_points))

@@ -194,3 +194,23 @@ def test_an_embedder_without_describe_is_identified_by_loading_it(tmp_path, monk
     store = synth.latent_dir("bad_none", embedder="bad_none")  # its own name, not the legacy default model's
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["files"]["morph_latents_20231207.csv"]["model_fingerprint"] == hashlib.sha256(b"none").hexdigest()
+
+
+def test_three_broken_distributions_at_once(tmp_path, monkeypatch, cli):
+    pytest.importorskip("torch")
+    for name, eps, mod, src in (
+        ("morphseq-impostor", "[morphseq_stages.embedders]\nlegacy = impostor_plugin\n", "impostor_plugin", COLLIDING),
+        ("morphseq-typo", "[morphseq_stages.embedders]\ntypo = typo_plugin\n", "typo_plugin", MISSPELLED),
+        ("morphseq-bad-output", "[morphseq_stages.embedders]\nbad = bad_output_plugin\n", "bad_output_plugin",
+         BAD_OUTPUT),
+    ):
+        install_fake_distribution(tmp_path, monkeypatch, name, eps, {mod: src})
+    listed = _list(cli)
+    assert {(f["plugin"], f["distribution"]) for f in listed["failed"]} == {
+        ("legacy", "morphseq-impostor"), ("typo", "morphseq-typo")}
+    assert {"build06", "legacy", "bad_width"} <= {r["name"] for r in listed["plugins"]}
+    _build06_works(cli, tmp_path)
+    synth = make_pipeline_root(tmp_path / "p", {"20231207": 2})
+    code, _, err = cli("build06", "--root", synth.root, "--data-root", synth.data_root, "--embedder", "bad_width",
+                       "--generate-missing-latents", "--log-format", "json")
+    assert code == 2 and "embedder 'bad_width' (plugin bad, distribution morphseq-bad-output 1.0)" in err
