@@ -19,6 +19,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 
 def run_formats(tmp_path, cli, *extra, source="morphseq_metadata_sample.csv", skip=("20231207_A03_e00_t0000",)):
+    pytest.importorskip("anndata", reason="the h5ad output needs the [anndata] extra")
     root, data, df02 = make_root(tmp_path, source)
     values = latents_for(df02, data, skip=skip)
     code, out, err = cli("build06", "--root", root, "--data-root", data, "--formats", "csv,parquet,h5ad", *extra)
