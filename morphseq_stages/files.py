@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import functools
 import hashlib
@@ -90,89 +91,152 @@ _TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 class OutputSet:
-    """Files that change together, all in one folder.
+    """Files that change together.
 
     Each file is written to a temporary file beside its destination (``.<name>.*.tmp``)
-    and fsynced; :meth:`commit` then records the set in a journal and renames the files
-    in the order they were staged (so the last one staged, e.g. a manifest, is renamed
-    last). A failure before the commit changes none of them and removes the temporary
-    files; a run killed during the renames is completed by :func:`recover_folder`, which
-    the next run that takes the folder's lock calls.
+    and fsynced; :meth:`commit` then renames them folder by folder, in the order they
+    were staged (so the last one staged, e.g. a manifest or a sidecar, is renamed last).
+    While a folder's files are renamed, a journal there names them: a run killed
+    meanwhile is completed by :func:`recover_folder`, which the next run that takes the
+    folder's lock calls. A failure before the commit changes none of them and removes
+    the temporary files.
     """
 
     def __init__(self) -> None:
-        self._staged: list[tuple[Path, Path]] = []
+        self._staged: dict[Path, Path] = {}  # destination -> temporary file, in staging order
+        self._made: list[Path] = []  # folders made for it, removed again if it is discarded
+
+    def staged(self, path: Path) -> Path | None:
+        """The temporary file holding what ``path`` will be, if it is staged here."""
+        return self._staged.get(Path(path))
 
     def write(self, path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
-        """Stage ``path`` through ``write(fh)``; returns the temporary file (to hash, say)."""
+        """Stage ``path`` through ``write(fh)``; returns the temporary file."""
+        return self._stage(path, lambda tmp, fd: _write_fd(fd, write))
+
+    def write_path(self, path: Path, write: Callable[[Path], Any]) -> Path:
+        """Stage ``path`` through a writer that wants a file name (``write(tmp)``)."""
+        def fill(tmp: Path, fd: int) -> None:
+            os.close(fd)
+            write(tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        return self._stage(path, fill)
+
+    def _stage(self, path: Path, fill: Callable[[Path, int], None]) -> Path:
         path = Path(path)
         if path.is_dir():
             raise UserError(f"cannot write {path}: a folder stands where the file should be")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        except FileExistsError:
+            self._made += _make_folders(path.parent)
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except (FileExistsError, NotADirectoryError):
             raise UserError(f"cannot write {path}: a file stands where a folder above it should be") from None
         except OSError as exc:
             raise _write_failed(path, exc) from None
-        self._staged.append((Path(tmp), path))
+        tmp = Path(name)
+        previous = self._staged.pop(path, None)
+        if previous is not None:
+            _unlink(previous)
+        self._staged[path] = tmp
         try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
+            fill(tmp, fd)
             os.chmod(tmp, 0o644)
         except OSError as exc:
             raise _write_failed(path, exc) from None
-        return Path(tmp)
-
-    def write_bytes(self, path: Path, data: bytes) -> Path:
-        return self.write(path, lambda fh: fh.write(data))
-
-    def write_json(self, path: Path, obj: Any) -> Path:
-        return self.write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+        return tmp
 
     def discard(self) -> None:
-        for tmp, _ in self._staged:
+        for tmp in self._staged.values():
+            _unlink(tmp)
+        self._staged = {}
+        for folder in reversed(self._made):
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        self._staged = []
+                folder.rmdir()
+        self._made = []
 
     def commit(self) -> None:
-        if not self._staged:
-            return
-        folders = {dest.parent for _, dest in self._staged}
-        if len(folders) != 1:
-            raise ValueError(f"an output set spans several folders: {sorted(map(str, folders))}")
-        folder = folders.pop()
-        for _, dest in self._staged:  # a folder that appeared since staging fails here, before any rename
+        for dest in self._staged:  # a folder that appeared since staging fails here, before any rename
             if dest.is_dir():
                 raise UserError(f"cannot write {dest}: a folder stands where the file should be")
-        journal = folder / JOURNAL
-        if len(self._staged) > 1:
-            atomic_write_json(journal, [[tmp.name, dest.name] for tmp, dest in self._staged])
-        for tmp, dest in self._staged:
-            os.replace(tmp, dest)
-        _fsync_dir(folder)
-        if len(self._staged) > 1:
-            os.unlink(journal)
-        self._staged = []
+        by_folder: dict[Path, list[tuple[Path, Path]]] = {}
+        for dest, tmp in self._staged.items():
+            by_folder.setdefault(dest.parent, []).append((tmp, dest))
+        for folder, pairs in by_folder.items():
+            journal = folder / JOURNAL
+            if len(pairs) > 1:
+                _write_journal(journal, pairs)
+            for tmp, dest in pairs:
+                os.replace(tmp, dest)
+                del self._staged[dest]
+            _fsync_dir(folder)
+            if len(pairs) > 1:
+                os.unlink(journal)
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Make ``folder`` and its missing parents; the ones made, outermost first."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for f in reversed(missing):
+        f.mkdir(exist_ok=True)
+    return list(reversed(missing))
+
+
+def _write_fd(fd: int, write: Callable[[IO[bytes]], Any]) -> None:
+    with os.fdopen(fd, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_journal(journal: Path, pairs: list[tuple[Path, Path]]) -> None:
+    fd, name = tempfile.mkstemp(prefix=f"{journal.name}.", suffix=".tmp", dir=journal.parent)
+    try:
+        _write_fd(fd, lambda fh: fh.write(json.dumps([[t.name, d.name] for t, d in pairs]).encode()))
+        os.replace(name, journal)
+    except BaseException:
+        _unlink(Path(name))
+        raise
+    _fsync_dir(journal.parent)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+_ACTIVE: contextvars.ContextVar[OutputSet | None] = contextvars.ContextVar("morphseq_output_set", default=None)
 
 
 @contextlib.contextmanager
 def staged_writes() -> Iterator[OutputSet]:
-    """An :class:`OutputSet` committed when the block ends, discarded if it raises."""
+    """Every :func:`atomic_write` in the block joins one :class:`OutputSet`, committed
+    when the block ends and discarded if it raises. Nested blocks join the outer set."""
+    outer = _ACTIVE.get()
+    if outer is not None:
+        yield outer
+        return
     out = OutputSet()
+    token = _ACTIVE.set(out)
     try:
         yield out
-    except BaseException:
-        out.discard()
-        raise
-    try:
         out.commit()
     except BaseException:
         out.discard()
         raise
+    finally:
+        _ACTIVE.reset(token)
+
+
+def staged_path(path: Path) -> Path:
+    """Where the bytes ``path`` will hold are now: its temporary file while staged, else itself."""
+    out = _ACTIVE.get()
+    return (out.staged(path) if out is not None else None) or Path(path)
 
 
 def recover_folder(folder: Path) -> None:
@@ -186,11 +250,13 @@ def recover_folder(folder: Path) -> None:
         pairs = json.loads(journal.read_text())
     except (OSError, ValueError):
         pairs = None
-    if isinstance(pairs, list):
+    if isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs):
         done = 0
         for tmp, dest in pairs:
+            if not (_TEMP.match(tmp) and tmp.startswith(f".{dest}.") and os.path.basename(dest) == dest):
+                continue  # not a pair an output set writes
             with contextlib.suppress(FileNotFoundError):
-                os.replace(folder / os.path.basename(tmp), folder / os.path.basename(dest))
+                os.replace(folder / tmp, folder / dest)
                 done += 1
         _fsync_dir(folder)
         log.warning("outputs.recovered", folder=str(folder), files=[d for _, d in pairs], renamed=done,
@@ -210,12 +276,19 @@ def recover_folder(folder: Path) -> None:
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write ``path`` through ``write(fh)`` into a temporary file beside it, then rename.
+    """Write ``path`` through ``write(fh)`` into a temporary file beside it, then rename
+    (inside :func:`staged_writes`: when its set is committed).
 
     An interruption leaves ``path`` as it was; the temporary file is removed on error.
     """
     with staged_writes() as out:
         out.write(path, write)
+
+
+def atomic_write_path(path: Path, write: Callable[[Path], Any]) -> None:
+    """:func:`atomic_write` for writers that want a file name instead of a handle."""
+    with staged_writes() as out:
+        out.write_path(path, write)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

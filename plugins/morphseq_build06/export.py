@@ -14,7 +14,12 @@ import pyarrow as pa
 import structlog
 
 from morphseq_stages.errors import UserError
-from morphseq_stages.files import atomic_write, atomic_write_json, sha256_files_in_background
+from morphseq_stages.files import (
+    atomic_write,
+    atomic_write_json,
+    sha256_files_in_background,
+    staged_writes,
+)
 
 from . import manifest, paths
 from .csvtext import (
@@ -78,6 +83,12 @@ class _Writer:
 
 
 def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
+    # the outputs change together: all staged, then renamed folder by folder (README "Safe with data")
+    with staged_writes():
+        return _export(plan, merged)
+
+
+def _export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
     df03 = plan.output("df03")
     typed = any(o.action != "skip" for o in plan.outputs if o.kind in EXTRA_KINDS)
     hashes = sha256_files_in_background(_inputs(plan)) if df03.action != "skip" or typed else None

@@ -17,11 +17,8 @@ equals what ``pandas.read_csv`` reads from the CSV.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from morphseq_stages.errors import UserError
-from morphseq_stages.files import atomic_write
+from morphseq_stages.files import atomic_write, atomic_write_path
 
 from .latents import parse_z
 from .typed import TypedColumns, is_identifier, unique_names, z_matrix
@@ -142,22 +139,7 @@ def write_h5ad(path: Path, typed: TypedColumns, rows: np.ndarray, z_names: tuple
 
 def atomic_path_write(path: Path, write: Callable[[Path], Any]) -> None:
     """Like ``atomic_write``, for writers that want a file name instead of a handle."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
+    atomic_write_path(path, write)
 
 
 #: the plan's output kinds this module writes: ``<csv output kind>.<format>``, and the report

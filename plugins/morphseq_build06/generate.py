@@ -11,7 +11,7 @@ import structlog
 from morphseq_stages.embedders import Embedder, ModelInfo
 from morphseq_stages.errors import StrictFailure, UserError
 from morphseq_stages.executors import DaskExecutor, LocalExecutor
-from morphseq_stages.files import atomic_write, atomic_write_bytes
+from morphseq_stages.files import atomic_write, atomic_write_bytes, staged_writes
 from morphseq_stages.registry import Registry
 
 from . import declared, manifest, parquet_store
@@ -126,6 +126,13 @@ def _can_append(exp: ExperimentPlan, embedder: Embedder) -> bool:
 
 
 def _write(plan: Build06Plan, exp: ExperimentPlan, embedder: Embedder, snip_ids: list[str], mu: np.ndarray,
+           logvar: np.ndarray | None) -> bool:
+    # the latent file and the manifest change together, the manifest renamed last
+    with staged_writes():
+        return _stage(plan, exp, embedder, snip_ids, mu, logvar)
+
+
+def _stage(plan: Build06Plan, exp: ExperimentPlan, embedder: Embedder, snip_ids: list[str], mu: np.ndarray,
            logvar: np.ndarray | None) -> bool:
     args = (exp.experiment, snip_ids, mu, logvar, embedder.mu_columns, embedder.sigma_columns)
     if exp.latent_path.suffix == ".parquet":

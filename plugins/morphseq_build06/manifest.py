@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from morphseq_stages.files import atomic_write_json, sha256_file, utc_now
+from morphseq_stages.files import atomic_write_json, sha256_file, staged_path, utc_now
 
 log = structlog.get_logger()
 MANIFEST_NAME = "manifest.json"
@@ -37,7 +37,7 @@ def record(manifest_path: Path, latent_path: Path, *, rows: int, fingerprint: st
     data["format"] = FORMAT
     data["files"][latent_path.name] = {
         "rows": rows,
-        "sha256": sha256_file(latent_path),
+        "sha256": sha256_file(staged_path(latent_path)),
         "model_fingerprint": fingerprint,
         "model_name": model_name,
         "embedder": embedder,

@@ -1,0 +1,270 @@
+"""Kill Build06 with SIGKILL at random points: every output must stay old or new, each
+output set must hang together, and the next run must recover and complete.
+
+    python -m tests.reliability.crash --kills 200               # generation + analysis copies, overwriting
+    python -m tests.reliability.crash --kills 10 --merge-only   # the fast variant the test suite runs
+
+The old state is a completed run; the new run (``--overwrite``) has more df02 rows, so
+every output it writes differs. Kills fall between the end of the plan and the end of
+an undisturbed run. Kills are chained (a run killed after a killed run starts from
+whatever that one left); every ``--chain`` kills a run is let finish and the state is
+checked to equal the new one, then the old state is restored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import attrs
+
+from . import scenario
+
+DATA_SUFFIXES = (".csv", ".parquet", ".h5ad")
+
+
+@attrs.define
+class Tally:
+    kills: int = 0
+    changed: int = 0  # kills after which some output differed from the old state
+    with_temp: int = 0  # kills that left temporary files
+    mid_commit: int = 0  # kills that left a commit journal (a set half renamed)
+    files_checked: int = 0
+    reruns: int = 0
+    recovered_locks: int = 0
+    failures: list[str] = attrs.Factory(list)
+
+
+def _state(work: Path) -> dict[str, str]:
+    return scenario.digest(work)
+
+
+def _journals(state: dict[str, str]) -> set[str]:
+    return {str(Path(k).parent) for k in state if Path(k).name == scenario.JOURNAL}
+
+
+def check_killed(work: Path, old: dict[str, str], new: dict[str, str], tally: Tally) -> None:
+    """Each output old or new; sets consistent where no journal says a commit was under way."""
+    state = _state(work)
+    journals = _journals(state)
+    outputs = (set(old) | set(new)) - {k for k in old if old.get(k) == new.get(k)}
+    for key in sorted(set(state) | outputs):
+        name = Path(key).name
+        if name.endswith((".tmp", ".lock")) or name == scenario.JOURNAL:
+            continue
+        tally.files_checked += 1
+        now = state.get(key)
+        if key.endswith(".json"):
+            if now is not None and now != old.get(key) and not _is_json(work / key):
+                tally.failures.append(f"{key}: half-written JSON")
+            continue
+        if now not in (old.get(key), new.get(key)):
+            tally.failures.append(f"{key}: neither the old nor the new bytes")
+    for folder, members in _sets(outputs).items():
+        if folder in journals:
+            continue  # a commit was under way: the next run completes it (checked after the rerun)
+        # a sidecar is new when it is not the old one (its timings differ from run to run)
+        states = [("old" if state.get(k) == old.get(k) else "")
+                  + ("new" if state.get(k) == new.get(k) or (k.endswith(".json") and state.get(k) != old.get(k)) else "")
+                  for k in members]
+        if not all("old" in s for s in states) and not all("new" in s for s in states):
+            tally.failures.append(f"{folder}: a set of outputs from different runs ({', '.join(sorted(members))})")
+    _check_manifest(work, state, journals, tally)
+    tally.changed += any(state.get(k) != old.get(k) for k in outputs)
+    tally.with_temp += any(Path(k).name.endswith(".tmp") for k in state)
+    tally.mid_commit += bool(journals)
+
+
+def _sets(outputs: set[str]) -> dict[str, list[str]]:
+    """The outputs that change together: df03 with its unembedded list and sidecar; the analysis copies."""
+    sets: dict[str, list[str]] = {}
+    for key in outputs:
+        name = Path(key).name
+        if name.startswith("embryo_metadata_df03") or name.startswith("df03_"):
+            sets.setdefault(str(Path(key).parent), []).append(key)
+    return sets
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except ValueError:
+        return False
+    return True
+
+
+def _check_manifest(work: Path, state: dict[str, str], journals: set[str], tally: Tally) -> None:
+    for key in (k for k in state if Path(k).name == "manifest.json"):
+        folder = str(Path(key).parent)
+        try:
+            files = json.loads((work / key).read_text())["files"]
+        except (ValueError, KeyError):
+            tally.failures.append(f"{key}: not a manifest")
+            continue
+        for name, entry in files.items():
+            latent = f"{folder}/{name}"
+            if latent not in state:
+                tally.failures.append(f"{key} names {name}, which is not there")
+            elif folder not in journals and entry.get("sha256") != state[latent]:
+                tally.failures.append(f"{key}: its sha256 of {name} is not the file's")
+
+
+def check_complete(work: Path, new: dict[str, str], proc: subprocess.CompletedProcess, tally: Tally) -> None:
+    state = _state(work)
+    if proc.returncode != 0:
+        tally.failures.append(f"rerun exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+        return
+    tally.recovered_locks += '"lock.recovered"' in proc.stderr
+    for key, sha in new.items():
+        if key.endswith(DATA_SUFFIXES) and state.get(key) != sha:
+            tally.failures.append(f"after the rerun {key} is not the new file")
+    stray = scenario.leftovers(work)
+    if stray:
+        tally.failures.append(f"after the rerun, left behind: {stray}")
+    _check_manifest(work, state, set(), tally)
+
+
+class _Run:
+    """A Build06 run in a process of its own: a fresh interpreter, or (``fork``) a fork
+    of this one, which skips the interpreter's start-up (the fast variant)."""
+
+    def __init__(self, argv: list[str], *, fork: bool, stderr: int | None = None):
+        err = stderr if stderr is not None else os.open(os.devnull, os.O_WRONLY)
+        if fork:
+            self.pid = os.fork()
+            if self.pid == 0:  # the child: run, and leave without any of the parent's clean-up
+                code = 70
+                try:
+                    os.dup2(err, 2)
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+                    from morphseq_stages.cli import main
+
+                    code = main(argv)
+                finally:
+                    sys.stderr.flush()
+                    os._exit(code)
+            self._proc = None
+        else:
+            self._proc = subprocess.Popen([sys.executable, "-m", "morphseq_stages", *argv],
+                                          stdout=subprocess.DEVNULL, stderr=err)
+            self.pid = self._proc.pid
+        if stderr is None:
+            os.close(err)
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self) -> int:
+        if self._proc is not None:
+            return self._proc.wait()
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+
+def _timed_run(argv: list[str], fork: bool) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Run to completion; (seconds to the plan's end, seconds in all, the result)."""
+    read, write = os.pipe()
+    start = time.monotonic()
+    run = _Run(argv, fork=fork, stderr=write)
+    os.close(write)
+    planned, lines = None, []
+    with os.fdopen(read) as fh:
+        for line in fh:
+            lines.append(line)
+            if planned is None and '"plan.summary"' in line:
+                planned = time.monotonic() - start
+    code = run.wait()
+    total = time.monotonic() - start
+    return planned or 0.0, total, subprocess.CompletedProcess(argv, code, "", "".join(lines))
+
+
+def _kill_at(argv: list[str], delay: float, fork: bool) -> None:
+    run = _Run(argv, fork=fork)
+    time.sleep(delay)
+    run.kill()
+    run.wait()
+
+
+def prepare(base: Path, merge_only: bool) -> tuple[Path, list[str]]:
+    """The old state under ``base/old`` and the overwriting run's arguments (for ``base/work``)."""
+    old = base / "old"
+    synth = scenario.merge_root(old) if merge_only else scenario.model_root(old)
+    flags = ["--export-analysis-copies"] + ([] if merge_only else ["--generate-missing-latents", "--workers", "1"])
+    first = scenario.run_cli(scenario.args(synth, *flags))
+    if first.returncode != 0:
+        raise SystemExit(f"the first run failed: {first.stderr}")
+    scenario.add_rows(synth, latents=merge_only, images=not merge_only)
+    work = base / "work"
+    argv = [a.replace(str(old), str(work)) for a in scenario.args(synth, *flags, "--overwrite")]
+    return old, argv
+
+
+def crash_test(kills: int, *, merge_only: bool, chain: int = 5, seed: int = 0, fork: bool = False,
+               base: Path | None = None) -> Tally:
+    rng = random.Random(seed)
+    if fork:  # what every run imports, imported once here, before the forks
+        from morphseq_build06 import export, merge, plan  # noqa: F401
+        from morphseq_stages.cli import main  # noqa: F401
+        if not merge_only:
+            import torch  # noqa: F401
+
+            from morphseq_build06 import generate  # noqa: F401
+            from morphseq_legacy import embedder  # noqa: F401
+    with tempfile.TemporaryDirectory(prefix="morphseq-crash-", dir=base) as tmp:
+        old_dir, argv = prepare(Path(tmp), merge_only)
+        work = Path(tmp) / "work"
+        shutil.copytree(old_dir, work)
+        old = _state(work)
+        ref = _timed_run(argv, fork)[2]
+        if ref.returncode != 0:
+            raise SystemExit(f"the reference run failed: {ref.stderr}")
+        new = _state(work)
+        shutil.rmtree(work)
+        shutil.copytree(old_dir, work)
+        planned, total, _ = _timed_run(argv, fork)  # timed again, warm, like the runs to kill
+        tally = Tally()
+        for n in range(kills):
+            if n % chain == 0:
+                shutil.rmtree(work)
+                shutil.copytree(old_dir, work)
+            _kill_at(argv, rng.uniform(0.9 * planned, total), fork)
+            tally.kills += 1
+            check_killed(work, old, new, tally)
+            if n % chain == chain - 1 or n == kills - 1:
+                tally.reruns += 1
+                check_complete(work, new, _timed_run(argv, fork)[2], tally)
+        return tally
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kills", type=int, default=200)
+    p.add_argument("--merge-only", action="store_true", help="merge-only runs (no generation)")
+    p.add_argument("--chain", type=int, default=5, help="kills between two completed reruns")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fork", action="store_true", help="fork this interpreter for each run instead of starting one")
+    a = p.parse_args()
+    start = time.monotonic()
+    t = crash_test(a.kills, merge_only=a.merge_only, chain=a.chain, seed=a.seed, fork=a.fork)
+    print(f"{t.kills} SIGKILLs ({'merge-only' if a.merge_only else 'generation + analysis copies'}, overwriting), "
+          f"{time.monotonic() - start:.0f} s")
+    print(f"  outputs changed when killed: {t.changed}; temporary files left: {t.with_temp}; "
+          f"killed mid-commit (journal left): {t.mid_commit}")
+    print(f"  output files checked: {t.files_checked}; reruns: {t.reruns}, "
+          f"each complete and clean ({t.recovered_locks} logged lock.recovered)")
+    print(f"  failures: {len(t.failures)}")
+    for f in t.failures[:20]:
+        print(f"    {f}")
+    raise SystemExit(1 if t.failures else 0)
+
+
+if __name__ == "__main__":
+    main()

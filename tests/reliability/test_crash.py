@@ -1,0 +1,17 @@
+"""kill -9 at random points of an overwriting run: each output old or new, each set whole,
+and the next run recovers (the long variant: ``python -m tests.reliability.crash --kills 200``)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .crash import crash_test
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the fast variant forks this interpreter")
+def test_ten_sigkills_leave_every_output_old_or_new_and_the_rerun_recovers(tmp_path):
+    tally = crash_test(10, merge_only=True, chain=5, seed=11, fork=True, base=tmp_path)
+    assert tally.failures == []
+    assert tally.kills == 10 and tally.reruns == 2 and tally.files_checked >= 10 * 8
