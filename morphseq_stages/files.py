@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +53,8 @@ def utc_now() -> str:
 def sha256_file(path: Path) -> str:
     """sha256 of a file; one that has not changed since (same inode, size, mtime) is not read again."""
     st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would be read forever
+        raise UserError(f"cannot hash {path}: it is not a regular file")
     return _sha256(os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
 
 
@@ -150,9 +153,7 @@ class OutputSet:
         for tmp in self._staged.values():
             _unlink(tmp)
         self._staged = {}
-        for folder in reversed(self._made):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        _remove_empty(self._made)
         self._made = []
 
     def commit(self) -> None:
@@ -185,6 +186,13 @@ def _make_folders(folder: Path) -> list[Path]:
     for f in reversed(missing):
         f.mkdir(exist_ok=True)
     return list(reversed(missing))
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders made (listed outermost first) that are still empty."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _write_fd(fd: int, write: Callable[[IO[bytes]], Any]) -> None:
@@ -314,8 +322,15 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
     the folder's leftovers are recovered (see :func:`recover_folder`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, created = _lock_fd(path, what)
+    try:
+        made = _make_folders(path.parent)
+    except OSError as exc:
+        raise UserError(f"cannot take lock {path}: {exc.strerror or exc}") from None
+    try:
+        fd, created = _lock_fd(path, what)
+    except BaseException:
+        _remove_empty(made)
+        raise
     try:
         previous = os.pread(fd, 1 << 16, 0).decode(errors="replace")
         if previous:
@@ -326,8 +341,11 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
             log.warning("lock.stale", path=str(path), reason="empty lock file with no live holder")
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "since": utc_now()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+        except OSError as exc:
+            raise UserError(f"cannot take lock {path}: {exc.strerror or exc}") from None
         recover_folder(path.parent)
         yield
     finally:
@@ -335,6 +353,7 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)
+        _remove_empty(made)  # a run that wrote nothing leaves no folder behind
 
 
 def _lock_fd(path: Path, what: str) -> tuple[int, bool]:

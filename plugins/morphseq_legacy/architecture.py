@@ -57,6 +57,9 @@ def infer_shape(config: dict[str, Any], state: dict[str, Any], source: str) -> E
         raise UserError(f"{source}: input_dim is missing and cannot be inferred (features {feat})")
     # the config is checked against the weights before anything is allocated for it
     # (a latent_dim of 2**40 must not reach torch)
+    if n_layers != len(conv):
+        raise UserError(f"{source}: the weights hold {len(conv)} conv layers, model_config.json's "
+                        f"n_conv_layers is {n_layers}")
     log_var, conv0 = "encoder.log_var.weight", f"encoder.conv_layers.{conv[0]}.weight"
     for key, said, tensor, found in (("latent_dim", latent, log_var, state[log_var].shape[0]),
                                      ("n_out_channels", channels, conv0, first.shape[0]),
@@ -65,9 +68,6 @@ def infer_shape(config: dict[str, Any], state: dict[str, Any], source: str) -> E
             value = list(shape.input_dim) if key == "input_dim" else said
             raise UserError(f"{source}: {tensor} has shape {tuple(state[tensor].shape)}, which does not fit "
                             f"model_config.json's {key} {value}")
-    if n_layers != len(conv):
-        raise UserError(f"{source}: the weights hold {len(conv)} conv layers, model_config.json's "
-                        f"n_conv_layers is {n_layers}")
     return shape
 
 

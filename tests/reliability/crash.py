@@ -146,6 +146,9 @@ class _Run:
                 try:
                     os.dup2(err, 2)
                     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+                    # the parent's sys.stderr may be a capture (pytest's): write to fd 2 itself
+                    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+                    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
                     from morphseq_stages.cli import main
 
                     code = main(argv)
