@@ -18,6 +18,7 @@ from morphseq_stages.files import (
     atomic_write,
     atomic_write_json,
     sha256_files_in_background,
+    staged_path,
     staged_writes,
 )
 
@@ -189,7 +190,8 @@ def _write_unembedded(plan: Build06Plan, merged: MergeResult, listed: np.ndarray
 
 
 def _file_entry(path: Path, rows: int, record: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {**file_state(path), "rows": rows, **extra, "built_from": record}
+    # the file as staged: it is renamed into place when the whole set is (files.staged_writes)
+    return {**file_state(staged_path(path)), "rows": rows, **extra, "built_from": record}
 
 
 def _z(merged: MergeResult, schema: str) -> dict[str, Any]:

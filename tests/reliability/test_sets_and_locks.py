@@ -113,7 +113,7 @@ def test_two_runs_at_once_one_refused_the_other_complete(tmp_path):
     os.close(write)
     with os.fdopen(read) as log:
         for line in log:
-            if '"coverage"' in line:  # the first run holds its locks: freeze it there
+            if '"event": "coverage"' in line:  # the first run holds its locks: freeze it there
                 os.kill(first.pid, signal.SIGSTOP)
                 break
         second = _Run(argv, fork=True)
@@ -123,7 +123,7 @@ def test_two_runs_at_once_one_refused_the_other_complete(tmp_path):
     assert first.wait() == 0, rest
     df03 = synth.df02.with_name("embryo_metadata_df03.csv")
     assert len(df03.read_text().splitlines()) == 1 + sum(scenario.EXPERIMENTS.values())
-    assert len(list((synth.data_root / "metadata" / "metadata_n_embeddings" / scenario.MODEL).iterdir())) == 3
+    assert len(list((synth.data_root / "metadata" / "metadata_n_embeddings" / scenario.MODEL).glob("df03_*.csv"))) == 3
     assert scenario.leftovers(tmp_path) == []
 
 
