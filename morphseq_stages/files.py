@@ -356,6 +356,19 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
         _remove_empty(made)  # a run that wrote nothing leaves no folder behind
 
 
+def recover_if_free(path: Path, what: str) -> None:
+    """For a run that only reads a folder: if a killed run left its lock or journal there
+    and no run holds the lock now, take it for a moment to recover the folder."""
+    path = Path(path)
+    if not (path.exists() or (path.parent / JOURNAL).exists()):
+        return
+    try:
+        with exclusive_lock(path, what):
+            pass
+    except LockBusy:
+        pass  # its holder is alive and will finish its own set
+
+
 def _lock_fd(path: Path, what: str) -> tuple[int, bool]:
     """(an fd holding the flock of ``path``, whether this call created the file); the
     file is checked to still be the one at ``path`` once locked."""

@@ -13,7 +13,7 @@ import structlog
 
 from . import logs
 from .errors import UserError
-from .files import exclusive_lock
+from .files import exclusive_lock, recover_if_free
 from .manager import Host
 from .options import validate
 from .stages import StageContext, StageOutcome, StagePlan
@@ -82,7 +82,9 @@ def run_stage(
     generate to the end of export, so that a second run on the same outputs stops at once
     (:class:`~.files.LockBusy`, exit 75). A plan that can tell whether it is still
     current (``plan.still_current() -> bool``) is made again, under the locks, when a
-    run that held them meanwhile changed its inputs or outputs.
+    run that held them meanwhile changed its inputs or outputs. The locks of folders a
+    plan only reads (``plan.reads()``) are taken for a moment, when free, so that what a
+    killed run left there is recovered.
     """
     logs.library_default()
     schema = host.registry.stage(stage).options  # an unknown stage is a clear error
@@ -108,6 +110,8 @@ def run_stage(
         with contextlib.ExitStack() as held:
             taken: set[str] = set()
             _hold(held, plan, taken)
+            for path, what in getattr(plan, "reads", list)():
+                recover_if_free(path, what)
             if not getattr(plan, "still_current", lambda: True)():
                 log.info("plan.remade", reason="another run changed its inputs or outputs before the locks were taken")
                 plan = _plan(host, stage, context)

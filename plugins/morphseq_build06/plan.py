@@ -146,6 +146,10 @@ class Build06Plan(StagePlan):
         written them before this one took the locks)."""
         return _snapshot(self.watched()) == self.snapshot
 
+    def reads(self) -> list[tuple[Path, str]]:
+        """The store's lock when this run only reads the store (see runner.run_stage)."""
+        return [] if self.generates else [(self.store / ".latents.lock", f"latent files in {self.store}")]
+
     def locks(self) -> list[tuple[Path, str]]:
         if self.options.generate_only:
             return []  # it takes the store lock only while it writes (see declared.store_write)

@@ -1,8 +1,11 @@
 """Kill Build06 with SIGKILL at random points: every output must stay old or new, each
 output set must hang together, and the next run must recover and complete.
 
-    python -m tests.reliability.crash --kills 200               # generation + analysis copies, overwriting
-    python -m tests.reliability.crash --kills 10 --merge-only   # the fast variant the test suite runs
+    python -m tests.reliability.crash --kills 200                      # generation + analysis copies, overwriting
+    python -m tests.reliability.crash --kills 10 --merge-only --fork   # the fast variant the test suite runs
+
+``--fork`` forks this interpreter for each run instead of starting a new one (no start-up
+time, so more of each run is spent where it writes).
 
 The old state is a completed run; the new run (``--overwrite``) has more df02 rows, so
 every output it writes differs. Kills fall between the end of the plan and the end of
@@ -35,6 +38,7 @@ DATA_SUFFIXES = (".csv", ".parquet", ".h5ad")
 @attrs.define
 class Tally:
     kills: int = 0
+    mid_run: int = 0  # kills that found the run still running
     changed: int = 0  # kills after which some output differed from the old state
     with_temp: int = 0  # kills that left temporary files
     mid_commit: int = 0  # kills that left a commit journal (a set half renamed)
@@ -163,6 +167,11 @@ class _Run:
         if stderr is None:
             os.close(err)
 
+    def running(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
     def kill(self) -> None:
         os.kill(self.pid, signal.SIGKILL)
 
@@ -189,11 +198,14 @@ def _timed_run(argv: list[str], fork: bool) -> tuple[float, float, subprocess.Co
     return planned or 0.0, total, subprocess.CompletedProcess(argv, code, "", "".join(lines))
 
 
-def _kill_at(argv: list[str], delay: float, fork: bool) -> None:
+def _kill_at(argv: list[str], delay: float, fork: bool) -> bool:
+    """Start a run and SIGKILL it after ``delay`` seconds; whether it was still running."""
     run = _Run(argv, fork=fork)
     time.sleep(delay)
+    running = run.running()
     run.kill()
     run.wait()
+    return running
 
 
 def prepare(base: Path, merge_only: bool) -> tuple[Path, list[str]]:
@@ -238,7 +250,7 @@ def crash_test(kills: int, *, merge_only: bool, chain: int = 5, seed: int = 0, f
             if n % chain == 0:
                 shutil.rmtree(work)
                 shutil.copytree(old_dir, work)
-            _kill_at(argv, rng.uniform(0.9 * planned, total), fork)
+            tally.mid_run += _kill_at(argv, rng.uniform(0.9 * planned, total), fork)
             tally.kills += 1
             check_killed(work, old, new, tally)
             if n % chain == chain - 1 or n == kills - 1:
@@ -259,6 +271,7 @@ def main() -> None:
     t = crash_test(a.kills, merge_only=a.merge_only, chain=a.chain, seed=a.seed, fork=a.fork)
     print(f"{t.kills} SIGKILLs ({'merge-only' if a.merge_only else 'generation + analysis copies'}, overwriting), "
           f"{time.monotonic() - start:.0f} s")
+    print(f"  killed while running: {t.mid_run}")
     print(f"  outputs changed when killed: {t.changed}; temporary files left: {t.with_temp}; "
           f"killed mid-commit (journal left): {t.mid_commit}")
     print(f"  output files checked: {t.files_checked}; reruns: {t.reruns}, "

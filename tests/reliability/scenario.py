@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 from morphseq_build06.testing import make_pipeline_root, snip_image, write_latent_file
+from morphseq_stages.files import JOURNAL
 
 MODEL = "m"
 SNIP_SIZE = (32, 72)  # width, height: small, so that embedding is instant
 INPUT_DIM = (1, 72, 32)
 EXPERIMENTS = {"20231207": 6, "20240509_18ss": 4, "20250612_ctrl": 4}
-JOURNAL = ".morphseq-outputs.commit"
 
 
 def merge_root(base: Path):

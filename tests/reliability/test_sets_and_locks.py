@@ -18,8 +18,6 @@ from . import scenario
 from .crash import _Run
 from conftest import load_json_lines, tree_digest
 
-DF_DIR = ("root", "metadata", "combined_metadata_files")
-
 
 def test_a_failed_set_changes_nothing_and_leaves_nothing(tmp_path):
     (tmp_path / "a.csv").write_text("old a")
