@@ -147,8 +147,14 @@ class Build06Plan(StagePlan):
         return _snapshot(self.watched()) == self.snapshot
 
     def reads(self) -> list[tuple[Path, str]]:
-        """The store's lock when this run only reads the store (see runner.run_stage)."""
-        return [] if self.generates else [(self.store / ".latents.lock", f"latent files in {self.store}")]
+        """The locks of the folders this run reads but does not write (see runner.run_stage):
+        the store when it generates nothing, the analysis copies' folder when every copy is
+        current (a run killed after committing them may have left its lock there)."""
+        free = [] if self.generates else [(self.store / ".latents.lock", f"latent files in {self.store}")]
+        copies = [o.path.parent for o in self.outputs if o.kind == "analysis"]
+        if copies and all(o.action == "skip" for o in self.outputs if o.kind == "analysis"):
+            free.append((copies[0] / ".df03_copies.lock", f"analysis copies in {copies[0]}"))
+        return free
 
     def locks(self) -> list[tuple[Path, str]]:
         if self.options.generate_only:

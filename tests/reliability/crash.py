@@ -17,6 +17,7 @@ checked to equal the new one, then the old state is restored.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -33,6 +34,7 @@ import attrs
 from . import scenario
 
 DATA_SUFFIXES = (".csv", ".parquet", ".h5ad")
+RUN_LIMIT_S = 300
 
 
 @attrs.define
@@ -141,6 +143,8 @@ class _Run:
     """A Build06 run in a process of its own: a fresh interpreter, or (``fork``) a fork
     of this one, which skips the interpreter's start-up (the fast variant)."""
 
+    live: set[int] = set()  # started and not yet waited for (see kill_survivors)
+
     def __init__(self, argv: list[str], *, fork: bool, stderr: int | None = None):
         err = stderr if stderr is not None else os.open(os.devnull, os.O_WRONLY)
         if fork:
@@ -148,6 +152,9 @@ class _Run:
             if self.pid == 0:  # the child: run, and leave without any of the parent's clean-up
                 code = 70
                 try:
+                    # a fork of a threaded parent can deadlock; a run never takes this long
+                    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                    signal.alarm(RUN_LIMIT_S)
                     os.dup2(err, 2)
                     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
                     # the parent's sys.stderr may be a capture (pytest's): write to fd 2 itself
@@ -164,6 +171,7 @@ class _Run:
             self._proc = subprocess.Popen([sys.executable, "-m", "morphseq_stages", *argv],
                                           stdout=subprocess.DEVNULL, stderr=err)
             self.pid = self._proc.pid
+        _Run.live.add(self.pid)
         if stderr is None:
             os.close(err)
 
@@ -177,8 +185,22 @@ class _Run:
 
     def wait(self) -> int:
         if self._proc is not None:
-            return self._proc.wait()
-        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            code = self._proc.wait(timeout=RUN_LIMIT_S)
+        else:
+            code = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        _Run.live.discard(self.pid)
+        return code
+
+
+def kill_survivors() -> None:
+    """SIGKILL and reap every run still alive (a failed test must not leave one holding its
+    pipes: CI waits for them)."""
+    for pid in list(_Run.live):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        _Run.live.discard(pid)
 
 
 def _timed_run(argv: list[str], fork: bool) -> tuple[float, float, subprocess.CompletedProcess]:

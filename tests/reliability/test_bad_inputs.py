@@ -48,11 +48,19 @@ def replace_df02(replacement: Path | str) -> Callable:
 
 
 def _unblock_later(fifo: Path) -> None:
-    """Should a reader block on the FIFO, a writer comes by later so that the test ends (and fails)."""
+    """Should a reader block on the FIFO, a writer comes by later so that the test ends (and fails).
+
+    The writer must never block itself (no reader: ENXIO) nor keep the interpreter alive
+    (a daemon): a blocked non-daemon timer once kept pytest from exiting after its summary."""
     def open_and_close():
-        with open(fifo, "wb"):
-            pass
-    threading.Timer(20, open_and_close).start()
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass  # no reader: nobody is blocked on it
+
+    timer = threading.Timer(20, open_and_close)
+    timer.daemon = True
+    timer.start()
 
 
 def latent_bytes(data: bytes, experiment: str = "20231207") -> Callable:

@@ -54,10 +54,12 @@ def test_a_set_killed_between_its_renames_is_completed_by_the_next_lock_holder(t
                 os.kill(os.getpid(), signal.SIGKILL)
 
         os.replace = replace
-        with staged_writes():
-            for name in ("a.csv", "b.csv", "manifest.json"):
-                atomic_write(tmp_path / name, lambda fh, n=name: fh.write(f"new {n}".encode()))
-        os._exit(0)
+        try:
+            with staged_writes():
+                for name in ("a.csv", "b.csv", "manifest.json"):
+                    atomic_write(tmp_path / name, lambda fh, n=name: fh.write(f"new {n}".encode()))
+        finally:
+            os._exit(0)  # never return into the parent's pytest
     os.waitpid(pid, 0)
     left = sorted(p.name for p in tmp_path.iterdir())
     assert JOURNAL in left and (tmp_path / "a.csv").read_text() == "new a.csv"
@@ -78,6 +80,22 @@ def test_a_dead_runs_lock_and_temporary_files_are_taken_over(tmp_path, cli):
     events = {e["event"]: e for e in load_json_lines(err)}
     assert events["lock.recovered"]["old_pid"] == 4_000_321
     assert events["outputs.temp_removed"]["files"] == [".embryo_metadata_df03.csv.k3Jx_9aZ.tmp"]
+    assert scenario.leftovers(tmp_path) == []
+
+
+def test_a_dead_runs_lock_beside_current_analysis_copies_is_removed(tmp_path, cli):
+    # killed after committing the copies and before releasing their lock: the next run has
+    # nothing to write there, yet must not leave the lock behind
+    synth = scenario.merge_root(tmp_path)
+    code, _, err = cli(*scenario.args(synth, "--export-analysis-copies"))
+    assert code == 0, err
+    copies = synth.data_root / "metadata" / "metadata_n_embeddings" / scenario.MODEL
+    (copies / ".df03_copies.lock").write_text(json.dumps({"pid": 4_000_322, "host": "h", "since": "s"}))
+    before = {p.name: p.read_bytes() for p in copies.glob("df03_*")}
+    code, _, err = cli(*scenario.args(synth, "--export-analysis-copies"))
+    assert code == 0, err
+    assert [e["old_pid"] for e in load_json_lines(err) if e["event"] == "lock.recovered"] == [4_000_322]
+    assert {p.name: p.read_bytes() for p in copies.glob("df03_*")} == before
     assert scenario.leftovers(tmp_path) == []
 
 
@@ -114,9 +132,11 @@ def test_two_runs_at_once_one_refused_the_other_complete(tmp_path):
             if '"event": "coverage"' in line:  # the first run holds its locks: freeze it there
                 os.kill(first.pid, signal.SIGSTOP)
                 break
-        second = _Run(argv, fork=True)
-        assert second.wait() == 75
-        os.kill(first.pid, signal.SIGCONT)
+        try:
+            second = _Run(argv, fork=True)
+            assert second.wait() == 75
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         rest = log.read()
     assert first.wait() == 0, rest
     df03 = synth.df02.with_name("embryo_metadata_df03.csv")
