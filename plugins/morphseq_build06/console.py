@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .plan import GENERATING
+
 if TYPE_CHECKING:
     from .plan import Build06Plan
 
@@ -39,8 +41,12 @@ def render_plan(plan: Build06Plan) -> str:
                 and df03.reason != "current" else ""),
              f"df03 after this run (predicted): coverage {_pct(p['coverage'])} overall, "
              f"{_pct(p['coverage_selected'])} of the selected experiments; {p['rows_unembedded']} row(s) without "
-             f"an embedding, {p['rows_never_embeddable']} of them can never be embedded (no image)",
+             f"an embedding, {p['rows_never_embeddable']} of them can never be embedded (no image, or one that "
+             "could not be read)",
              "", "outputs:"]
+    for e in plan.experiments:
+        if e.action in GENERATING:
+            lines.append(f"  {e.action:<9} {e.latent_path}  ({len(e.to_embed)} image(s) to embed: {e.reason})")
     for o in plan.outputs:
         lines.append(f"  {o.action:<9} {o.path}" + (f"  ({o.reason})" if o.reason else ""))
     lines += [f"warning: {w}" for w in (*plan.warnings, *plan.predicted)]
@@ -60,7 +66,7 @@ def render_summary(s: Mapping[str, Any]) -> str:
     if d["coverage"] is not None:
         lines.append(f"coverage of df03 on disk: {_pct(d['coverage'])} overall ({d['matched']} of {d['rows']} rows), "
                      f"{_pct(d['coverage_selected'])} of the selected experiments; {d['unembedded']} row(s) without "
-                     f"an embedding, {d['never_embeddable']} of them without an image")
+                     f"an embedding, {d['never_embeddable']} of them without a readable image")
     g = s["generated"]
     if g["files"]:
         lines.append(f"generated: {g['rows']} latent rows in {len(g['files'])} file(s)")

@@ -130,7 +130,7 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 def summary(plan: Build06Plan, generated: GenerateReport) -> dict[str, Any]:
     """The run summary of a --generate-only run."""
     written = list(generated.written)
-    if written:
+    if generated.manifest:
         written.append(str(plan.manifest_path))
     return {
         "stage": "build06", "generate_only": True,

@@ -70,16 +70,20 @@ class _Writer:
         self.skipped: list[dict[str, str]] = []
         self.rows: dict[str, int] = {}
 
-    def __call__(self, out: OutputPlan | None, write: Callable[[], int]) -> bool:
+    def __call__(self, out: OutputPlan | None, write: Callable[[], int | None]) -> bool:
+        """``write`` returns the table's row count, or None for a file that is not a table."""
         if out is None:
             return False
         if out.action == "skip":
             self.skipped.append({"path": str(out.path), "reason": out.reason})
             log.info("write.skipped", path=str(out.path), what=out.kind, reason=out.reason)
             return False
-        rows = self.rows[str(out.path)] = write()
+        rows = write()
+        if rows is not None:
+            self.rows[str(out.path)] = rows
         self.written.append(str(out.path))
-        log.info("write.done", path=str(out.path), what=out.kind, rows=rows, action=out.action)
+        log.info("write.done", path=str(out.path), what=out.kind, action=out.action,
+                 **({"rows": rows} if rows is not None else {}))
         return True
 
 
@@ -116,8 +120,8 @@ def _export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
     if df03.action != "skip":
         run(plan.output("sidecar"), functools.partial(_write_sidecar, plan, merged, record, summary, run))
     else:
-        run(plan.output("sidecar"), lambda: 0)
-    latents = list(merged.generated.written) + ([str(plan.manifest_path)] if merged.generated.written else [])
+        run(plan.output("sidecar"), lambda: None)
+    latents = list(merged.generated.written) + ([str(plan.manifest_path)] if merged.generated.manifest else [])
     summary["written"], summary["skipped"] = latents + run.written, run.skipped  # every file this run wrote
     return summary
 
@@ -254,8 +258,8 @@ def _df03_record(plan: Build06Plan, merged: MergeResult, hashes: dict[str, str])
 
 
 def _write_sidecar(plan: Build06Plan, merged: MergeResult, record: dict[str, Any], summary: dict[str, Any],
-                   run: _Writer) -> int:
-    """Write df03's provenance sidecar; 0 table rows."""
+                   run: _Writer) -> None:
+    """Write df03's provenance sidecar."""
     built = plan.inputs.record(_recorded(plan, "df03", plan.df03_path))
     df03, listing = plan.output("df03").path, plan.output("unembedded").path
     data = {
@@ -267,7 +271,6 @@ def _write_sidecar(plan: Build06Plan, merged: MergeResult, record: dict[str, Any
         "timings_s": {"generate": merged.generated.seconds, "total": round(time.monotonic() - plan.started, 3)},
     }
     atomic_write_json(plan.output("sidecar").path, data)
-    return 0
 
 
 def _recorded(plan: Build06Plan, kind: str, path: Path) -> dict[str, Any]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -34,6 +37,7 @@ class GenerateReport:
     skipped: tuple[str, ...] = ()
     embedder: dict = attrs.Factory(dict)
     seconds: float = 0.0
+    manifest: bool = False  # the manifest was written (a latent file, or the unreadable images it lists)
 
 
 def resolve_device(asked: str) -> str:
@@ -73,7 +77,7 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
     written: list[str] = []
     skipped: list[str] = []
     unreadable: list[tuple[str, str]] = []
-    embedded = 0
+    embedded, noted = 0, False
     try:
         for exp in todo:
             with structlog.contextvars.bound_contextvars(experiment=exp.experiment):
@@ -85,14 +89,20 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
                     log.warning("image.unreadable", path=path, error=err)
                 unreadable.extend(result.failures)
                 if result.failures and opts.strict:
-                    done = f"written before: {', '.join(written + [str(plan.manifest_path)])}" if written else \
-                        "nothing written"
+                    before = written + ([str(plan.manifest_path)] if written or noted else [])
+                    done = f"written before: {', '.join(before)}" if before else "nothing written"
                     raise StrictFailure(
                         f"{len(result.failures)} unreadable image(s) in {exp.experiment}, first: {result.failures[0][0]} "
                         f"({result.failures[0][1]}); nothing was written for it (--strict; {done})")
                 snip_ids = [exp.to_embed[i].stem for i in result.ok]
                 with declared.store_write(plan, exp) as current:
-                    wrote = current and _write(plan, exp, embedder, snip_ids, result.mu, result.logvar)
+                    bad = _unreadable_entries(plan, exp, result.failures) if current else {}
+                    if current and not snip_ids:  # nothing to add: the latent file stays as it is
+                        noted |= manifest.record_unreadable(plan.manifest_path, exp.experiment, bad)
+                        log.warning("latents.nothing_embedded", path=str(exp.latent_path),
+                                    unreadable=len(result.failures), reason="no image could be read; nothing written")
+                        continue
+                    wrote = current and _write(plan, exp, embedder, snip_ids, result.mu, result.logvar, bad)
                 if wrote:
                     written.append(str(exp.latent_path))
                     embedded += len(snip_ids)
@@ -104,7 +114,23 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
         executor.close()
     return GenerateReport(written=tuple(written), embedded=embedded, unreadable_images=tuple(unreadable),
                           skipped=tuple(skipped), embedder=embedder.describe(),
-                          seconds=round(time.monotonic() - start, 3))
+                          seconds=round(time.monotonic() - start, 3), manifest=bool(written) or noted)
+
+
+def _unreadable_entries(plan: Build06Plan, exp: ExperimentPlan, failures: Sequence[tuple[str, str]]
+                        ) -> dict[str, dict[str, Any]]:
+    """The experiment's unreadable images after this run: those recorded and not tried again,
+    and this run's failures (an image gone since is not recorded: the plan says it has none)."""
+    tried = {p.name for p in exp.to_embed}
+    entries = {k: v for k, v in manifest.unreadable(manifest.load(plan.manifest_path), exp.experiment).items()
+               if k not in tried}
+    for path, error in failures:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        entries[Path(path).name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "error": error}
+    return entries
 
 
 def check_strict(plan: Build06Plan) -> None:
@@ -126,14 +152,14 @@ def _can_append(exp: ExperimentPlan, embedder: Embedder) -> bool:
 
 
 def _write(plan: Build06Plan, exp: ExperimentPlan, embedder: Embedder, snip_ids: list[str], mu: np.ndarray,
-           logvar: np.ndarray | None) -> bool:
+           logvar: np.ndarray | None, unreadable: Mapping[str, Any]) -> bool:
     # the latent file and the manifest change together, the manifest renamed last
     with staged_writes():
-        return _stage(plan, exp, embedder, snip_ids, mu, logvar)
+        return _stage(plan, exp, embedder, snip_ids, mu, logvar, unreadable)
 
 
 def _stage(plan: Build06Plan, exp: ExperimentPlan, embedder: Embedder, snip_ids: list[str], mu: np.ndarray,
-           logvar: np.ndarray | None) -> bool:
+           logvar: np.ndarray | None, unreadable: Mapping[str, Any]) -> bool:
     args = (exp.experiment, snip_ids, mu, logvar, embedder.mu_columns, embedder.sigma_columns)
     if exp.latent_path.suffix == ".parquet":
         table = parquet_store.latent_table(snip_ids, mu, logvar, embedder.mu_columns, embedder.sigma_columns,
@@ -165,7 +191,8 @@ def _stage(plan: Build06Plan, exp: ExperimentPlan, embedder: Embedder, snip_ids:
         rows = len(snip_ids)
     log.info("write.done", path=str(exp.latent_path), what="latents", rows=rows, action=exp.action)
     manifest.record(plan.manifest_path, exp.latent_path, rows=rows, fingerprint=embedder.fingerprint,
-                    model_name=plan.model.name, embedder=plan.options.embedder, backend=_backend(embedder))
+                    model_name=plan.model.name, embedder=plan.options.embedder, backend=_backend(embedder),
+                    experiment=exp.experiment, unreadable_images=unreadable)
     return True
 
 

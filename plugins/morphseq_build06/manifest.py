@@ -1,4 +1,9 @@
-"""The latent store's ``manifest.json``: which model wrote each latent file, and when."""
+"""The latent store's ``manifest.json``: which model wrote each latent file, and when.
+
+``unreadable`` lists, per experiment, the snip images the embedder could not decode
+(with their size and mtime when it tried): later runs do not try them again until the
+image changes, so that a corrupt snip does not make every run re-plan its experiment.
+"""
 
 from __future__ import annotations
 
@@ -30,11 +35,55 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
+def unreadable(data: Mapping[str, Any], experiment: str) -> dict[str, dict[str, Any]]:
+    """``{image file name: {"size", "mtime_ns", "error"}}`` recorded for ``experiment``."""
+    found = data.get("unreadable", {})
+    entries = found.get(experiment, {}) if isinstance(found, dict) else {}
+    return dict(entries) if isinstance(entries, dict) else {}
+
+
+def still_unreadable(image: Path, entry: Mapping[str, Any] | None) -> bool:
+    """Whether ``image`` is the very file recorded as unreadable (same size and mtime)."""
+    if not isinstance(entry, Mapping):
+        return False
+    try:
+        st = image.stat()
+    except OSError:
+        return False
+    return entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns
+
+
+def _set_unreadable(data: dict[str, Any], experiment: str, entries: Mapping[str, Any]) -> None:
+    found = data["unreadable"] if isinstance(data.get("unreadable"), dict) else {}
+    found = {k: v for k, v in found.items() if k != experiment}
+    if entries:
+        found[experiment] = dict(sorted(entries.items()))
+    data.pop("unreadable", None)
+    if found:
+        data["unreadable"] = dict(sorted(found.items()))
+
+
+def record_unreadable(manifest_path: Path, experiment: str, entries: Mapping[str, Any]) -> bool:
+    """Replace ``experiment``'s unreadable images; write the manifest only if they changed."""
+    data = load(manifest_path)
+    if unreadable(data, experiment) == dict(entries):
+        return False
+    data["format"] = FORMAT
+    _set_unreadable(data, experiment, entries)
+    atomic_write_json(manifest_path, data)
+    log.info("write.done", path=str(manifest_path), what="manifest", unreadable_images=len(entries))
+    return True
+
+
 def record(manifest_path: Path, latent_path: Path, *, rows: int, fingerprint: str | None,
-           model_name: str, embedder: str, backend: Mapping[str, Any] | None = None) -> None:
-    """Add or replace the entry of one latent file (call while holding the store lock)."""
+           model_name: str, embedder: str, backend: Mapping[str, Any] | None = None,
+           experiment: str | None = None, unreadable_images: Mapping[str, Any] | None = None) -> None:
+    """Add or replace the entry of one latent file, and its experiment's unreadable images
+    (call while holding the store lock)."""
     data = load(manifest_path)
     data["format"] = FORMAT
+    if experiment is not None:
+        _set_unreadable(data, experiment, unreadable_images or {})
     data["files"][latent_path.name] = {
         "rows": rows,
         "sha256": sha256_file(staged_path(latent_path)),

@@ -17,7 +17,7 @@ import structlog
 
 from . import keys
 from .generate import GenerateReport
-from .plan import Build06Plan, coverage, coverage_warnings, strict_failure
+from .plan import Build06Plan, coverage, coverage_warnings, settle, strict_failure
 from .store import read_store
 
 log = structlog.get_logger()
@@ -67,6 +67,7 @@ class MergeResult:
     report: dict[str, Any]
     warnings: tuple[str, ...]
     generated: GenerateReport
+    plan: Build06Plan = attrs.field(repr=False)  # as generation left the disk (see plan.settle)
 
 
 def _parse_lines(lines: pa.Array) -> list[np.ndarray]:
@@ -156,7 +157,8 @@ def row_reasons(plan: Build06Plan, take: np.ndarray, non_finite: np.ndarray, gen
     reasons = np.full(len(plan.df02), "", dtype=object)
     with_file = {e.experiment for e in plan.experiments if e.latent_path.exists()}
     folders = {e.experiment: e.image_dir for e in plan.experiments}
-    unreadable = {Path(p).stem: p for p, _ in generated.unreadable_images}
+    recorded = [(str(p), err) for e in plan.experiments for p, err in e.unreadable]
+    unreadable = {Path(p).stem: p for p, _ in [*recorded, *generated.unreadable_images]}
     missing = np.flatnonzero(take < 0)
     for i, key in zip(missing, plan.row_keys.take(pa.array(missing, pa.int64())).to_pylist(), strict=True):
         exp = plan.row_experiments[i]
@@ -198,6 +200,7 @@ def _findings(info: dict[str, Any]) -> list[str]:
 
 def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeResult:
     generated = generated or GenerateReport()
+    plan = settle(plan, generated.written)
     latents, info = load_latents(plan)
     take, rules, non_finite = latents.match_keys(plan.row_keys, plan.key_rules)
     reasons = row_reasons(plan, take, non_finite, generated)
@@ -206,18 +209,22 @@ def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeRe
     log.info("coverage", coverage=cov["overall"], coverage_selected=cov["selected"], rows=cov["rows"],
              matched=cov["matched"], per_experiment=cov["per_experiment"])
     warnings = list(plan.warnings) + coverage_warnings(cov, plan.options.min_coverage) + _findings(info)
+    if generated.unreadable_images:
+        path, error = generated.unreadable_images[0]
+        warnings.append(f"{len(generated.unreadable_images)} snip image(s) could not be read, e.g. {path} ({error}); "
+                        f"listed in {plan.manifest_path}, not tried again until they change")
     for w in warnings:
         log.warning("build06.warning", message=w)
     if plan.options.strict and warnings:
-        written = list(generated.written) + ([str(plan.manifest_path)] if generated.written else [])
+        written = list(generated.written) + ([str(plan.manifest_path)] if generated.manifest else [])
         raise strict_failure(warnings, written)
     listed = [_category(r) for r in reasons[reasons != ""]]
     report = {
         "df02_rows": len(plan.df02), "df03_rows": int(plan.keep.sum()), "rows_counted": cov["rows"],
         "rows_matched": cov["matched"], "coverage": cov["overall"], "coverage_selected": cov["selected"],
         "per_experiment": cov["per_experiment"], "key_rules_df02": rules, **info,
-        "rows_never_embeddable": int((plan.keep & ~plan.has_image & (take < 0)).sum()),
+        "rows_never_embeddable": int((plan.keep & ~(plan.has_image & ~plan.unreadable_rows) & (take < 0)).sum()),
         "unembedded": {r: listed.count(r) for r in sorted(set(listed))},
     }
     return MergeResult(latents=latents, take=take, keep=plan.keep, reasons=reasons, report=report,
-                       warnings=tuple(warnings), generated=generated)
+                       warnings=tuple(warnings), generated=generated, plan=plan)

@@ -148,8 +148,11 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
     outputs += extra_outputs(outputs, opts, _sibling_of(outputs))
     if changing:
         path = store / manifest.MANIFEST_NAME
+        what = "; ".join(f"{e} {how}" for e, how in changing.items())
+        fresh = (Freshness(status="out-of-date", reasons=(f"latent files to record: {what}",)) if path.exists()
+                 else Freshness(status="new"))
         outputs.append(OutputPlan(kind="manifest", path=path, action="overwrite" if path.exists() else "write",
-                                  reason="updated for each latent file written"))
+                                  reason="updated for each latent file written", freshness=fresh))
     return outputs, records, [w for w in warnings if w]
 
 

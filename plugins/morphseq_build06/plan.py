@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -54,6 +55,7 @@ class ExperimentPlan:
     rows_without_latent: int
     rows_without_image: int  # rows that can never be embedded
     to_embed: tuple[Path, ...] = attrs.field(repr=False)
+    unreadable: tuple[tuple[Path, str], ...] = attrs.field(repr=False)  # (image, error) recorded, not tried again
     recorded_model: str | None
     recorded_name: str | None
     unknown_origin: bool  # a latent file with no manifest entry
@@ -69,6 +71,7 @@ class ExperimentPlan:
             "latent_rows": self.latent_rows, "snip_dir": str(self.snip_dir) if self.snip_dir else None,
             "snip_images": self.snip_images, "rows_without_latent": self.rows_without_latent,
             "rows_without_image": self.rows_without_image, "images_to_embed": len(self.to_embed),
+            "images_unreadable": len(self.unreadable),
             "recorded_model": self.recorded_model, "recorded_model_name": self.recorded_name,
             "unknown_origin": self.unknown_origin, "stale": self.stale, "action": self.action,
             "reason": self.reason, "source": self.source_note,
@@ -102,11 +105,13 @@ class Build06Plan(StagePlan):
     row_experiments: np.ndarray = attrs.field(repr=False)
     row_codes: np.ndarray = attrs.field(repr=False)  # per df02 row: its experiment's index in ``experiments``, or -1
     has_image: np.ndarray = attrs.field(repr=False)  # per df02 row: its snip image exists
+    unreadable_rows: np.ndarray = attrs.field(repr=False)  # per df02 row: its image is recorded as unreadable
     keep: np.ndarray = attrs.field(repr=False)  # per df02 row: it goes into df03 (all, unless --qc-filter)
     unknown_flags: int
     experiments: tuple[ExperimentPlan, ...]
     outputs: tuple[OutputPlan, ...]
     warnings: tuple[str, ...]  # certain now
+    output_warnings: tuple[str, ...]  # those of ``warnings`` about outputs left out of date
     predicted: tuple[str, ...]  # the coverage warnings this run's merge is expected to give
     prediction: dict[str, Any]
     records: dict[str, Any] = attrs.field(repr=False)  # sidecar contents as found, by output kind
@@ -351,12 +356,15 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     matched = _latent_match(latents, row_keys)
     found = {e: _images(opts, e) for e in in_df02}
     has_image = _has_image(row_keys, codes, [found[e][2] for e in in_df02])
-    recorded = manifest.load(store / manifest.MANIFEST_NAME)["files"]
+    store_record = manifest.load(store / manifest.MANIFEST_NAME)
+    recorded = store_record["files"]
     exp_plans = [
         _plan_experiment(opts, e, e in selected, sources[e], found[e], recorded.get(sources[e].path.name), model,
-                         latents.keys[e][0] if e in latents.keys else None, codes == k, matched, has_image)
+                         latents.keys[e][0] if e in latents.keys else None, codes == k, matched, has_image,
+                         manifest.unreadable(store_record, e))
         for k, e in enumerate(in_df02)
     ]
+    unreadable_rows = _has_image(row_keys, codes, [[p for p, _ in e.unreadable] for e in exp_plans]) & ~matched
     keep, unknown_flags = parse_flags(cols["use_embryo_flag"]) if opts.qc_filter else (np.ones(len(df02), bool), 0)
     warnings = ([] if len(df02) else [f"df02 {df02_path} has no rows"])
     warnings += _model_warnings(model_error, store, any(p.action in GENERATING for p in exp_plans))
@@ -365,7 +373,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
                  for src in sources.values() for p in src.skipped]
     if unknown_flags:
         warnings.append(f"{unknown_flags} use_embryo_flag value(s) are not true/false; treated as false")
-    prediction, predicted = predict(opts, exp_plans, codes, matched, has_image, keep)
+    prediction, predicted = predict(opts, exp_plans, codes, matched, has_image & ~unreadable_rows, keep)
     non_finite = sum(int((r.nan_rows | r.inf_rows).sum()) for r in latents.rows.values())
     if non_finite:
         predicted.append(f"{non_finite} latent row(s) hold NaN or Inf and will be treated as missing")
@@ -381,22 +389,40 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
         options=opts, df02_path=df02_path, df03_path=paths.df03(opts.root), store=store, model=model,
         model_error=model_error, request=request, embedder_provider=registry.embedders[opts.embedder].provider,
         df02=df02, snip_ids=cols["snip_id"], row_keys=row_keys, key_rules=key_rules, row_experiments=row_exp, row_codes=codes,
-        has_image=has_image, keep=keep, unknown_flags=unknown_flags, experiments=tuple(exp_plans),
-        outputs=tuple(outputs), warnings=tuple(warnings + out_warnings), predicted=tuple(predicted),
+        has_image=has_image, unreadable_rows=unreadable_rows, keep=keep, unknown_flags=unknown_flags,
+        experiments=tuple(exp_plans), outputs=tuple(outputs), warnings=tuple(warnings + out_warnings),
+        output_warnings=tuple(out_warnings), predicted=tuple(predicted),
         prediction=prediction, records=records, inputs=now, latents=latents,
     )
     return attrs.evolve(plan, snapshot=_snapshot(plan.watched()))
 
 
+def settle(plan: Build06Plan, written: Collection[str]) -> Build06Plan:
+    """The plan as generation left the disk: an experiment whose latent file this run meant
+    to write but did not (no image could be read, a refused top-up) is read as it is, and
+    every output is judged again from the files on disk, not from what the run meant to do."""
+    missed = {e.experiment for e in plan.experiments if e.action in GENERATING and str(e.latent_path) not in written}
+    if not missed:
+        return plan
+    exps = tuple(attrs.evolve(e, action="read" if e.latent_exists else "missing", to_embed=(),
+                              reason=f"{e.reason}; nothing written by this run")
+                 if e.experiment in missed else e for e in plan.experiments)
+    now = attrs.evolve(plan.inputs, experiments=exps)
+    outputs, records, out_warnings = plan_outputs(plan.options, now=now, store=plan.store)
+    kept = [w for w in plan.warnings if w not in plan.output_warnings]
+    return attrs.evolve(plan, experiments=exps, outputs=tuple(outputs), records=records, inputs=now,
+                        warnings=tuple(kept + out_warnings), output_warnings=tuple(out_warnings))
+
+
 def _experiment_warnings(opts: Build06Options, plans: list[ExperimentPlan]) -> list[str]:
     warnings = []
-    missing = [p.experiment for p in plans if p.action == "missing"]
+    missing = [p for p in plans if p.action == "missing"]
     if missing:
-        gen = opts.generate_missing_latents or opts.overwrite_latents
-        hint = "" if gen else " (pass --generate-missing-latents to embed them)"
-        if gen and any(not p.selected for p in plans if p.action == "missing"):
-            hint = " (not selected by --experiments, or no snip images)"
-        warnings.append(f"no latent file for {', '.join(missing)}{hint}; df03 will lack their embeddings")
+        if opts.generate_missing_latents or opts.overwrite_latents:
+            names = ", ".join(f"{p.experiment} ({_why_missing(p)})" for p in missing)
+        else:
+            names = f"{', '.join(p.experiment for p in missing)} (pass --generate-missing-latents to embed them)"
+        warnings.append(f"no latent file for {names}; df03 will lack their embeddings")
     for p in plans:
         if p.stale:
             warnings.append(f"{p.latent_path.name} was written by another model ({p.recorded_name or p.recorded_model})"
@@ -406,6 +432,14 @@ def _experiment_warnings(opts: Build06Options, plans: list[ExperimentPlan]) -> l
         warnings.append(f"{len(unknown)} latent file(s) of unknown origin (no entry in {manifest.MANIFEST_NAME}): "
                         f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
     return warnings
+
+
+def _why_missing(p: ExperimentPlan) -> str:
+    if not p.selected:
+        return "not selected by --experiments"
+    if p.unreadable:
+        return f"its {len(p.unreadable)} snip image(s) could not be read, e.g. {p.unreadable[0][0]}"
+    return f"no snip images in {p.image_dir}" if not p.snip_images else p.reason
 
 
 def coverage(matched: np.ndarray, keep: np.ndarray, codes: np.ndarray, experiments: list[str],
@@ -455,8 +489,13 @@ def predict(opts: Build06Options, plans: list[ExperimentPlan], codes: np.ndarray
 def _plan_experiment(opts: Build06Options, experiment: str, selected: bool, source: parquet_store.LatentSource,
                      found: tuple[Path | None, Path, list[Path]], record: dict[str, Any] | None,
                      model: ModelInfo | MissingModel, file_keys: pa.Array | None, rows_mask: np.ndarray,
-                     matched: np.ndarray, has_image: np.ndarray) -> ExperimentPlan:
-    snip_dir, image_dir, images = found
+                     matched: np.ndarray, has_image: np.ndarray, known_bad: dict[str, dict[str, Any]]
+                     ) -> ExperimentPlan:
+    snip_dir, image_dir, all_images = found
+    bad = tuple((p, str(known_bad[p.name].get("error", ""))) for p in all_images
+                if manifest.still_unreadable(p, known_bad.get(p.name)))
+    bad_paths = {p for p, _ in bad}
+    images = [p for p in all_images if p not in bad_paths]
     latent_path = source.path
     exists = file_keys is not None
     latent_keys = set(file_keys.to_pylist()) if file_keys is not None else set()
@@ -467,6 +506,9 @@ def _plan_experiment(opts: Build06Options, experiment: str, selected: bool, sour
     if record and exists and latent_path.is_file() and record.get("sha256") and record["sha256"] != sha256_file(latent_path):
         log.warning("latents.changed_since_recorded", experiment=experiment, path=str(latent_path))
     action, reason, todo = _action(opts, selected, source.writable, exists, stale, images, new_images)
+    if bad:
+        reason = reason.removesuffix(" and no snip images") + (f"; {len(bad)} snip image(s) could not be read by an earlier run (listed in "
+                   f"{manifest.MANIFEST_NAME}), not tried again until they change")
     note = source.note
     if action == "regenerate" and latent_path.suffix != f".{opts.latent_format}":
         # re-embedding writes the asked format; the other file stays, read only if its format is asked for
@@ -475,9 +517,9 @@ def _plan_experiment(opts: Build06Options, experiment: str, selected: bool, sour
     return ExperimentPlan(
         experiment=experiment, selected=selected, df02_rows=int(rows_mask.sum()), latent_path=latent_path,
         latent_exists=exists, latent_rows=len(file_keys) if file_keys is not None else None, snip_dir=snip_dir,
-        image_dir=image_dir, snip_images=len(images) if snip_dir else None,
+        image_dir=image_dir, snip_images=len(all_images) if snip_dir else None,
         rows_without_latent=int((rows_mask & ~matched).sum()), rows_without_image=int((rows_mask & ~has_image).sum()),
-        to_embed=todo, recorded_model=recorded_model, recorded_name=record.get("model_name") if record else None,
+        to_embed=todo, unreadable=bad, recorded_model=recorded_model, recorded_name=record.get("model_name") if record else None,
         unknown_origin=exists and source.writable and not record, stale=stale, action=action, reason=reason, source_note=note,
     )
 

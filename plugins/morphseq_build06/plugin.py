@@ -101,6 +101,7 @@ def morphseq_stage_export(
         return StageOutcome(exit_code=0, summary=summary, text="\n".join(
             [f"generated: {merged.embedded} latent rows in {len(merged.written)} file(s) (--generate-only)"]
             + [f"wrote    {w}" for w in summary["written"]] + [f"warning: {w}" for w in summary["warnings"]]))
+    plan = merged.plan  # as generation left the disk
     summary = export(plan, merged)
     side = plan.output("sidecar")
     summary["sidecar"] = str(side.path) if side is not None and str(side.path) in summary["written"] else None

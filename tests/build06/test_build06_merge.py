@@ -369,13 +369,20 @@ def test_interrupted_write_leaves_previous_output(tmp_path, cli, monkeypatch):
     root, data, df02 = make_root(tmp_path)
     latents_for(df02, data)
     assert cli("build06", "--root", root, "--data-root", data, "--log-format", "json")[0] == 0
+    exp = next(iter(latents_for(df02, data)))  # new values for one experiment: df03 is out of date
+    write_latent_file(store(data), exp, sorted(latents_for(df02, data)[exp]), latent_dim=8, seed=77)
     before = tree_digest(tmp_path)
-    from morphseq_build06 import csvtext
+    from morphseq_build06 import export
 
-    def boom(*a, **k):
+    interrupted = []
+
+    def half_then_interrupt(fh, header, *args, **kwargs):  # df03 is the only table this run writes
+        fh.write(header + b"\nhalf a row")  # part of the new df03 is on disk, as a temporary file
+        fh.flush()
+        interrupted.append(header)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(csvtext.pc, "binary_join_element_wise", boom)
+    monkeypatch.setattr(export, "write_rows", half_then_interrupt)
     code, _, err = cli("build06", "--root", root, "--data-root", data, "--overwrite", "--log-format", "json")
-    assert code == 130
-    assert tree_digest(tmp_path) == before  # no temporary file left, df03 as it was
+    assert code == 130 and len(interrupted) == 1 and b"z_mu_" in interrupted[0]
+    assert tree_digest(tmp_path) == before  # df03 and its listing as they were, no temporary file left

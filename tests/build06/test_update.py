@@ -286,3 +286,85 @@ def test_overwrite_with_no_latent_file_keeps_df03(stored, cli):
                          "--overwrite", "--log-format", "json")
     assert code == 0 and df03_of(stored).read_bytes() == before
     assert "no latent file to merge (check --model-name and --data-root); df03 kept" in out
+
+
+def on_disk(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``folder``: its sha256 and mtime."""
+    return {str(p): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_unreadable_snips_write_no_latent_file_and_a_rerun_changes_nothing(generated, cli):
+    s = generated
+    store = s.latent_dir(MODEL)
+    broken = append_experiment(s, NEW, 2)  # every image of NEW unreadable
+    s.snip_path(NEW, broken[0]).write_bytes(b"not a jpeg")
+    s.snip_path(NEW, broken[1]).unlink()
+    s.snip_path(NEW, broken[1]).symlink_to(s.snip_path(NEW, broken[1]).with_name("gone.jpg"))  # a missing file
+    partly = append_experiment(s, "20250116_partly", 2)  # one image readable, one not
+    s.snip_path("20250116_partly", partly[1]).write_bytes(b"\xff\xd8\xff truncated")
+    code, out, err = run(cli, s, "--generate-missing-latents", "--overwrite", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert not (store / f"morph_latents_{NEW}.csv").exists()  # no header-only file
+    assert summary["generated"]["files"] == [str(store / "morph_latents_20250116_partly.csv")]
+    assert summary["generated"]["rows"] == 1 and summary["rows"]["df03"] == 16 and summary["rows"]["matched"] == 13
+    _, rows = read_rows(df03_of(s).with_name("embryo_metadata_df03_unembedded.csv"))
+    reasons = {r[0]: r[2] for r in rows}
+    assert reasons[broken[0]] == f"unreadable image {s.snip_path(NEW, broken[0])}"
+    assert reasons[partly[1]] == f"unreadable image {s.snip_path('20250116_partly', partly[1])}"
+    assert reasons[broken[1]].startswith("no image at ")  # a dangling link is no image
+    recorded = json.loads((store / "manifest.json").read_text())["unreadable"]
+    assert set(recorded) == {NEW, "20250116_partly"} and set(recorded[NEW]) == {f"{broken[0]}.jpg"}
+    # the next identical run plans nothing, says df03 is current, and changes no file
+    before = on_disk(s.root.parent)
+    code, out, _ = run(cli, s, "--generate-missing-latents", "--overwrite", "--dry-run", "--json")
+    plan = json.loads(out)
+    assert plan["df03_status"] == {"status": "current", "reasons": [], "action": "skip"}
+    actions = {e["experiment"]: (e["action"], e["images_to_embed"]) for e in plan["experiments"]}
+    assert actions[NEW] == ("missing", 0) and actions["20250116_partly"] == ("read", 0)
+    assert not any(w["action"] in ("generate", "top-up", "write", "overwrite") for w in plan["writes"])
+    code, out, err = run(cli, s, "--generate-missing-latents", "--overwrite", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["df03"]["status"] == "current" and summary["written"] == []
+    assert on_disk(s.root.parent) == before
+    # a replaced image is tried again
+    snip_image(7).save(s.snip_path(NEW, broken[0]), quality=90)
+    code, out, _ = run(cli, s, "--generate-missing-latents", "--dry-run", "--json")
+    assert {e["experiment"]: e["action"] for e in json.loads(out)["experiments"]}[NEW] == "generate"
+
+
+def test_a_plain_update_twice_changes_nothing_the_second_time(generated, cli):
+    s = generated
+    ids = append_experiment(s, NEW, 2)
+    s.snip_path(NEW, ids[0]).write_bytes(b"not a jpeg")
+    code, _, err = run(cli, s, "--generate-missing-latents")
+    assert code == 0, err
+    before = on_disk(s.root.parent)
+    code, out, _ = run(cli, s, "--generate-missing-latents", "--dry-run", "--json")
+    plan = json.loads(out)
+    assert [w for w in plan["writes"] if w["action"] not in ("skip",)] == []
+    assert plan["df03_status"]["reasons"] == ["df02 changed: 2 new rows in 20250115_newexp",
+                                            "latent file for 20250115_newexp added"]
+    code, out, err = run(cli, s, "--generate-missing-latents", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert on_disk(s.root.parent) == before and summary["written"] == []
+    assert summary["generated"] == {"files": [], "rows": 0, "unreadable_images": 0, "not_topped_up": []}
+
+
+def test_the_plan_lists_latent_files_and_the_manifest_as_they_are(generated, cli):
+    s = generated
+    append_experiment(s, NEW, 2)
+    latent = s.latent_dir(MODEL) / f"morph_latents_{NEW}.csv"
+    code, out, _ = run(cli, s, "--generate-missing-latents", "--dry-run", "--json")
+    manifest = next(o for o in json.loads(out)["outputs"] if o["kind"] == "manifest")
+    assert manifest["status"] == "out-of-date" and manifest["status_reasons"] == [f"latent files to record: {NEW} written"]
+    code, out, _ = run(cli, s, "--generate-missing-latents", "--dry-run")
+    outputs = out[out.index("outputs:"):]
+    assert f"  generate  {latent}  (2 image(s) to embed: no latent file)" in outputs
+    code, _, err = run(cli, s, "--generate-missing-latents", "--overwrite")
+    assert code == 0, err
+    done = {e["path"]: e for e in load_json_lines(err) if e["event"] == "write.done"}
+    assert "rows" not in done[str(df03_of(s).with_suffix(".json"))] and done[str(df03_of(s))]["rows"] == 14
