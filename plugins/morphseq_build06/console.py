@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .plan import GENERATING
+from .plan import GENERATING, in_memory_prefix
 
 if TYPE_CHECKING:
     from .plan import Build06Plan
@@ -28,21 +28,17 @@ def render_plan(plan: Build06Plan) -> str:
                      "-" if e.latent_rows is None else str(e.latent_rows), str(len(e.to_embed)), e.action, e.reason))
     selected = "all" if len(plan.selected) == len(plan.experiments) else ", ".join(plan.selected)
     df03 = plan.output("df03")
-    p = plan.prediction
     lines = [f"Build06 plan: {plan.df02_path} ({len(plan.df02)} rows, {len(plan.experiments)} experiments; "
              f"selected: {selected})",
              f"model: {plan.model.name} via embedder {plan.options.embedder!r}"
              + (f" ({plan.model.location})" if plan.model.location else " (model folder not found)"),
-             f"latent store: {plan.store}", "", *_table(rows),
+             f"latent store: {plan.store}" + _store_note(plan), "", *_table(rows),
              *[f"  {e.experiment} reads {e.latent_path.name}: {e.source_note}" for e in plan.experiments if e.source_note],
              "",
              f"df03: {df03.freshness.describe()} -> {df03.action}"
              + (f"; {df03.reason[len(df03.freshness.describe()) + 2:]}" if df03.action == "skip"
                 and df03.reason != "current" else ""),
-             f"df03 after this run (predicted): coverage {_pct(p['coverage'])} overall, "
-             f"{_pct(p['coverage_selected'])} of the selected experiments; {p['rows_unembedded']} row(s) without "
-             f"an embedding, {p['rows_never_embeddable']} of them can never be embedded (no image, or one that "
-             "could not be read)",
+             _predicted(plan),
              "", "outputs:"]
     for e in plan.experiments:
         if e.action in GENERATING:
@@ -51,6 +47,23 @@ def render_plan(plan: Build06Plan) -> str:
         lines.append(f"  {o.action:<9} {o.path}" + (f"  ({o.reason})" if o.reason else ""))
     lines += [f"warning: {w}" for w in (*plan.warnings, *plan.predicted)]
     return "\n".join(lines)
+
+
+def _predicted(plan: Build06Plan) -> str:
+    p, which = plan.prediction, in_memory_prefix(plan.output("df03"), plan.experiments)
+    if which is None:
+        return "df03 after this run: unchanged (nothing to merge)"
+    head = "df03 after this run (predicted)" if which == "" else "df03 if it were rewritten with --overwrite (predicted)"
+    return (f"{head}: coverage {_pct(p['coverage'])} overall, {_pct(p['coverage_selected'])} of the selected "
+            f"experiments; {p['rows_unembedded']} row(s) without an embedding, {p['rows_never_embeddable']} of them "
+            "can never be embedded (no image, or one that could not be read)")
+
+
+def _store_note(plan: Build06Plan) -> str:
+    if any(e.latent_exists for e in plan.experiments):
+        return ""
+    where = "in it" if plan.store.is_dir() else "(the folder does not exist)"
+    return f" -- no latent files exist for model {plan.model.name!r} {where}"
 
 
 def render_summary(s: Mapping[str, Any]) -> str:

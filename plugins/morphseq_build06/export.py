@@ -37,7 +37,7 @@ from .latents import parse_z
 from .merge import MergeResult
 from .outputs import OutputPlan
 from .parquet_store import shards
-from .plan import Build06Plan
+from .plan import Build06Plan, recorded_coverage
 from .provenance import run_facts, versions
 
 log = structlog.get_logger()
@@ -137,7 +137,7 @@ def _summary(plan: Build06Plan, merged: MergeResult, run: _Writer) -> dict[str, 
                     unembedded=report["df03_rows"] - report["rows_matched"],
                     never_embeddable=report["rows_never_embeddable"])
     else:
-        df03.update(_recorded_counts(plan) if out.freshness.status == "out-of-date" else _unknown_counts())
+        df03.update(_on_disk_counts(plan))
     return {
         "stage": "build06",
         "df03": df03,
@@ -154,20 +154,13 @@ def _summary(plan: Build06Plan, merged: MergeResult, run: _Writer) -> dict[str, 
     }
 
 
-def _unknown_counts() -> dict[str, Any]:
-    return dict.fromkeys(("rows", "matched", "coverage", "coverage_selected", "unembedded", "never_embeddable"))
-
-
-def _recorded_counts(plan: Build06Plan) -> dict[str, Any]:
-    """The counts the sidecar recorded for the df03 that is still on disk (its sha256 was checked)."""
-    side = plan.records["df03"]
-    counts, cov = side.get("counts", {}), side.get("coverage", {})
-    out = _unknown_counts()
-    if "df03_rows" in counts:
-        out.update(rows=counts["df03_rows"], matched=counts.get("rows_matched"), coverage=cov.get("overall"),
-                   coverage_selected=cov.get("selected"), never_embeddable=counts.get("rows_never_embeddable"))
-        out["unembedded"] = counts["df03_rows"] - counts["rows_matched"] if "rows_matched" in counts else None
-    return out
+def _on_disk_counts(plan: Build06Plan) -> dict[str, Any]:
+    """The counts of the df03 still on disk, as its sidecar recorded them (None: not known)."""
+    disk = recorded_coverage(plan) or {}
+    rows, matched = disk.get("rows"), disk.get("matched")
+    return {"rows": rows, "matched": matched, "coverage": disk.get("overall"),
+            "coverage_selected": disk.get("selected"), "never_embeddable": disk.get("never_embeddable"),
+            "unembedded": rows - matched if rows is not None and matched is not None else None}
 
 
 def _training_join(plan: Build06Plan, merged: MergeResult) -> tuple[TextTable, np.ndarray]:

@@ -91,12 +91,19 @@ def load_sidecar(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+#: per experiment, the df02 rows (new, edited, removed) since an output was built
+RowChanges = Callable[[Sequence[str]], Mapping[str, tuple[int, int, int]] | None]
+
+
 def status(path: Path, sidecar_path: Path, recorded: Mapping[str, Any] | None,
-           current: Callable[[], Mapping[str, Any]], changing: Mapping[str, str]) -> Freshness:
+           current: Callable[[], Mapping[str, Any]], changing: Mapping[str, str],
+           row_changes: RowChanges | None = None) -> Freshness:
     """The state of output ``path`` whose sidecar entry is ``recorded``.
 
     ``current()`` gives ``built_from`` as the inputs are now (called only when there is a
-    record to compare with); ``changing``: experiment -> what this run does to its latent file.
+    record to compare with); ``changing``: experiment -> what this run does to its latent
+    file; ``row_changes``: counts the df02 rows changed in the given experiments (by reading
+    the output, whose records are df02's when it was built), or None.
     """
     if not path.exists():
         return Freshness(status="new")
@@ -105,22 +112,29 @@ def status(path: Path, sidecar_path: Path, recorded: Mapping[str, Any] | None,
     now = file_state(path, recorded)
     if now["sha256"] != recorded.get("sha256"):
         return Freshness(status="foreign", reasons=("edited since this tool wrote it",))
-    reasons = compare(recorded["built_from"], current(), changing)
+    reasons = compare(recorded["built_from"], current(), changing, row_changes)
     return Freshness(status="out-of-date" if reasons else "current", reasons=tuple(reasons))
 
 
-def compare(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[str, str]) -> list[str]:
+def compare(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[str, str],
+            row_changes: RowChanges | None = None) -> list[str]:
     reasons = []
+    old_opts, new_opts = old.get("options", {}), new.get("options", {})
+    other_model = any(old_opts.get(k) != new_opts.get(k) for k in ("embedder", "model_name"))
+    if other_model:  # another latent store: its files are not the ones df03 was built from
+        was, now = _model_of(old_opts), _model_of(new_opts)
+        reasons.append(f"df03 was built with model {was}; this run uses {now}")
     for key in CONTENT_OPTIONS:
-        a, b = old.get("options", {}).get(key), new.get("options", {}).get(key)
-        if a != b:
+        a, b = old_opts.get(key), new_opts.get(key)
+        if a != b and not (other_model and key in ("embedder", "model_name")):
             reasons.append(f"--{key.replace('_', '-')} changed ({_show(a)} -> {_show(b)})")
     a, b = old.get("model_fingerprint"), new.get("model_fingerprint")
-    if a and b and a != b:
+    if a and b and a != b and not other_model:
         reasons.append("the model's weights changed")
     if "df02" in new:
-        reasons += _df02_reasons(old.get("df02", {}), new["df02"])
-    reasons += _latent_reasons(old.get("latents", {}), new.get("latents", {}), changing)
+        reasons += _df02_reasons(old.get("df02", {}), new["df02"], row_changes)
+    if not other_model:
+        reasons += _latent_reasons(old.get("latents", {}), new.get("latents", {}), changing)
     if "training" in new and old.get("training", {}).get("sha256") != new["training"].get("sha256"):
         reasons.append("training metadata changed")
     return reasons
@@ -130,14 +144,32 @@ def _show(v: Any) -> str:
     return {True: "on", False: "off", None: "none"}.get(v, str(v)) if isinstance(v, bool | None) else str(v)
 
 
-def _df02_reasons(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def _model_of(options: Mapping[str, Any]) -> str:
+    embedder = options.get("embedder")
+    return f"{options.get('model_name')!r}" + (f" (embedder {embedder!r})" if embedder not in (None, "legacy") else "")
+
+
+def _rows(n: int, what: str) -> str:
+    return f"{n} {what}".replace("row", "rows") if n != 1 else f"{n} {what}"
+
+
+def _df02_reasons(old: Mapping[str, Any], new: Mapping[str, Any], row_changes: RowChanges | None) -> list[str]:
     if old.get("sha256") == new.get("sha256"):
         return []
     a, b = old.get("experiments", {}), new.get("experiments", {})
+    differ = [e for e in dict.fromkeys([*a, *b]) if a.get(e) != b.get(e)]
+    counted = row_changes(differ) if row_changes is not None and differ else None
     changes = []
-    for exp in dict.fromkeys([*a, *b]):
+    for exp in differ:
         n_old, n_new = (a[exp][0] if exp in a else 0), (b[exp][0] if exp in b else 0)
-        if n_new > n_old:
+        if counted is not None and exp in counted:
+            added, edited, removed = counted[exp]
+            parts = [_rows(added, "new row")] if added else []
+            parts += [_rows(edited, "row edited")] if edited else []
+            if removed:
+                parts.append(f"{removed} removed" if parts else _rows(removed, "row removed"))
+            changes.append(f"{', '.join(parts)} in {exp}" if parts else f"rows of {exp} reordered")
+        elif n_new > n_old:
             changes.append(f"{n_new - n_old} new row{'s' * (n_new - n_old != 1)} in {exp}")
         elif n_new < n_old:
             changes.append(f"{n_old - n_new} row{'s' * (n_old - n_new != 1)} of {exp} removed")

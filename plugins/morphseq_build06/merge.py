@@ -17,7 +17,15 @@ import structlog
 
 from . import keys
 from .generate import GenerateReport
-from .plan import Build06Plan, coverage, coverage_warnings, settle, strict_failure
+from .plan import (
+    Build06Plan,
+    coverage,
+    coverage_warnings,
+    in_memory_prefix,
+    recorded_coverage,
+    settle,
+    strict_failure,
+)
 from .store import read_store
 
 log = structlog.get_logger()
@@ -198,6 +206,19 @@ def _findings(info: dict[str, Any]) -> list[str]:
     return warnings
 
 
+def _coverage_warnings(plan: Build06Plan, cov: dict[str, Any]) -> list[str]:
+    """Coverage warnings about df03 as on disk after the run: this merge's when it is
+    written (or current); else the file's, as its sidecar recorded them, and what a rewrite
+    would give."""
+    low = plan.options.min_coverage
+    prefix = in_memory_prefix(plan.output("df03"), plan.experiments)
+    warnings = [] if prefix is None else coverage_warnings(cov, low, prefix)
+    if prefix != "":
+        disk = recorded_coverage(plan)
+        warnings += coverage_warnings(disk, low, "df03 on disk (not rewritten): ") if disk else []
+    return warnings
+
+
 def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeResult:
     generated = generated or GenerateReport()
     plan = settle(plan, generated.written)
@@ -208,7 +229,7 @@ def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeRe
                    set(plan.selected))
     log.info("coverage", coverage=cov["overall"], coverage_selected=cov["selected"], rows=cov["rows"],
              matched=cov["matched"], per_experiment=cov["per_experiment"])
-    warnings = list(plan.warnings) + coverage_warnings(cov, plan.options.min_coverage) + _findings(info)
+    warnings = list(plan.warnings) + _coverage_warnings(plan, cov) + _findings(info)
     if generated.unreadable_images:
         path, error = generated.unreadable_images[0]
         warnings.append(f"{len(generated.unreadable_images)} snip image(s) could not be read, e.g. {path} ({error}); "

@@ -9,6 +9,7 @@ only with ``--overwrite`` (a warning otherwise, naming the flag).
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,9 +18,10 @@ import attrs
 import numpy as np
 
 from morphseq_stages.embedders import ModelInfo
+from morphseq_stages.errors import UserError
 
-from . import manifest, paths
-from .csvtext import TextTable
+from . import keys, manifest, paths
+from .csvtext import TextTable, read_columns, read_text_table
 from .formats import extra_outputs
 from .freshness import (
     Freshness,
@@ -30,6 +32,7 @@ from .freshness import (
     load_sidecar,
     status,
 )
+from .latents import parse_z
 from .options import Build06Options
 
 if TYPE_CHECKING:
@@ -107,11 +110,62 @@ def decide(kind: Any, path: Path, fresh: Freshness, overwrite: bool, experiment:
                       experiment=experiment, freshness=fresh)
 
 
+def nothing_to_merge(experiments: Sequence[ExperimentPlan]) -> bool:
+    """No latent file exists or will be written: a rewrite would only remove embeddings."""
+    return not any(e.latent_exists or e.action in CHANGES for e in experiments)
+
+
 def _fresh(path: Path, sidecar: Path, data: Mapping[str, Any], current: Callable[[Mapping], dict],
-           changing: Mapping[str, str]) -> Freshness:
+           changing: Mapping[str, str], now: InputsNow | None = None) -> Freshness:
+    """``now``: for an output whose records are df02's (df03, an analysis copy), to count
+    the df02 rows changed since it was built."""
     entry = data.get("files", {}).get(path.name)
     recorded = entry.get("built_from") if isinstance(entry, dict) else None
-    return status(path, sidecar, entry, lambda: current(recorded or {}), changing)
+    qc = (recorded or {}).get("options", {}).get("qc_filter")
+    counter = None if now is None or qc else functools.partial(row_changes, path, now)
+    return status(path, sidecar, entry, lambda: current(recorded or {}), changing, counter)
+
+
+def row_changes(output: Path, now: InputsNow, experiments: Sequence[str]) -> dict[str, tuple[int, int, int]] | None:
+    """Per experiment: df02 rows (new, edited, removed) since ``output`` was built.
+
+    ``output`` holds every df02 row of its experiments as it was then (no --qc-filter),
+    each followed by its z cells (numbers: no comma, no quote); a row is matched by its
+    snip_id. None when the output cannot be read so.
+    """
+    try:
+        old = read_text_table(output, what="output")
+    except UserError:
+        return None
+    z = next((i for i, n in enumerate(reversed(old.names)) if not parse_z(n)), len(old.names))  # trailing z columns
+    if "snip_id" not in old.names[:len(old.names) - z]:
+        return None
+    records = [r.rsplit(b",", z)[0] if z else r for r in old.records.to_pylist()]
+    old_rows = _by_experiment(read_columns(old, ["snip_id", "experiment_date"]), records, set(experiments))
+    codes, names = now.row_codes, [e.experiment for e in now.experiments]
+    new_exp = np.array(names + [""], dtype=object)[codes]
+    new_ids = read_columns(now.df02, ["snip_id"])["snip_id"].to_pylist()
+    new_rows: dict[str, list[tuple[str, bytes]]] = {}
+    for i in np.flatnonzero(np.isin(new_exp, list(experiments))):
+        new_rows.setdefault(new_exp[i], []).append((new_ids[i], now.df02.records[int(i)].as_py()))
+    out = {}
+    for exp in experiments:
+        a, b = Counter(old_rows.get(exp, [])), Counter(new_rows.get(exp, []))
+        ids_a, ids_b = Counter(k for k, _ in a.elements()), Counter(k for k, _ in b.elements())
+        kept = sum((ids_a & ids_b).values())
+        out[exp] = (sum((ids_b - ids_a).values()), kept - sum((a & b).values()), sum((ids_a - ids_b).values()))
+    return out
+
+
+def _by_experiment(cols: Mapping[str, Any], records: list[bytes], wanted: set[str]) -> dict[str, list[tuple[str, bytes]]]:
+    ids = cols["snip_id"].to_pylist()
+    dates = cols["experiment_date"].to_pylist() if "experiment_date" in cols else [""] * len(ids)
+    rows: dict[str, list[tuple[str, bytes]]] = {}
+    for snip, date, record in zip(ids, dates, records, strict=True):
+        exp = (date or "").strip() or keys.experiment_of(snip)
+        if exp in wanted:
+            rows.setdefault(exp, []).append((snip, record))
+    return rows
 
 
 def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
@@ -120,13 +174,12 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
     changing = {e.experiment: CHANGES[e.action] for e in now.experiments if e.action in CHANGES}
     df03 = paths.df03(opts.root)
     records = {"df03": load_sidecar(paths.sidecar(df03))}
-    fresh = _fresh(df03, paths.sidecar(df03), records["df03"], now.record, changing)
+    fresh = _fresh(df03, paths.sidecar(df03), records["df03"], now.record, changing, now)
     listing = _fresh(paths.unembedded(df03), paths.sidecar(df03), records["df03"], now.record, changing)
     if fresh.status == "current" and listing.status != "current":
         fresh = Freshness(status="out-of-date", reasons=(f"{paths.unembedded(df03).name} is {listing.describe()}",))
     main = decide("df03", df03, fresh, opts.overwrite)
-    if fresh.status in ("out-of-date", "foreign") and not any(e.latent_exists or e.action in CHANGES
-                                                                for e in now.experiments):
+    if fresh.status in ("out-of-date", "foreign") and nothing_to_merge(now.experiments):
         # a mistyped --model-name or --data-root must not replace a df03 that has embeddings
         main = attrs.evolve(main, action="skip", reason=f"{fresh.describe()}; but this run has no latent file to "
                             "merge (check --model-name and --data-root); df03 kept")
@@ -199,7 +252,8 @@ def _copies(opts: Build06Options, now: InputsNow, records: dict[str, Any],
             continue
         path = paths.analysis_copy(opts.data_root, now.model.name, e.experiment)
         mine = {e.experiment: changing[e.experiment]} if e.experiment in changing else {}
-        fresh = _fresh(path, side, records["analysis"], functools.partial(now.record, only=e.experiment), mine)
+        fresh = _fresh(path, side, records["analysis"], functools.partial(now.record, only=e.experiment), mine,
+                       now)
         out.append(decide("analysis", path, fresh, opts.overwrite, e.experiment))
     stale = [str(o.experiment) for o in out if o.action == "skip" and o.freshness.status != "current"]
     warning = (f"{len(stale)} analysis cop{'y is' if len(stale) == 1 else 'ies are'} out of date or not written by "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -30,7 +30,7 @@ from . import declared, keys, manifest, parquet_store, paths
 from .csvtext import TextTable, read_columns, read_text_table
 from .latents import latent_file_name, parse_z
 from .options import Build06Options
-from .outputs import InputsNow, OutputPlan, plan_outputs
+from .outputs import InputsNow, OutputPlan, nothing_to_merge, plan_outputs
 from .store import StoreRead, read_store
 
 log = structlog.get_logger()
@@ -373,13 +373,14 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
                  for src in sources.values() for p in src.skipped]
     if unknown_flags:
         warnings.append(f"{unknown_flags} use_embryo_flag value(s) are not true/false; treated as false")
-    prediction, predicted = predict(opts, exp_plans, codes, matched, has_image & ~unreadable_rows, keep)
-    non_finite = sum(int((r.nan_rows | r.inf_rows).sum()) for r in latents.rows.values())
-    if non_finite:
-        predicted.append(f"{non_finite} latent row(s) hold NaN or Inf and will be treated as missing")
     now = InputsNow(opts=opts, df02_path=df02_path, df02=df02, row_codes=codes, experiments=exp_plans,
                     model=model)
     outputs, records, out_warnings = plan_outputs(opts, now=now, store=store)
+    prefix = in_memory_prefix(next(o for o in outputs if o.kind == "df03"), exp_plans, "predicted ")
+    prediction, predicted = predict(opts, exp_plans, codes, matched, has_image & ~unreadable_rows, keep, prefix)
+    non_finite = sum(int((r.nan_rows | r.inf_rows).sum()) for r in latents.rows.values())
+    if non_finite:
+        predicted.append(f"{non_finite} latent row(s) hold NaN or Inf and will be treated as missing")
     if opts.generate_only:  # no df03: what would be said of it does not apply
         outputs, out_warnings, predicted = declared.restrict(outputs), [], []
     for path in [o.path for o in outputs if o.action != "skip"] + [p.latent_path for p in exp_plans
@@ -469,9 +470,41 @@ def coverage_warnings(cov: dict[str, Any], min_coverage: float, prefix: str = ""
     return out
 
 
+def in_memory_prefix(df03: OutputPlan, experiments: Sequence[ExperimentPlan], prefix: str = "") -> str | None:
+    """How the coverage warnings of this run's merge must be worded: ``prefix`` when df03 is
+    written (or current: the merge is the file), a rewrite's "if" naming the flag when df03
+    is left out of date, None when no run would rewrite it (there is nothing to merge)."""
+    if df03.action != "skip" or df03.freshness.status in ("current", "new"):
+        return prefix
+    if nothing_to_merge(experiments):
+        return None
+    flag = "if df03 were rewritten (--overwrite), its "
+    return f"{prefix.rstrip()}, {flag}" if prefix else flag
+
+
+def recorded_coverage(plan: Build06Plan) -> dict[str, Any] | None:
+    """The coverage of df03 as on disk, from its sidecar (whose sha256 of df03 was checked:
+    an out-of-date df03 is the file the sidecar describes); the selected experiments' share
+    recomputed for this run's selection. None when the sidecar does not describe df03."""
+    if plan.output("df03").freshness.status != "out-of-date":
+        return None
+    side = plan.records["df03"]
+    per_exp = side.get("coverage", {}).get("per_experiment")
+    if not isinstance(per_exp, dict) or "overall" not in side.get("coverage", {}):
+        return None
+    picked = [v for e, v in per_exp.items() if e in set(plan.selected)]
+    rows, hits = sum(v["rows"] for v in picked), sum(v["matched"] for v in picked)
+    counts = side.get("counts", {})
+    return {"overall": side["coverage"]["overall"], "selected": hits / rows if rows else None,
+            "rows": counts.get("df03_rows"), "matched": counts.get("rows_matched"),
+            "never_embeddable": counts.get("rows_never_embeddable"), "per_experiment": per_exp}
+
+
 def predict(opts: Build06Options, plans: list[ExperimentPlan], codes: np.ndarray, matched: np.ndarray,
-            has_image: np.ndarray, keep: np.ndarray) -> tuple[dict[str, Any], list[str]]:
-    """Coverage after this run's generation, if every image decodes; the warnings it would give."""
+            has_image: np.ndarray, keep: np.ndarray, prefix: str | None = "predicted "
+            ) -> tuple[dict[str, Any], list[str]]:
+    """Coverage after this run's generation, if every image decodes; the warnings it would give
+    (worded with ``prefix``; none when it is None, see ``in_memory_prefix``)."""
     after = matched.copy()
     for k, p in enumerate(plans):
         rows = codes == k
@@ -483,7 +516,7 @@ def predict(opts: Build06Options, plans: list[ExperimentPlan], codes: np.ndarray
     never = int((keep & ~has_image & ~matched).sum())
     prediction = {"coverage": cov["overall"], "coverage_selected": cov["selected"],
                   "rows_never_embeddable": never, "rows_unembedded": cov["rows"] - cov["matched"]}
-    return prediction, coverage_warnings(cov, opts.min_coverage, "predicted ")
+    return prediction, [] if prefix is None else coverage_warnings(cov, opts.min_coverage, prefix)
 
 
 def _plan_experiment(opts: Build06Options, experiment: str, selected: bool, source: parquet_store.LatentSource,

@@ -102,6 +102,15 @@ def test_a_misspelled_model_name_is_a_warning_in_a_dry_run(stored, cli):
     warning = next(ln for ln in out.splitlines() if ln.startswith("warning: model folder not found"))
     assert "did you mean tiny?" in warning and "no latent store at" in warning
     assert "(model folder not found)" in out
+    store = stored.data_root / "analysis" / "latent_embeddings" / "legacy" / "tinyy"
+    assert f"latent store: {store} -- no latent files exist for model 'tinyy' (the folder does not exist)" in out
+
+
+def test_another_model_name_is_one_reason(stored, cli):
+    assert run(cli, stored)[0] == 0
+    code, out, _ = cli("build06", "--root", stored.root, "--data-root", stored.data_root, "--model-name", "other",
+                       "--dry-run", "--json", "--log-format", "json")
+    assert json.loads(out)["df03_status"]["reasons"] == ["df03 was built with model 'tiny'; this run uses 'other'"]
 
 
 def test_precise_reasons_and_the_honest_plan(stored, cli):
@@ -276,7 +285,13 @@ def test_the_plan_names_what_changed(stored, cli):
     assert reasons()["reasons"] == ["latent file for 20231207 changed"]
     lines = stored.df02.read_bytes().splitlines(keepends=True)
     stored.df02.write_bytes(b"".join(lines[:2] + [lines[2].replace(b"wik", b"ab")] + lines[3:]))
-    assert reasons()["reasons"] == ["df02 changed: rows of 20231207 edited", "latent file for 20231207 changed"]
+    assert reasons()["reasons"] == ["df02 changed: 1 row edited in 20231207", "latent file for 20231207 changed"]
+    # edited and removed rows of one experiment, and rows of another only reordered
+    lines = stored.df02.read_bytes().splitlines(keepends=True)  # header, 5 x 20231207, 4 x 20240509_18ss, ...
+    edited = [ln.replace(b"E3", b"E3 medium") for ln in lines[1:3]]
+    stored.df02.write_bytes(b"".join([lines[0], *edited, *lines[3:5], lines[7], lines[6], *lines[8:]]))
+    assert reasons()["reasons"] == ["df02 changed: 2 rows edited, 1 removed in 20231207; rows of 20240509_18ss "
+                                    "reordered", "latent file for 20231207 changed"]
 
 
 def test_overwrite_with_no_latent_file_keeps_df03(stored, cli):
@@ -368,3 +383,29 @@ def test_the_plan_lists_latent_files_and_the_manifest_as_they_are(generated, cli
     assert code == 0, err
     done = {e["path"]: e for e in load_json_lines(err) if e["event"] == "write.done"}
     assert "rows" not in done[str(df03_of(s).with_suffix(".json"))] and done[str(df03_of(s))]["rows"] == 14
+
+
+def test_coverage_of_a_df03_not_rewritten_is_the_file_on_disk(stored, cli):
+    s = stored
+    ids = s.snips["20240509_18ss"]
+    write_latent_file(s.latent_dir(MODEL), "20240509_18ss", ids[:3], latent_dim=6, seed=1)  # 3 of 4 embedded
+    assert run(cli, s, "--experiments", "20231207")[0] == 0  # df03 on disk: 11 of 12 rows
+    append_experiment(s, NEW, 4, images=False)  # df03 out of date; a rewrite would hold 11 of 16
+    code, out, err = run(cli, s, "--experiments", "20240509_18ss", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["df03"]["written"] is False and summary["rows"]["df03"] == 12
+    assert summary["coverage"] == pytest.approx(11 / 12)
+    assert summary["df03"]["coverage_selected"] == pytest.approx(3 / 4)  # this run's selection, in the file
+    warnings = summary["warnings"]
+    assert "if df03 were rewritten (--overwrite), its coverage 68.8% is below --min-coverage 95.0%" in warnings
+    assert "df03 on disk (not rewritten): coverage 91.7% is below --min-coverage 95.0%" in warnings
+    assert not any(w.startswith("coverage ") for w in warnings)
+    code, out, _ = run(cli, s, "--dry-run")
+    assert "warning: predicted, if df03 were rewritten (--overwrite), its coverage 68.8% is below" in out
+    # a wrong --model-name: no latent file to merge, df03 kept; no "coverage 0.0%"
+    code, out, err = cli("build06", "--root", s.root, "--data-root", s.data_root, "--model-name", "tinny",
+                         "--log-format", "json", "--json")
+    warnings = json.loads(out)["warnings"]
+    assert code == 0 and not any("0.0%" in w for w in warnings)
+    assert "df03 on disk (not rewritten): coverage 91.7% is below --min-coverage 95.0%" in warnings
