@@ -6,7 +6,9 @@ Each function is a thin layer over the code the command line runs: the one-shot
 build06``; the step functions reuse its readers, key matching and byte-faithful
 writers. Paths may be ``str`` or ``Path``; bad input is a
 :class:`morphseq_stages.UserError` with the CLI's one-line message; nothing is replaced
-without ``overwrite=True`` (an existing output is left as it is, logged as skipped).
+without ``overwrite=True``: a writer returns normally when its output is written or
+already current (identical to what it would write), and raises :class:`OutputExists`
+when an existing output that is not current is left as it is.
 
 Logging: nothing is configured for you; warnings go to stderr until you configure
 structlog (``morphseq_stages.logs.configure("json")`` shows every event).
@@ -15,6 +17,7 @@ structlog (``morphseq_stages.logs.configure("json")`` shows every event).
 from __future__ import annotations
 
 import functools
+import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from .store import StoreRead
 
 __all__ = [
+    "OutputExists",
     "build_df03_with_embeddings",
     "declared_files",
     "ensure_latents_for_experiments",
@@ -57,6 +61,19 @@ __all__ = [
 STAGE = "build06"
 log = structlog.get_logger()
 PathLike = str | os.PathLike
+
+
+class OutputExists(UserError):
+    """An existing output is not current and was left as it is: pass ``overwrite=True``
+    to replace it. The message names the file; other outputs of the call may be written."""
+
+
+def _kept(out: Path, data: bytes, what: str) -> None:
+    """``out`` exists and ``overwrite`` is off: fine when it already holds ``data``."""
+    if out.read_bytes() != data:
+        raise OutputExists(f"{what} {out} exists and differs from what this call would write; "
+                           "pass overwrite=True to replace it")
+    log.info("write.skipped", path=str(out), what=what, reason="current (identical)")
 
 
 @functools.lru_cache(maxsize=1)
@@ -303,10 +320,8 @@ def _index_of_frame(latents_df: Any) -> LatentIndex:
 
 
 def _join(table: TextTable, index: LatentIndex, out: Path, overwrite: bool, what: str) -> bool:
-    """Write ``table`` (bytes unchanged) plus its z cells to ``out``; False if ``out`` was kept."""
-    if out.exists() and not overwrite:
-        log.warning("write.skipped", path=str(out), what=what, reason="exists; pass overwrite=True to replace")
-        return False
+    """Write ``table`` (bytes unchanged) plus its z cells to ``out``; False if ``out`` was
+    kept as identical; :class:`OutputExists` if it differs and ``overwrite`` is off."""
     if "snip_id" not in table.names:
         raise UserError(f"{what} {table.path} has no snip_id column")
     take, _, _ = index.match(read_columns(table, ["snip_id"])["snip_id"])
@@ -314,11 +329,23 @@ def _join(table: TextTable, index: LatentIndex, out: Path, overwrite: bool, what
     log.info("coverage", what=what, rows=len(table), matched=matched,
              coverage=round(matched / len(table), 6) if len(table) else 0.0)
     header = header_with(table.header, index.columns)
+
+    def write(fh: Any) -> None:
+        write_rows(fh, header, table.records, table.newline, lambda a, b: index.cells(take[a:b]))
+
     with exclusive_lock(out.parent / f".{out.name}.lock", str(out)):
-        atomic_write(out, lambda fh: write_rows(fh, header, table.records, table.newline,
-                                                lambda a, b: index.cells(take[a:b])))
+        if out.exists() and not overwrite:
+            _kept(out, _bytes_of(write), what)
+            return False
+        atomic_write(out, write)
     log.info("write.done", path=str(out), what=what, rows=len(table))
     return True
+
+
+def _bytes_of(write: Any) -> bytes:
+    buf = io.BytesIO()
+    write(buf)
+    return buf.getvalue()
 
 
 def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwrite: bool = False,
@@ -333,7 +360,10 @@ def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwri
 
     Returns:
         The path of the output: every df02 row and column, bytes unchanged, then the z
-        columns (empty where a row has no embedding).
+        columns (empty where a row has no embedding); written, or already identical.
+
+    Raises:
+        OutputExists: the output exists, differs, and ``overwrite`` is off (it is kept).
     """
     logs.library_default()
     df02 = paths.df02(_path(root, "root"))
@@ -356,8 +386,11 @@ def merge_train_with_embeddings(root: PathLike, train_name: str, latents_df: pd.
         overwrite: replace the output if it exists.
 
     Returns:
-        The path of ``embryo_metadata_with_embeddings.csv`` beside the training metadata,
-        or None (logged) when that metadata does not exist.
+        The path of ``embryo_metadata_with_embeddings.csv`` beside the training metadata
+        (written, or already identical), or None (logged) when that metadata does not exist.
+
+    Raises:
+        OutputExists: the output exists, differs, and ``overwrite`` is off (it is kept).
     """
     logs.library_default()
     check_safe_id(str(train_name), "training set name")
@@ -380,26 +413,31 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
         data_root: the central data root; copies go to
             ``<data_root>/metadata/metadata_n_embeddings/<model_name>/``.
         model_name: names the copies' folder.
-        overwrite: replace existing copies (otherwise they are kept and the skip logged).
+        overwrite: replace existing copies that differ.
 
     Returns:
-        The paths written, in experiment order of appearance.
+        Every copy's path, in experiment order of appearance: each written, or already
+        identical (left as it is).
+
+    Raises:
+        OutputExists: a copy exists, differs, and ``overwrite`` is off; checked for every
+        copy before any is written, so then none is.
     """
     logs.library_default()
     check_safe_id(str(model_name), "model name")
     folder = paths.analysis_dir(_data_root(data_root), str(model_name))
-    groups = _by_experiment(df03)
-    written = []
-    for exp, write in groups.items():
-        out = folder / paths.analysis_copy(Path(), str(model_name), check_safe_id(exp, "experiment")).name
-        if out.exists() and not overwrite:
-            log.warning("write.skipped", path=str(out), what="analysis", reason="exists; pass overwrite=True to replace")
-            continue
+    copies = {folder / paths.analysis_copy(Path(), str(model_name), check_safe_id(exp, "experiment")).name: write
+              for exp, write in _by_experiment(df03).items()}
+    todo = dict(copies)
+    if not overwrite:
+        for out in [o for o in copies if o.exists()]:
+            _kept(out, _bytes_of(copies[out]), "analysis copy")
+            del todo[out]
+    for out, write in todo.items():
         with exclusive_lock(folder / ".df03_copies.lock", f"analysis copies in {folder}"):
             atomic_write(out, write)
-        log.info("write.done", path=str(out), what="analysis", experiment=exp)
-        written.append(out)
-    return written
+        log.info("write.done", path=str(out), what="analysis")
+    return list(copies)
 
 
 def _by_experiment(df03: Any) -> dict[str, Any]:
@@ -468,9 +506,17 @@ def build_df03_with_embeddings(
             misspelled name is refused with the closest valid one.
 
     Returns:
-        The path of df03 (byte-identical to the CLI's for the same inputs). The full
-        run summary is logged as ``build06.summary``; use :func:`morphseq_stages.run_stage`
-        to get it as a value.
+        The path of df03 (byte-identical to the CLI's for the same inputs), written by
+        this call or already current (or, with ``dry_run``, the path it would have). The
+        full run summary is logged as ``build06.summary``; use
+        :func:`morphseq_stages.run_stage` to get it as a value.
+
+    Raises:
+        OutputExists: df03 exists and is out of date (or not written by this tool) and
+            ``overwrite`` is off: it is kept; the call's other outputs (latent files,
+            analysis copies) are written as the run decided.
+        UserError: df03 was kept even with ``overwrite`` (the run found no latent file
+            to merge: check ``model_name`` and ``data_root``).
     """
     logs.library_default()
     run = {"root": _path(root, "root"), "data_root": _path(data_root, "data_root"), "model_name": model_name,
@@ -478,7 +524,14 @@ def build_df03_with_embeddings(
            "export_analysis_copies": export_analysis, "train_name": train_name, "overwrite": overwrite,
            "z_schema": z_schema, **options}
     result = _run(run, dry_run=dry_run)
-    return Path(_plan_of(result).df03_path)
+    path = Path(_plan_of(result).df03_path)
+    df03 = result.summary.get("df03", {})
+    if not dry_run and not df03.get("written") and df03.get("status") != "current":
+        state = str(df03.get("reason", "")).split("; pass --overwrite")[0]
+        if overwrite:
+            raise UserError(f"df03 {path} kept: {state}")
+        raise OutputExists(f"df03 {path} is {state}: kept; pass overwrite=True to replace it")
+    return path
 
 
 def declared_files(root: PathLike, data_root: PathLike | None = None, **options: Any) -> dict[str, Any]:

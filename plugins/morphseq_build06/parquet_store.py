@@ -103,6 +103,22 @@ def _read(path: Path, columns: Sequence[str]) -> pa.Table:
     return table.select(["snip_id", *columns])
 
 
+def models_in(path: Path) -> list[str]:
+    """The model names a Parquet latent file (or folder of shards) records in its rows; []
+    for a CSV file, which records none."""
+    import pyarrow.parquet as pq
+
+    if not is_parquet(path):
+        return []
+    names: set[str] = set()
+    for f in shards(path)[0]:
+        try:
+            names.update(str(v) for v in pc.unique(pq.read_table(f, columns=[MODEL_COLUMN]).column(0)).to_pylist())
+        except (OSError, KeyError, pa.ArrowInvalid):
+            continue  # reading the file for the merge names what is wrong with it
+    return sorted(names)
+
+
 def validate(table: pa.Table, path: Path) -> None:
     """The value-level part of the contract, one error naming the file."""
     ids = table.column("snip_id")

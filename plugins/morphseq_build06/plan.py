@@ -368,7 +368,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     keep, unknown_flags = parse_flags(cols["use_embryo_flag"]) if opts.qc_filter else (np.ones(len(df02), bool), 0)
     warnings = ([] if len(df02) else [f"df02 {df02_path} has no rows"])
     warnings += _model_warnings(model_error, store, any(p.action in GENERATING for p in exp_plans))
-    warnings += _experiment_warnings(opts, exp_plans)
+    warnings += _experiment_warnings(opts, exp_plans, model.name)
     warnings += [f"{p} has no {p.name}{parquet_store.SENTINEL_SUFFIX} sentinel; skipped"
                  for src in sources.values() for p in src.skipped]
     if unknown_flags:
@@ -415,7 +415,7 @@ def settle(plan: Build06Plan, written: Collection[str]) -> Build06Plan:
                         warnings=tuple(kept + out_warnings), output_warnings=tuple(out_warnings))
 
 
-def _experiment_warnings(opts: Build06Options, plans: list[ExperimentPlan]) -> list[str]:
+def _experiment_warnings(opts: Build06Options, plans: list[ExperimentPlan], model_name: str) -> list[str]:
     warnings = []
     missing = [p for p in plans if p.action == "missing"]
     if missing:
@@ -428,11 +428,23 @@ def _experiment_warnings(opts: Build06Options, plans: list[ExperimentPlan]) -> l
         if p.stale:
             warnings.append(f"{p.latent_path.name} was written by another model ({p.recorded_name or p.recorded_model})"
                             "; pass --overwrite-latents to re-embed it with this one")
-    unknown = [p.latent_path.name for p in plans if p.unknown_origin]
-    if unknown:
-        warnings.append(f"{len(unknown)} latent file(s) of unknown origin (no entry in {manifest.MANIFEST_NAME}): "
-                        f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
-    return warnings
+    return warnings + _unknown_origin(plans, model_name)
+
+
+def _unknown_origin(plans: list[ExperimentPlan], model_name: str) -> list[str]:
+    """Latent files with no manifest entry (a store written before the manifest, or by hand)
+    are merged, and logged once; a warning only for those whose rows name another model."""
+    unknown = [p for p in plans if p.unknown_origin]
+    others = {p.latent_path.name: [m for m in parquet_store.models_in(p.latent_path) if m != model_name]
+              for p in unknown}
+    origin = [p.latent_path.name for p in unknown if not others[p.latent_path.name]]
+    if origin:
+        log.warning("latents.unknown_origin", files=origin,
+                    message=f"{len(origin)} latent file(s) of unknown origin (no entry in {manifest.MANIFEST_NAME}), "
+                            f"merged as this model's: {', '.join(origin[:10])}{' ...' if len(origin) > 10 else ''}")
+    return [f"{name} has no entry in {manifest.MANIFEST_NAME} and its rows name model {' and '.join(map(repr, names))}, "
+            f"not {model_name!r}; pass --overwrite-latents to re-embed it with this one"
+            for name, names in others.items() if names]
 
 
 def _why_missing(p: ExperimentPlan) -> str:

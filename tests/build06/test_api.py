@@ -27,6 +27,10 @@ def _layout(base, latent_for=("20231207", "20240509_18ss")):
     return synth
 
 
+def _df03(synth):
+    return synth.df02.with_name("embryo_metadata_df03.csv")
+
+
 def _model(synth):
     from morphseq_legacy.testing import make_legacy_model
 
@@ -77,13 +81,36 @@ def test_the_step_functions_give_the_cli_outputs(tmp_path, cli):
     assert joined.read_bytes() == (ref.root / "training_data" / "t1" / joined.name).read_bytes()
     for p in copies:
         assert p.read_bytes() == (ref.data_root / p.relative_to(synth.data_root)).read_bytes()
-    # nothing is replaced without overwrite=True
+    # nothing is replaced without overwrite=True: a current output returns, one that differs raises
     before = tree_digest(synth.root, synth.data_root)
-    api.merge_df02_with_embeddings(synth.root, latents.iloc[:2])
-    assert api.export_df03_copies_by_experiment(out, synth.data_root, MODEL) == []
+    assert api.merge_df02_with_embeddings(synth.root, latents) == out
+    assert api.export_df03_copies_by_experiment(out, synth.data_root, MODEL) == copies
+    with pytest.raises(api.OutputExists, match=f"^df03 {out} exists and differs .*; pass overwrite=True to replace it$"):
+        api.merge_df02_with_embeddings(synth.root, latents.iloc[:2])
+    with pytest.raises(api.OutputExists, match="overwrite=True"):
+        api.merge_train_with_embeddings(synth.root, "t1", latents.iloc[2:])
+    with pytest.raises(api.OutputExists, match=f"analysis copy {copies[0]} exists"):
+        api.export_df03_copies_by_experiment(ref.root / "metadata" / "combined_metadata_files" /
+                                             "embryo_metadata_df02.csv", synth.data_root, MODEL)
     assert tree_digest(synth.root, synth.data_root) == before
     api.merge_df02_with_embeddings(synth.root, latents.iloc[:2], overwrite=True)
     assert sum(1 for r in read_rows(out)[1] if r[-1]) == 2
+
+
+def test_build_raises_when_an_out_of_date_df03_is_kept(tmp_path, cli):
+    synth = _layout(tmp_path)
+    assert api.build_df03_with_embeddings(synth.root, synth.data_root, MODEL) == _df03(synth)
+    assert api.build_df03_with_embeddings(synth.root, synth.data_root, MODEL) == _df03(synth)  # current
+    with open(synth.df02, "a") as fh:
+        fh.write(synth.df02.read_text().splitlines()[1].replace("wik", "ab") + "\n")
+    before = _df03(synth).read_bytes()
+    with pytest.raises(api.OutputExists, match="is out of date: df02 changed: 1 new row in 20231207: kept; pass "
+                                               "overwrite=True to replace it$"):
+        api.build_df03_with_embeddings(synth.root, synth.data_root, MODEL)
+    assert _df03(synth).read_bytes() == before
+    assert api.build_df03_with_embeddings(synth.root, synth.data_root, MODEL, dry_run=True) == _df03(synth)
+    assert api.build_df03_with_embeddings(synth.root, synth.data_root, MODEL, overwrite=True) == _df03(synth)
+    assert _df03(synth).read_bytes() != before
 
 
 def test_load_latents_is_text_ids_and_float64_with_hygiene(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -172,3 +174,16 @@ def test_overwrite_latents_re_embeds_into_the_asked_format(tmp_path, cli):
     assert csv.read_bytes() == before  # the other format's file is left as it was
     table = pq.read_table(csv.with_suffix(".parquet"))
     assert table.num_rows == 3 and table.column_names[-1] == "embedding_model_name"
+
+
+def test_a_parquet_file_of_another_model_is_a_warning(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path)
+    latents_for(df02, data)
+    csv = store(data) / "morph_latents_20231207.csv"
+    csv_to_parquet(csv, csv.with_suffix(".parquet"), model="another_model")
+    csv.unlink()
+    code, out, err = cli("build06", "--root", root, "--data-root", data, "--dry-run", "--json")
+    warnings = [w for w in json.loads(out)["warnings"] if "morph_latents_20231207.parquet" in w]
+    assert warnings == ["morph_latents_20231207.parquet has no entry in manifest.json and its rows name model "
+                        "'another_model', not '20241107_ds_sweep01_optimum'; pass --overwrite-latents to re-embed "
+                        "it with this one"]
