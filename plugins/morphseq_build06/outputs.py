@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import numpy as np
+import pyarrow as pa
 
 from morphseq_stages.embedders import ModelInfo
 from morphseq_stages.errors import UserError
@@ -73,6 +74,24 @@ class InputsNow:
     model: ModelInfo | MissingModel
     _parts: dict | None = None
     _df02_state: dict | None = None
+    _rows: dict = attrs.Factory(dict)
+    _snip_ids: pa.Array | None = None
+
+    def rows_of(self, experiments: Sequence[str]) -> dict[str, list[tuple[str, bytes]]]:
+        """These experiments' df02 rows as (snip_id, record bytes); each read once, when asked."""
+        names = [e.experiment for e in self.experiments]
+        todo = [names.index(e) for e in experiments if e not in self._rows and e in names]
+        if todo:
+            if self._snip_ids is None:
+                self._snip_ids = read_columns(self.df02, ["snip_id"])["snip_id"]
+            rows = np.flatnonzero(np.isin(self.row_codes, todo))
+            ids = self._snip_ids.take(pa.array(rows, pa.int64())).to_pylist()
+            records = self.df02.records.take(pa.array(rows, pa.int64())).to_pylist()
+            for k in todo:
+                self._rows[names[k]] = []
+            for i, snip, record in zip(rows, ids, records, strict=True):
+                self._rows[names[self.row_codes[i]]].append((snip, record))
+        return {e: self._rows.get(e, []) for e in experiments}
 
     def parts(self) -> dict[str, list]:
         if self._parts is None:
@@ -140,14 +159,9 @@ def row_changes(output: Path, now: InputsNow, experiments: Sequence[str]) -> dic
     z = next((i for i, n in enumerate(reversed(old.names)) if not parse_z(n)), len(old.names))  # trailing z columns
     if "snip_id" not in old.names[:len(old.names) - z]:
         return None
-    records = [r.rsplit(b",", z)[0] if z else r for r in old.records.to_pylist()]
-    old_rows = _by_experiment(read_columns(old, ["snip_id", "experiment_date"]), records, set(experiments))
-    codes, names = now.row_codes, [e.experiment for e in now.experiments]
-    new_exp = np.array(names + [""], dtype=object)[codes]
-    new_ids = read_columns(now.df02, ["snip_id"])["snip_id"].to_pylist()
-    new_rows: dict[str, list[tuple[str, bytes]]] = {}
-    for i in np.flatnonzero(np.isin(new_exp, list(experiments))):
-        new_rows.setdefault(new_exp[i], []).append((new_ids[i], now.df02.records[int(i)].as_py()))
+    old_rows = _by_experiment(read_columns(old, ["snip_id", "experiment_date"]), old.records.to_pylist(), z,
+                              set(experiments))
+    new_rows = now.rows_of(experiments)
     out = {}
     for exp in experiments:
         a, b = Counter(old_rows.get(exp, [])), Counter(new_rows.get(exp, []))
@@ -157,14 +171,16 @@ def row_changes(output: Path, now: InputsNow, experiments: Sequence[str]) -> dic
     return out
 
 
-def _by_experiment(cols: Mapping[str, Any], records: list[bytes], wanted: set[str]) -> dict[str, list[tuple[str, bytes]]]:
+def _by_experiment(cols: Mapping[str, Any], records: list[bytes], z: int, wanted: set[str]
+                   ) -> dict[str, list[tuple[str, bytes]]]:
+    """An output's rows of the ``wanted`` experiments as (snip_id, record without its ``z`` cells)."""
     ids = cols["snip_id"].to_pylist()
     dates = cols["experiment_date"].to_pylist() if "experiment_date" in cols else [""] * len(ids)
     rows: dict[str, list[tuple[str, bytes]]] = {}
     for snip, date, record in zip(ids, dates, records, strict=True):
         exp = (date or "").strip() or keys.experiment_of(snip)
         if exp in wanted:
-            rows.setdefault(exp, []).append((snip, record))
+            rows.setdefault(exp, []).append((snip, record.rsplit(b",", z)[0] if z else record))
     return rows
 
 
