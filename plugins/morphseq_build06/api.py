@@ -525,8 +525,8 @@ def build_df03_with_embeddings(
            "z_schema": z_schema, **options}
     result = _run(run, dry_run=dry_run)
     path = Path(_plan_of(result).df03_path)
-    df03 = result.summary.get("df03", {})
-    if not dry_run and not df03.get("written") and df03.get("status") != "current":
+    df03 = result.summary.get("df03")  # absent with generate_only: no df03 is asked for
+    if not dry_run and df03 and not df03.get("written") and df03.get("status") != "current":
         state = str(df03.get("reason", "")).split("; pass --overwrite")[0]
         if overwrite:
             raise UserError(f"df03 {path} kept: {state}")

@@ -51,6 +51,8 @@ def render_plan(plan: Build06Plan) -> str:
 
 def _predicted(plan: Build06Plan) -> str:
     p, which = plan.prediction, in_memory_prefix(plan.output("df03"), plan.experiments)
+    if plan.options.generate_only:
+        return "df03 after this run: unchanged (--generate-only)"
     if which is None:
         return "df03 after this run: unchanged (nothing to merge)"
     head = "df03 after this run (predicted)" if which == "" else "df03 if it were rewritten with --overwrite (predicted)"
