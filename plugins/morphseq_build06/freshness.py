@@ -192,8 +192,10 @@ def _latent_reasons(old: Mapping[str, Any], new: Mapping[str, Any], changing: Ma
     return out
 
 
-def content_options(opts: Any) -> dict[str, Any]:
-    return {k: getattr(opts, k) for k in CONTENT_OPTIONS}
+def content_options(opts: Any, model_name: str) -> dict[str, Any]:
+    """The options that change an output's content; ``model_name`` as the embedder resolved
+    it (``--model-name`` may be unset, or stand beside a ``--model-dir`` that names the model)."""
+    return {**{k: getattr(opts, k) for k in CONTENT_OPTIONS}, "model_name": model_name}
 
 
 def built_from(*, df02: Mapping[str, Any], parts: Mapping[str, list], latents: Mapping[str, Mapping[str, Any]],

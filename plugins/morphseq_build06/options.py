@@ -44,8 +44,9 @@ class Build06Options:
     latents_root: Path | None = option(
         type=Path, default=None, group="inputs", metavar="OUTPUT_ROOT",
         help="read latents from the lab's newer layout: OUTPUT_ROOT/feature_extraction/<experiment>/latent_embeddings/")
-    model_name: str = option(type=str, default=DEFAULT_MODEL, group="model", metavar="M",
-                             help="model under <data-root>/models/legacy/")
+    model_name: str | None = option(
+        type=str, default=None, group="model", metavar="M",
+        help=f"the model's name (default: the embedder's own; legacy: {DEFAULT_MODEL} under <data-root>/models/legacy/)")
     model_dir: Path | None = option(type=Path, default=None, group="model", metavar="P",
                                     help="use the model in this folder instead")
     embedder: str = option(type=str, default="legacy", group="model", metavar="NAME",
@@ -122,7 +123,8 @@ class Build06Options:
             kw.pop("experiments", None)
         if kw.get("train_name"):
             check_safe_id(kw["train_name"], "training set name")
-        check_safe_id(kw.get("model_name", DEFAULT_MODEL), "model name")
+        if kw.get("model_name") is not None:
+            check_safe_id(kw["model_name"], "model name")
         if kw.get("model_dir") is not None and not kw["model_dir"].is_dir():
             raise UserError(f"--model-dir not found: {kw['model_dir']}")
         for fmt in _formats(kw.get("formats", "csv")):

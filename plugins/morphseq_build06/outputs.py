@@ -111,7 +111,7 @@ class InputsNow:
         return built_from(
             df02={k: self._df02_state[k] for k in ("sha256", "size", "mtime_ns")}, parts=self.parts(),
             latents=self.latents(recorded.get("latents")), fingerprint=self.model.fingerprint,
-            options=content_options(self.opts), only=only,
+            options=content_options(self.opts, self.model.name), only=only,
             training=file_state(training, recorded.get("training")) if training is not None else None)
 
 

@@ -50,7 +50,8 @@ BAD_OUTPUT = """
         def __init__(self, request, fault):
             self.input_size, self.latent_dim, self.device = (1, 32, 16), DIM, request.device
             self.mu_columns, self.sigma_columns = column_names(DIM)[0], ()
-            self.fingerprint = hashlib.sha256(fault.encode()).hexdigest()
+            named = (request.model_name or "echo-default") if fault == "echo" else fault
+            self.fingerprint = hashlib.sha256(named.encode()).hexdigest()
             self.fault = fault
             if fault == "columns":
                 self.mu_columns = self.mu_columns[:-1]
@@ -71,6 +72,9 @@ BAD_OUTPUT = """
         def describe(request):
             if fault == "nofingerprint":
                 return ModelInfo(name="bad-" + fault)
+            if fault == "echo":  # names the model as asked, else its own default
+                name = request.model_name or "echo-default"
+                return ModelInfo(name=name, fingerprint=hashlib.sha256(name.encode()).hexdigest())
             return ModelInfo(name="bad-" + fault, fingerprint=hashlib.sha256(fault.encode()).hexdigest())
 
         if fault in ("nodescribe", "none"):  # the identity is learnt by loading the model
@@ -79,7 +83,7 @@ BAD_OUTPUT = """
 
     @hookimpl
     def morphseq_register_embedders(register):
-        for fault in ("numpy", "raises", "width", "columns", "nofingerprint", "nodescribe", "none"):
+        for fault in ("numpy", "raises", "width", "columns", "nofingerprint", "nodescribe", "none", "echo"):
             register(spec(fault))
 """
 
@@ -194,6 +198,26 @@ def test_an_embedder_without_describe_is_identified_by_loading_it(tmp_path, monk
     store = synth.latent_dir("bad_none", embedder="bad_none")  # its own name, not the legacy default model's
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["files"]["morph_latents_20231207.csv"]["model_fingerprint"] == hashlib.sha256(b"none").hexdigest()
+
+
+def test_an_embedder_gets_no_model_name_unless_one_is_given(tmp_path, monkeypatch, cli):
+    # the legacy embedder's default model name is the legacy embedder's, not every embedder's
+    pytest.importorskip("torch")
+    install_fake_distribution(
+        tmp_path, monkeypatch, "morphseq-bad-output",
+        "[morphseq_stages.embedders]\nbad = bad_output_plugin\n", {"bad_output_plugin": BAD_OUTPUT},
+    )
+    synth = make_pipeline_root(tmp_path / "p", {"20231207": 2})
+    base = ("build06", "--root", synth.root, "--data-root", synth.data_root, "--embedder", "bad_echo",
+            "--generate-missing-latents", "--log-format", "json")
+    code, _, err = cli(*base)
+    assert code == 0, err
+    assert (synth.latent_dir("echo-default", embedder="bad_echo") / "morph_latents_20231207.csv").is_file()
+    code, _, err = cli(*base, "--model-name", "mine", "--overwrite")
+    assert code == 0, err
+    assert (synth.latent_dir("mine", embedder="bad_echo") / "morph_latents_20231207.csv").is_file()
+    assert sorted(p.name for p in (synth.data_root / "analysis" / "latent_embeddings" / "bad_echo").iterdir()) == [
+        "echo-default", "mine"]
 
 
 def test_three_broken_distributions_at_once(tmp_path, monkeypatch, cli):
