@@ -156,6 +156,13 @@ def test_a_misspelled_hook_unregisters_only_that_plugin(tmp_path, monkeypatch, c
     assert code == 2 and "'typo' (morphseq-typo)" in err and "morphseq_register_embedder" in err
 
 
+def _install_bad_output(tmp_path, monkeypatch):
+    install_fake_distribution(
+        tmp_path, monkeypatch, "morphseq-bad-output",
+        "[morphseq_stages.embedders]\nbad = bad_output_plugin\n", {"bad_output_plugin": BAD_OUTPUT},
+    )
+
+
 @pytest.mark.parametrize(("fault", "message"), [
     ("numpy", "embed_batch returned mu as numpy.ndarray of shape (2, 4); expected a floating-point torch.Tensor"),
     ("raises", "embed_batch failed: RuntimeError: CUDA kernel image not found"),
@@ -166,10 +173,7 @@ def test_a_misspelled_hook_unregisters_only_that_plugin(tmp_path, monkeypatch, c
 ])
 def test_an_embedder_breaking_the_output_contract_is_one_line_naming_it(tmp_path, monkeypatch, cli, fault, message):
     pytest.importorskip("torch")
-    install_fake_distribution(
-        tmp_path, monkeypatch, "morphseq-bad-output",
-        "[morphseq_stages.embedders]\nbad = bad_output_plugin\n", {"bad_output_plugin": BAD_OUTPUT},
-    )
+    _install_bad_output(tmp_path, monkeypatch)
     listed = _list(cli)
     assert listed["failed"] == [] and f"bad_{fault}" in {r["name"] for r in listed["plugins"]}
     synth = make_pipeline_root(tmp_path / "p", {"20231207": 2})
@@ -187,10 +191,7 @@ def test_an_embedder_breaking_the_output_contract_is_one_line_naming_it(tmp_path
 
 def test_an_embedder_without_describe_is_identified_by_loading_it(tmp_path, monkeypatch, cli):
     pytest.importorskip("torch")
-    install_fake_distribution(
-        tmp_path, monkeypatch, "morphseq-bad-output",
-        "[morphseq_stages.embedders]\nbad = bad_output_plugin\n", {"bad_output_plugin": BAD_OUTPUT},
-    )
+    _install_bad_output(tmp_path, monkeypatch)
     synth = make_pipeline_root(tmp_path / "p", {"20231207": 2})
     code, _, err = cli("build06", "--root", synth.root, "--data-root", synth.data_root, "--embedder", "bad_none",
                        "--generate-missing-latents", "--log-format", "json")
@@ -203,10 +204,7 @@ def test_an_embedder_without_describe_is_identified_by_loading_it(tmp_path, monk
 def test_an_embedder_gets_no_model_name_unless_one_is_given(tmp_path, monkeypatch, cli):
     # the legacy embedder's default model name is the legacy embedder's, not every embedder's
     pytest.importorskip("torch")
-    install_fake_distribution(
-        tmp_path, monkeypatch, "morphseq-bad-output",
-        "[morphseq_stages.embedders]\nbad = bad_output_plugin\n", {"bad_output_plugin": BAD_OUTPUT},
-    )
+    _install_bad_output(tmp_path, monkeypatch)
     synth = make_pipeline_root(tmp_path / "p", {"20231207": 2})
     base = ("build06", "--root", synth.root, "--data-root", synth.data_root, "--embedder", "bad_echo",
             "--generate-missing-latents", "--log-format", "json")
