@@ -244,7 +244,8 @@ def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeRe
         "df02_rows": len(plan.df02), "df03_rows": int(plan.keep.sum()), "rows_counted": cov["rows"],
         "rows_matched": cov["matched"], "coverage": cov["overall"], "coverage_selected": cov["selected"],
         "per_experiment": cov["per_experiment"], "key_rules_df02": rules, **info,
-        "rows_never_embeddable": int((plan.keep & ~(plan.has_image & ~plan.unreadable_rows) & (take < 0)).sum()),
+        # from the reasons, which know the images this run found unreadable (the plan does not)
+        "rows_never_embeddable": listed.count("no image") + listed.count("unreadable image"),
         "unembedded": {r: listed.count(r) for r in sorted(set(listed))},
     }
     return MergeResult(latents=latents, take=take, keep=plan.keep, reasons=reasons, report=report,

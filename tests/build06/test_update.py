@@ -331,6 +331,10 @@ def test_unreadable_snips_write_no_latent_file_and_a_rerun_changes_nothing(gener
     assert reasons[broken[1]].startswith("no image at ")  # a dangling link is no image
     recorded = json.loads((store / "manifest.json").read_text())["unreadable"]
     assert set(recorded) == {NEW, "20250116_partly"} and set(recorded[NEW]) == {f"{broken[0]}.jpg"}
+    # the images found unreadable by this very run count as never embeddable, as on later runs
+    sidecar = json.loads(df03_of(s).with_suffix(".json").read_text())
+    assert sidecar["counts"]["rows_never_embeddable"] == 3
+    assert summary["df03"]["never_embeddable"] == 3
     # the next identical run plans nothing, says df03 is current, and changes no file
     before = on_disk(s.root.parent)
     code, out, _ = run(cli, s, "--generate-missing-latents", "--overwrite", "--dry-run", "--json")
