@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import structlog
 
+from . import logs
 from .errors import UserError
 
 log = structlog.get_logger()
@@ -173,6 +174,9 @@ class OutputSet:
             _fsync_dir(folder)
             if len(pairs) > 1:
                 os.unlink(journal)
+            # the files are in place only now: write.staged events said their bytes were ready
+            logs.library_default()  # used as a library (no CLI): never print info events on stdout
+            log.info("outputs.committed", folder=str(folder), files=[dest.name for _, dest in pairs])
 
 
 def _make_folders(folder: Path) -> list[Path]:

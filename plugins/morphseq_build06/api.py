@@ -338,7 +338,7 @@ def _join(table: TextTable, index: LatentIndex, out: Path, overwrite: bool, what
             _kept(out, _bytes_of(write), what)
             return False
         atomic_write(out, write)
-    log.info("write.done", path=str(out), what=what, rows=len(table))
+    log.info("write.staged", path=str(out), what=what, rows=len(table))
     return True
 
 
@@ -436,7 +436,7 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
     for out, write in todo.items():
         with exclusive_lock(folder / ".df03_copies.lock", f"analysis copies in {folder}"):
             atomic_write(out, write)
-        log.info("write.done", path=str(out), what="analysis")
+        log.info("write.staged", path=str(out), what="analysis")
     return list(copies)
 
 

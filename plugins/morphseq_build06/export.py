@@ -82,7 +82,7 @@ class _Writer:
         if rows is not None:
             self.rows[str(out.path)] = rows
         self.written.append(str(out.path))
-        log.info("write.done", path=str(out.path), what=out.kind, action=out.action,
+        log.info("write.staged", path=str(out.path), what=out.kind, action=out.action,
                  **({"rows": rows} if rows is not None else {}))
         return True
 
@@ -283,7 +283,7 @@ def _write_copies_sidecar(plan: Build06Plan, merged: MergeResult, copies: list[O
     data = {**_provenance(plan, merged, {str(o.experiment) for o in copies}), "files": files}
     atomic_write_json(path, data)
     run.written.append(str(path))
-    log.info("write.done", path=str(path), what="analysis copies sidecar")
+    log.info("write.staged", path=str(path), what="analysis copies sidecar")
 
 
 def _write_training_sidecar(plan: Build06Plan, merged: MergeResult, train: OutputPlan, run: _Writer) -> None:
@@ -294,7 +294,7 @@ def _write_training_sidecar(plan: Build06Plan, merged: MergeResult, train: Outpu
             "files": {train.path.name: _file_entry(train.path, run.rows[str(train.path)], record)}}
     atomic_write_json(path, data)
     run.written.append(str(path))
-    log.info("write.done", path=str(path), what="training join sidecar")
+    log.info("write.staged", path=str(path), what="training join sidecar")
 
 
 def _jsonable(v: Any) -> Any:

@@ -189,7 +189,7 @@ def _stage(plan: Build06Plan, exp: ExperimentPlan, embedder: Embedder, snip_ids:
     else:
         atomic_write(exp.latent_path, lambda fh: write_latents(fh, *args))
         rows = len(snip_ids)
-    log.info("write.done", path=str(exp.latent_path), what="latents", rows=rows, action=exp.action)
+    log.info("write.staged", path=str(exp.latent_path), what="latents", rows=rows, action=exp.action)
     manifest.record(plan.manifest_path, exp.latent_path, rows=rows, fingerprint=embedder.fingerprint,
                     model_name=plan.model.name, embedder=plan.options.embedder, backend=_backend(embedder),
                     experiment=exp.experiment, unreadable_images=unreadable)

@@ -71,7 +71,7 @@ def record_unreadable(manifest_path: Path, experiment: str, entries: Mapping[str
     data["format"] = FORMAT
     _set_unreadable(data, experiment, entries)
     atomic_write_json(manifest_path, data)
-    log.info("write.done", path=str(manifest_path), what="manifest", unreadable_images=len(entries))
+    log.info("write.staged", path=str(manifest_path), what="manifest", unreadable_images=len(entries))
     return True
 
 
@@ -94,4 +94,4 @@ def record(manifest_path: Path, latent_path: Path, *, rows: int, fingerprint: st
         "written_at": utc_now(),
     }
     atomic_write_json(manifest_path, data)
-    log.info("write.done", path=str(manifest_path), what="manifest")
+    log.info("write.staged", path=str(manifest_path), what="manifest")

@@ -128,7 +128,7 @@ def test_rerun_without_overwrite_changes_nothing(tmp_path, cli):
     warning = next(ln for ln in out.splitlines() if ln.startswith("warning: df03"))
     assert "not written by this tool or edited since" in warning and "pass --overwrite" in warning
     code, _, err = cli(*args, "--overwrite")
-    assert code == 0 and any(e["event"] == "write.done" and e.get("what") == "df03" for e in load_json_lines(err))
+    assert code == 0 and any(e["event"] == "write.staged" and e.get("what") == "df03" for e in load_json_lines(err))
     assert not df03.read_bytes().endswith(b"hand,edit\n")
 
 

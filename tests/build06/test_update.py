@@ -385,8 +385,13 @@ def test_the_plan_lists_latent_files_and_the_manifest_as_they_are(generated, cli
     assert f"  generate  {latent}  (2 image(s) to embed: no latent file)" in outputs
     code, _, err = run(cli, s, "--generate-missing-latents", "--overwrite")
     assert code == 0, err
-    done = {e["path"]: e for e in load_json_lines(err) if e["event"] == "write.done"}
-    assert "rows" not in done[str(df03_of(s).with_suffix(".json"))] and done[str(df03_of(s))]["rows"] == 14
+    events = load_json_lines(err)
+    staged = {e["path"]: e for e in events if e["event"] == "write.staged"}
+    assert "rows" not in staged[str(df03_of(s).with_suffix(".json"))] and staged[str(df03_of(s))]["rows"] == 14
+    # in place only when their folder's set is committed, df03's sidecar renamed last
+    committed = {e["folder"]: e["files"] for e in events if e["event"] == "outputs.committed"}
+    assert committed[str(df03_of(s).parent)][-1] == "embryo_metadata_df03.json"
+    assert committed[str(s.latent_dir(MODEL))] == [latent.name, "manifest.json"]
 
 
 def test_coverage_of_a_df03_not_rewritten_is_the_file_on_disk(stored, cli):

@@ -186,7 +186,7 @@ def test_quiet_keeps_warnings_on_stderr_and_everything_in_the_log_file(synth, tm
     on_stderr = load_json_lines(err)
     assert on_stderr and {e["level"] for e in on_stderr} == {"warning"}
     in_file = {e["event"] for e in load_json_lines(log_file.read_text())}
-    assert {"plan.summary", "coverage", "write.done", "build06.summary", "build06.warning"} <= in_file
+    assert {"plan.summary", "coverage", "write.staged", "outputs.committed", "build06.summary", "build06.warning"} <= in_file
 
 
 def test_progress_events_reach_the_log_file_under_a_bar(tmp_path, monkeypatch, capsys):
