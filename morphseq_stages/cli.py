@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
+import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -144,6 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _failed(argv, run_id, str(exc), exc.exit_code, "error")
     except KeyboardInterrupt:
         return _failed(argv, run_id, "interrupted; outputs are either unchanged or complete", 130, None)
+    except BrokenPipeError:
+        # stdout's reader left (`| head`): nothing more can be printed there, nor flushed at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("morphseq-stages: standard output closed by its reader; outputs are either unchanged or complete",
+              file=sys.stderr)
+        return 128 + signal.SIGPIPE
     except Exception as exc:
         if debug:
             raise

@@ -227,6 +227,19 @@ def test_python_dash_m_is_the_same_cli():
     assert proc.returncode == 0 and "build06" in proc.stdout
 
 
+def test_a_reader_that_closes_stdout_early_gets_no_traceback(tmp_path):
+    # `morphseq-stages ... | head -c 100`: the reader is gone before the plan is printed
+    synth = make_pipeline_root(tmp_path, {"20231207": 2}, images=False)
+    proc = subprocess.Popen([sys.executable, "-m", "morphseq_stages", "build06", "--root", str(synth.root),
+                             "--data-root", str(synth.data_root), "--dry-run", "--json", "--log-format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait() == 141, err
+    plain = [ln for ln in err.splitlines() if not ln.startswith("{")]
+    assert plain == ["morphseq-stages: standard output closed by its reader; outputs are either unchanged or complete"]
+
+
 def test_internal_errors_are_one_line_without_debug(cli, monkeypatch):
     import morphseq_stages.runner as runner
 
