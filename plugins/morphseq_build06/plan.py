@@ -423,7 +423,9 @@ def _experiment_warnings(opts: Build06Options, plans: list[ExperimentPlan], mode
             names = ", ".join(f"{p.experiment} ({_why_missing(p)})" for p in missing)
         else:
             names = f"{', '.join(p.experiment for p in missing)} (pass --generate-missing-latents to embed them)"
-        warnings.append(f"no latent file for {names}; df03 will lack their embeddings")
+        # with no latent file at all, df03 is kept as it is (see outputs.plan_outputs)
+        warnings.append(f"no latent file for {names}; "
+                        + ("nothing to merge" if nothing_to_merge(plans) else "df03 will lack their embeddings"))
     for p in plans:
         if p.stale:
             warnings.append(f"{p.latent_path.name} was written by another model ({p.recorded_name or p.recorded_model})"

@@ -104,6 +104,8 @@ def test_a_misspelled_model_name_is_a_warning_in_a_dry_run(stored, cli):
     assert "(model folder not found)" in out
     store = stored.data_root / "analysis" / "latent_embeddings" / "legacy" / "tinyy"
     assert f"latent store: {store} -- no latent files exist for model 'tinyy' (the folder does not exist)" in out
+    missing = next(ln for ln in out.splitlines() if ln.startswith("warning: no latent file for"))
+    assert missing.endswith("nothing to merge")  # not "df03 will lack their embeddings": df03 is kept
 
 
 def test_another_model_name_is_one_reason(stored, cli):
