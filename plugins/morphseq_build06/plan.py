@@ -22,7 +22,7 @@ import structlog
 
 from morphseq_stages.embedders import EmbedderRequest, ModelInfo, ModelUnavailable
 from morphseq_stages.errors import StrictFailure, UserError
-from morphseq_stages.files import check_safe_id, check_writable, sha256_file
+from morphseq_stages.files import JOURNAL, check_safe_id, check_writable, sha256_file
 from morphseq_stages.registry import Provider, Registry
 from morphseq_stages.stages import StagePlan
 
@@ -386,6 +386,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     for path in [o.path for o in outputs if o.action != "skip"] + [p.latent_path for p in exp_plans
                                                                    if p.action in GENERATING]:
         check_writable(path)
+    _note_interrupted_commits({store, *(o.path.parent for o in outputs)})
     plan = Build06Plan(
         options=opts, df02_path=df02_path, df03_path=paths.df03(opts.root), store=store, model=model,
         model_error=model_error, request=request, embedder_provider=registry.embedders[opts.embedder].provider,
@@ -396,6 +397,16 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
         prediction=prediction, records=records, inputs=now, latents=latents,
     )
     return attrs.evolve(plan, snapshot=_snapshot(plan.watched()))
+
+
+def _note_interrupted_commits(folders: Collection[Path]) -> None:
+    """A killed run's half-renamed output set is completed by the next run that writes the
+    folder, after this plan is made; a dry run only sees it as it is, so say so (a log
+    warning, not a plan warning: --strict must not fail on what the run itself repairs)."""
+    for folder in sorted(f for f in folders if (f / JOURNAL).is_file()):
+        log.warning("outputs.interrupted", folder=str(folder),
+                    reason="a killed run left these outputs half renamed; the next run that writes here completes "
+                           "them first, and this plan describes the files as they are now")
 
 
 def settle(plan: Build06Plan, written: Collection[str]) -> Build06Plan:

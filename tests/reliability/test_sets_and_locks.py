@@ -99,6 +99,19 @@ def test_a_dead_runs_lock_beside_current_analysis_copies_is_removed(tmp_path, cl
     assert scenario.leftovers(tmp_path) == []
 
 
+def test_a_dry_run_says_a_killed_run_left_a_half_renamed_set(tmp_path, cli):
+    synth = scenario.merge_root(tmp_path)
+    assert cli(*scenario.args(synth))[0] == 0
+    folder = synth.df02.parent
+    (folder / ".embryo_metadata_df03.json.k3Jx_9aZ.tmp").write_text("{}")
+    (folder / JOURNAL).write_text(json.dumps([[".embryo_metadata_df03.json.k3Jx_9aZ.tmp", "embryo_metadata_df03.json"]]))
+    before = tree_digest(tmp_path)
+    code, _, err = cli(*scenario.args(synth, "--dry-run"))
+    assert code == 0, err
+    assert [e["folder"] for e in load_json_lines(err) if e["event"] == "outputs.interrupted"] == [str(folder)]
+    assert tree_digest(tmp_path) == before
+
+
 def test_an_empty_lock_file_with_no_holder_is_stale(tmp_path, cli):
     synth = scenario.merge_root(tmp_path)
     (synth.df02.parent / ".embryo_metadata_df03.csv.lock").write_bytes(b"")
