@@ -596,7 +596,7 @@ def _action(opts: Build06Options, selected: bool, writable: bool, exists: bool, 
     if stale:
         return "read", "written by another model; pass --overwrite-latents to re-embed it", ()
     if new_images and gen:
-        return "top-up", f"{len(new_images)} new snips", new_images
+        return "top-up", f"{len(new_images)} snip(s) without a latent row", new_images
     if new_images:
         hint = "" if selected else aside
         hint = hint or ("" if opts.generate_missing_latents else "; pass --generate-missing-latents to embed them")
