@@ -22,17 +22,28 @@ FORMAT = 1
 
 
 def load(path: Path) -> dict[str, Any]:
+    data, error = _read(path)
+    if error:
+        log.warning("manifest.unreadable", path=str(path), error=error)
+    return data
+
+
+def problem(path: Path) -> str | None:
+    """Why an existing manifest cannot be used (None: it can, or there is none)."""
+    return _read(path)[1]
+
+
+def _read(path: Path) -> tuple[dict[str, Any], str | None]:
+    empty = {"format": FORMAT, "files": {}}
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        return {"format": FORMAT, "files": {}}
+        return empty, None
     except (OSError, ValueError) as exc:
-        log.warning("manifest.unreadable", path=str(path), error=str(exc))
-        return {"format": FORMAT, "files": {}}
+        return empty, str(exc)
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
-        log.warning("manifest.unreadable", path=str(path), error="not a manifest object")
-        return {"format": FORMAT, "files": {}}
-    return data
+        return empty, "not a manifest object"
+    return data, None
 
 
 def unreadable(data: Mapping[str, Any], experiment: str) -> dict[str, dict[str, Any]]:

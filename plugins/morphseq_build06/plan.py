@@ -367,6 +367,10 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     unreadable_rows = _has_image(row_keys, codes, [[p for p, _ in e.unreadable] for e in exp_plans]) & ~matched
     keep, unknown_flags = parse_flags(cols["use_embryo_flag"]) if opts.qc_filter else (np.ones(len(df02), bool), 0)
     warnings = ([] if len(df02) else [f"df02 {df02_path} has no rows"])
+    broken = manifest.problem(store / manifest.MANIFEST_NAME)
+    if broken:
+        warnings.append(f"cannot read {store / manifest.MANIFEST_NAME} ({broken}): its latent files are read as of "
+                        "unknown origin, and the next run that writes the store starts a new manifest")
     warnings += _model_warnings(model_error, store, any(p.action in GENERATING for p in exp_plans))
     warnings += _experiment_warnings(opts, exp_plans, model.name)
     warnings += [f"{p} has no {p.name}{parquet_store.SENTINEL_SUFFIX} sentinel; skipped"

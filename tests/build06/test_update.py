@@ -430,3 +430,12 @@ def test_an_old_store_without_manifest_merges_under_strict(stored, cli):
     assert code == 3 and "--strict: 1 warning(s), nothing written: model folder not found" in last
     code, out, err = run(cli, stored, "--dry-run", "--json")
     assert [w for w in json.loads(out)["warnings"] if "unknown origin" in w or "manifest" in w] == []
+
+
+def test_an_unreadable_manifest_is_a_console_warning(stored, cli):
+    manifest = stored.latent_dir(MODEL) / "manifest.json"
+    manifest.write_text("{not json")
+    code, out, err = run(cli, stored)
+    assert code == 0, err
+    warning = next(ln for ln in out.splitlines() if ln.startswith(f"warning: cannot read {manifest}"))
+    assert "read as of unknown origin" in warning
