@@ -161,6 +161,7 @@ class OutputSet:
         for dest in self._staged:  # a folder that appeared since staging fails here, before any rename
             if dest.is_dir():
                 raise UserError(f"cannot write {dest}: a folder stands where the file should be")
+        logs.library_default()  # used as a library (no CLI): never print the events below on stdout
         by_folder: dict[Path, list[tuple[Path, Path]]] = {}
         for dest, tmp in self._staged.items():
             by_folder.setdefault(dest.parent, []).append((tmp, dest))
@@ -175,7 +176,6 @@ class OutputSet:
             if len(pairs) > 1:
                 os.unlink(journal)
             # the files are in place only now: write.staged events said their bytes were ready
-            logs.library_default()  # used as a library (no CLI): never print info events on stdout
             log.info("outputs.committed", folder=str(folder), files=[dest.name for _, dest in pairs])
 
 

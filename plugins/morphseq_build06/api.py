@@ -333,7 +333,7 @@ def _join(table: TextTable, index: LatentIndex, out: Path, overwrite: bool, what
     def write(fh: Any) -> None:
         write_rows(fh, header, table.records, table.newline, lambda a, b: index.cells(take[a:b]))
 
-    with exclusive_lock(out.parent / f".{out.name}.lock", str(out)):
+    with exclusive_lock(*paths.output_lock(out)):
         if out.exists() and not overwrite:
             _kept(out, _bytes_of(write), what)
             return False
@@ -434,7 +434,7 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
             _kept(out, _bytes_of(copies[out]), "analysis copy")
             del todo[out]
     for out, write in todo.items():
-        with exclusive_lock(folder / ".df03_copies.lock", f"analysis copies in {folder}"):
+        with exclusive_lock(*paths.copies_lock(folder)):
             atomic_write(out, write)
         log.info("write.staged", path=str(out), what="analysis")
     return list(copies)

@@ -23,6 +23,8 @@ import structlog
 
 from morphseq_stages.files import LockBusy, exclusive_lock
 
+from . import paths
+
 if TYPE_CHECKING:
     from .generate import GenerateReport
     from .outputs import OutputPlan
@@ -106,7 +108,7 @@ def store_write(plan: Build06Plan, exp: ExperimentPlan) -> Iterator[bool]:
     with contextlib.ExitStack() as held:
         while True:
             try:
-                held.enter_context(exclusive_lock(plan.store / ".latents.lock", f"latent files in {plan.store}"))
+                held.enter_context(exclusive_lock(*paths.store_lock(plan.store)))
                 break
             except LockBusy:
                 if time.monotonic() > deadline:

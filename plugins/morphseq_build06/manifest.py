@@ -22,18 +22,14 @@ FORMAT = 1
 
 
 def load(path: Path) -> dict[str, Any]:
-    data, error = _read(path)
+    data, error = read(path)
     if error:
         log.warning("manifest.unreadable", path=str(path), error=error)
     return data
 
 
-def problem(path: Path) -> str | None:
-    """Why an existing manifest cannot be used (None: it can, or there is none)."""
-    return _read(path)[1]
-
-
-def _read(path: Path) -> tuple[dict[str, Any], str | None]:
+def read(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The manifest (empty when there is none or it cannot be used), and why it cannot be used."""
     empty = {"format": FORMAT, "files": {}}
     try:
         data = json.loads(path.read_text())

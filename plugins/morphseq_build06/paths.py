@@ -52,3 +52,17 @@ def analysis_dir(data_root: Path, model_name: str) -> Path:
 
 def analysis_copy(data_root: Path, model_name: str, experiment: str) -> Path:
     return analysis_dir(data_root, model_name) / f"df03_{experiment}.csv"
+
+
+# the lock file a run holds while it writes a folder's outputs (morphseq_stages.files.exclusive_lock),
+# with what it guards, for the "busy" message
+def output_lock(path: Path) -> tuple[Path, str]:
+    return Path(path).parent / f".{Path(path).name}.lock", str(path)
+
+
+def store_lock(store: Path) -> tuple[Path, str]:
+    return Path(store) / ".latents.lock", f"latent files in {store}"
+
+
+def copies_lock(folder: Path) -> tuple[Path, str]:
+    return Path(folder) / ".df03_copies.lock", f"analysis copies in {folder}"

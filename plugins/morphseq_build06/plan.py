@@ -155,21 +155,21 @@ class Build06Plan(StagePlan):
         """The locks of the folders this run reads but does not write (see runner.run_stage):
         the store when it generates nothing, the analysis copies' folder when every copy is
         current (a run killed after committing them may have left its lock there)."""
-        free = [] if self.generates else [(self.store / ".latents.lock", f"latent files in {self.store}")]
-        copies = [o.path.parent for o in self.outputs if o.kind == "analysis"]
-        if copies and all(o.action == "skip" for o in self.outputs if o.kind == "analysis"):
-            free.append((copies[0] / ".df03_copies.lock", f"analysis copies in {copies[0]}"))
+        free = [] if self.generates else [paths.store_lock(self.store)]
+        copies = [o for o in self.outputs if o.kind == "analysis"]
+        if copies and all(o.action == "skip" for o in copies):
+            free.append(paths.copies_lock(copies[0].path.parent))
         return free
 
     def locks(self) -> list[tuple[Path, str]]:
         if self.options.generate_only:
             return []  # it takes the store lock only while it writes (see declared.store_write)
-        held = [(self.df03_path.parent / f".{self.df03_path.name}.lock", str(self.df03_path))]
+        held = [paths.output_lock(self.df03_path)]
         if self.generates:
-            held.append((self.store / ".latents.lock", f"latent files in {self.store}"))
-        copies = [o.path.parent for o in self.outputs if o.kind == "analysis" and o.action != "skip"]
+            held.append(paths.store_lock(self.store))
+        copies = [o for o in self.outputs if o.kind == "analysis" and o.action != "skip"]
         if copies:
-            held.append((copies[0] / ".df03_copies.lock", f"analysis copies in {copies[0]}"))
+            held.append(paths.copies_lock(copies[0].path.parent))
         return held
 
     def as_dict(self) -> dict[str, Any]:
@@ -356,7 +356,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     matched = _latent_match(latents, row_keys)
     found = {e: _images(opts, e) for e in in_df02}
     has_image = _has_image(row_keys, codes, [found[e][2] for e in in_df02])
-    store_record = manifest.load(store / manifest.MANIFEST_NAME)
+    store_record, broken = manifest.read(store / manifest.MANIFEST_NAME)
     recorded = store_record["files"]
     exp_plans = [
         _plan_experiment(opts, e, e in selected, sources[e], found[e], recorded.get(sources[e].path.name), model,
@@ -367,7 +367,6 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     unreadable_rows = _has_image(row_keys, codes, [[p for p, _ in e.unreadable] for e in exp_plans]) & ~matched
     keep, unknown_flags = parse_flags(cols["use_embryo_flag"]) if opts.qc_filter else (np.ones(len(df02), bool), 0)
     warnings = ([] if len(df02) else [f"df02 {df02_path} has no rows"])
-    broken = manifest.problem(store / manifest.MANIFEST_NAME)
     if broken:
         warnings.append(f"cannot read {store / manifest.MANIFEST_NAME} ({broken}): its latent files are read as of "
                         "unknown origin, and the next run that writes the store starts a new manifest")
