@@ -428,15 +428,15 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
     folder = paths.analysis_dir(_data_root(data_root), str(model_name))
     copies = {folder / paths.analysis_copy(Path(), str(model_name), check_safe_id(exp, "experiment")).name: write
               for exp, write in _by_experiment(df03).items()}
-    todo = dict(copies)
-    if not overwrite:
-        for out in [o for o in copies if o.exists()]:
-            _kept(out, _bytes_of(copies[out]), "analysis copy")
-            del todo[out]
-    for out, write in todo.items():
-        with exclusive_lock(*paths.copies_lock(folder)):
+    with exclusive_lock(*paths.copies_lock(folder)):  # checked and written with no other run in between
+        todo = dict(copies)
+        if not overwrite:
+            for out in [o for o in copies if o.exists()]:
+                _kept(out, _bytes_of(copies[out]), "analysis copy")
+                del todo[out]
+        for out, write in todo.items():
             atomic_write(out, write)
-        log.info("write.staged", path=str(out), what="analysis")
+            log.info("write.staged", path=str(out), what="analysis")
     return list(copies)
 
 

@@ -134,12 +134,7 @@ def write_h5ad(path: Path, typed: TypedColumns, rows: np.ndarray, z_names: tuple
                                 "z_sigma_columns": [z_names[j] for j in sigma]})}
     adata = ad.AnnData(obs=obs_frame(typed, rows), obsm=obsm, uns=uns)
     # identifiers stay plain text (anndata would make every repeated string a categorical)
-    atomic_path_write(path, lambda tmp: adata.write_h5ad(tmp, convert_strings_to_categoricals=False))
-
-
-def atomic_path_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Like ``atomic_write``, for writers that want a file name instead of a handle."""
-    atomic_write_path(path, write)
+    atomic_write_path(path, lambda tmp: adata.write_h5ad(tmp, convert_strings_to_categoricals=False))
 
 
 #: the plan's output kinds this module writes: ``<csv output kind>.<format>``, and the report

@@ -520,7 +520,8 @@ def recorded_coverage(plan: Build06Plan) -> dict[str, Any] | None:
     per_exp = side.get("coverage", {}).get("per_experiment")
     if not isinstance(per_exp, dict) or "overall" not in side.get("coverage", {}):
         return None
-    picked = [v for e, v in per_exp.items() if e in set(plan.selected)]
+    selected = set(plan.selected)
+    picked = [v for e, v in per_exp.items() if e in selected]
     rows, hits = sum(v["rows"] for v in picked), sum(v["matched"] for v in picked)
     counts = side.get("counts", {})
     return {"overall": side["coverage"]["overall"], "selected": hits / rows if rows else None,
