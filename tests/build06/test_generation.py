@@ -78,6 +78,7 @@ def test_existing_file_gains_missing_rows_and_complete_file_is_untouched(synth, 
     code, out, err = build06(cli, synth, "--generate-missing-latents", "--dry-run", "--json")
     plan = {e["experiment"]: e for e in json.loads(out)["experiments"]}
     assert plan["20231207"]["action"] == "top-up" and plan["20231207"]["images_to_embed"] == 1
+    assert plan["20231207"]["reason"] == "1 snip(s) without a latent row"  # an image put back is not "new"
     assert plan["20240509_18ss"]["action"] == "read" and plan["20240509_18ss"]["reason"] == "complete"
     code, out, err = build06(cli, synth, "--generate-missing-latents", "--overwrite")
     assert code == 0, err
