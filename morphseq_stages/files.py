@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -51,21 +50,94 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+#: sha256 by (real path, inode, size, mtime_ns): a file unchanged since it was hashed,
+#: or written through :class:`HashingWriter`, is not read again
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+_DIGESTS_KEPT = 4096
+
+
+def _digest_key(path: Path | str, st: os.stat_result) -> tuple[str, int, int, int]:
+    return os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _remember(key: tuple[str, int, int, int], digest: str) -> None:
+    if len(_DIGESTS) >= _DIGESTS_KEPT:
+        _DIGESTS.pop(next(iter(_DIGESTS)), None)
+    _DIGESTS[key] = digest
+
+
+def _renamed(old: Path, new: Path) -> None:
+    """Keep the digests of a file that was renamed (same inode, size and mtime)."""
+    before = os.path.realpath(old)
+    for key in [k for k in _DIGESTS if k[0] == before]:
+        _remember((os.path.realpath(new), *key[1:]), _DIGESTS[key])
+
+
 def sha256_file(path: Path) -> str:
     """sha256 of a file; one that has not changed since (same inode, size, mtime) is not read again."""
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would be read forever
         raise UserError(f"cannot hash {path}: it is not a regular file")
-    return _sha256(os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    key = _digest_key(path, st)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(key[0], "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+        digest = h.hexdigest()
+        _remember(key, digest)
+    return digest
 
 
-@functools.lru_cache(maxsize=4096)
-def _sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+class HashingWriter:
+    """A file handle that hashes what is written, on a thread of its own, as it goes.
+
+    Writing a large output and then reading it back to hash it costs a second pass; here
+    the hash is ready when the writing is. A read-only buffer (``bytes``, or a
+    ``memoryview(...).toreadonly()``) is hashed later on the thread: the writer promises
+    not to change it; any other buffer is hashed at once. A writer that does more than
+    write (seek, truncate, ...) gets no digest: the hash would not describe the file.
+    """
+
+    _HARMLESS = frozenset({"flush", "fileno", "closed", "name", "mode", "writable", "readable", "seekable"})
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self._hash = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        self._last: Future[None] | None = None
+        self.written = 0
+        self.sequential = True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        n = self._fh.write(view)
+        self.written += view.nbytes
+        self._wait()  # one buffer at a time waits for its hash: memory stays bounded
+        if view.readonly:
+            self._last = self._pool.submit(self._hash.update, view)
+        else:
+            self._hash.update(view)
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self._HARMLESS:
+            self.sequential = False
+        return getattr(self._fh, name)
+
+    def _wait(self) -> None:
+        if self._last is not None:
+            self._last.result()
+            self._last = None
+
+    def digest(self) -> str | None:
+        """The sha256 of what was written, or None when writes alone do not make the file."""
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown(wait=True)
+        return self._hash.hexdigest() if self.sequential else None
 
 
 def sha256_files_in_background(paths: list[Path]) -> Future[dict[str, str]]:
@@ -116,7 +188,7 @@ class OutputSet:
 
     def write(self, path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
         """Stage ``path`` through ``write(fh)``; returns the temporary file."""
-        return self._stage(path, lambda tmp, fd: _write_fd(fd, write))
+        return self._stage(path, lambda tmp, fd: _write_fd(fd, write, tmp))
 
     def write_path(self, path: Path, write: Callable[[Path], Any]) -> Path:
         """Stage ``path`` through a writer that wants a file name (``write(tmp)``)."""
@@ -171,6 +243,7 @@ class OutputSet:
                 _write_journal(journal, pairs)
             for tmp, dest in pairs:
                 os.replace(tmp, dest)
+                _renamed(tmp, dest)
                 del self._staged[dest]
             _fsync_dir(folder)
             if len(pairs) > 1:
@@ -199,11 +272,24 @@ def _remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
 
 
-def _write_fd(fd: int, write: Callable[[IO[bytes]], Any]) -> None:
+def _write_fd(fd: int, write: Callable[[IO[bytes]], Any], path: Path | None = None) -> None:
+    """Fill ``fd`` through ``write(fh)`` and fsync it; with ``path`` (the file's name), its
+    sha256 is taken as it is written, so that hashing it later reads nothing."""
     with os.fdopen(fd, "wb") as fh:
-        write(fh)
+        if path is None:
+            write(fh)
+        else:
+            hashing = HashingWriter(fh)
+            try:
+                write(hashing)  # type: ignore[arg-type]  # it stands in for the handle
+            finally:
+                digest = hashing.digest()
         fh.flush()
         os.fsync(fh.fileno())
+        if path is not None and digest is not None:
+            st = os.fstat(fh.fileno())
+            if st.st_size == hashing.written:
+                _remember(_digest_key(path, st), digest)
 
 
 def _write_journal(journal: Path, pairs: list[tuple[Path, Path]]) -> None:

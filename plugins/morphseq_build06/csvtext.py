@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 
 from morphseq_stages.errors import UserError
 
-WRITE_CHUNK_ROWS = 1 << 14
+WRITE_CHUNK_ROWS = 1 << 12
 
 
 @attrs.frozen(kw_only=True)
@@ -258,7 +258,8 @@ def write_rows(
             parts.extend(extra(start, stop))
         line = pc.binary_join_element_wise(*parts, b",", null_handling="replace", null_replacement=b"")
         ends = pa.repeat(pa.scalar(b"", pa.binary()), stop - start)
-        fh.write(value_bytes(pc.binary_join_element_wise(line, ends, newline))[1])
+        # read-only: this chunk is never changed, so it may be hashed while the next is made
+        fh.write(memoryview(value_bytes(pc.binary_join_element_wise(line, ends, newline))[1]).toreadonly())
 
 
 def write_string_table(fh: IO[bytes], columns: Mapping[str, Sequence[str]], extra: Mapping[str, np.ndarray] | None = None) -> None:

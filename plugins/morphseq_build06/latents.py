@@ -29,6 +29,9 @@ LATENT_FORMATS = ("csv", "parquet")
 LATENT_PREFIX = "morph_latents_"
 _Z = re.compile(r"^z_(mu|sigma)_(?:([bn])_)?(\d+)$")
 _TIME = re.compile(r"_[ts](\d{4})$")
+# a decimal number too short to overflow: always finite, whatever parses it
+_FINITE = r"-?[0-9]{1,30}(?:\.[0-9]{1,30})?(?:[eE][-+]?[0-9]{1,2})?"
+_FINITE_ROW = f"^{_FINITE}(?:,{_FINITE})*$"
 
 
 def latent_file_name(experiment: str, fmt: str = "csv") -> str:
@@ -138,15 +141,32 @@ def latent_z_columns(path: Path, schema: str = "auto", include_sigma: bool = Fal
 
 
 def _as_float(text: pa.Array) -> tuple[np.ndarray, int]:
-    """Values of a text column (NaN where empty); how many cells were not numbers."""
+    """Values of a text column (NaN where empty); how many cells were not numbers.
+
+    Each cell reads the same whatever its neighbours: Arrow's parse when every cell
+    takes it, else pandas' (which also takes a number with spaces around it), with an
+    overflowing exponent read as ±Inf as Arrow reads it, and a NaN spelling (``nan``,
+    ``NaN``) as NaN, not as a cell that is not a number.
+    """
     try:
         return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False), 0
     except pa.ArrowInvalid:
         import pandas as pd
 
         raw = pd.Series(text.to_numpy(zero_copy_only=False), dtype=object)
-        num = pd.to_numeric(raw, errors="coerce")
-        return num.to_numpy(dtype=np.float64), int((num.isna() & (raw.str.strip() != "")).sum())
+        num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        bad = 0
+        for i in np.flatnonzero(np.isnan(num) & (raw.str.strip() != "").to_numpy()):
+            try:
+                value = float(raw[i])
+            except ValueError:
+                bad += 1
+                continue
+            if np.isinf(value):
+                num[i] = value
+            elif not np.isnan(value):  # "1_0", "\uff11": numbers to Python only, to no CSV reader
+                bad += 1
+        return num, bad
 
 
 def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -> LatentRows:
@@ -161,6 +181,7 @@ def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -
     try:
         table = pacsv.read_csv(
             path,
+            read_options=pacsv.ReadOptions(use_threads=False),
             convert_options=pacsv.ConvertOptions(
                 include_columns=["snip_id", *columns],
                 column_types={c: pa.string() for c in ("snip_id", *columns)},
@@ -171,15 +192,21 @@ def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -
     except pa.ArrowInvalid as exc:
         raise UserError(f"cannot parse latent file {path}: {str(exc).strip().splitlines()[0]}") from None
     n = table.num_rows
-    nan_rows, inf_rows, unparseable = np.zeros(n, bool), np.zeros(n, bool), 0
-    for c in columns:
-        values, bad = _as_float(table.column(c).combine_chunks())
-        nan_rows |= np.isnan(values)
-        inf_rows |= np.isinf(values)
-        unparseable += bad
     empty = pa.repeat(pa.scalar("", pa.string()), n)
     cells = [table.column(names[c]).combine_chunks() if c in names else empty for c in order]
     lines = pc.binary_join_element_wise(*cells, ",") if cells else empty
+    nan_rows, inf_rows, unparseable = np.zeros(n, bool), np.zeros(n, bool), 0
+    # one pattern over each row's text instead of a float parse of every cell; the rows
+    # it does not vouch for (NaN, Inf, empty, anything odd) are parsed cell by cell
+    unsure = np.arange(n) if len(names) < len(order) or not n else \
+        np.flatnonzero(~pc.match_substring_regex(lines, _FINITE_ROW).to_numpy(zero_copy_only=False))
+    if len(unsure):
+        picked = table.take(pa.array(unsure, pa.int64())) if len(unsure) < n else table
+        for c in columns:
+            values, bad = _as_float(picked.column(c).combine_chunks())
+            nan_rows[unsure] |= np.isnan(values)
+            inf_rows[unsure] |= np.isinf(values)
+            unparseable += bad
     return LatentRows(
         path=path, snip_ids=table.column("snip_id").combine_chunks(), columns=tuple(columns),
         lines=pc.cast(lines, pa.binary()), nan_rows=nan_rows, inf_rows=inf_rows, unparseable=unparseable,

@@ -136,3 +136,53 @@ def test_other_libraries_warnings_and_log_records_become_json_events(capsys):
     events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert events[0]["event"] == "python.warning" and events[0]["message"] == "careful"
     assert events[1] == {**events[1], "event": "lost worker-1", "logger": "distributed.worker", "level": "warning"}
+
+
+CELLS = ["0.5", "-1.25e-05", "3E+07", "007", "-0", "nan", "NaN", "inf", "-inf", "Infinity", "", " 1", "1 ",
+         "+1", ".5", "5.", "1.2.3", "1e", "e5", "--1", "-", "1e999", "1" * 40, "0x10", "1_0", "abc", "\uff11"]
+
+
+def _cell_by_cell(cells: list[str]) -> tuple[bool, bool, int]:
+    """(NaN row, Inf row, unparseable cells) of one latent row, each cell parsed on its own."""
+    from morphseq_build06.latents import _as_float
+
+    parsed = [_as_float(pa.array([c], pa.string())) for c in cells]
+    return (any(np.isnan(v[0]) for v, _ in parsed), any(np.isinf(v[0]) for v, _ in parsed),
+            sum(bad for _, bad in parsed))
+
+
+def test_latent_rows_are_classified_as_a_cell_by_cell_parse_would(tmp_path):
+    from morphseq_build06.latents import read_latent_rows
+
+    rng = np.random.default_rng(3)
+    rows = [["0.1", "2.5", "-3e-4"]] + [[c, "1.0", "2"] for c in CELLS] + \
+        [list(rng.choice(CELLS, 3)) for _ in range(200)]
+    path = tmp_path / "morph_latents_x.csv"
+    quoted = [[f'"{c}"' if c != c.strip() else c for c in r] for r in rows]
+    path.write_text("snip_id,z_mu_00,z_mu_01,z_mu_02\n" + "".join(f"s{i},{','.join(r)}\n" for i, r in enumerate(quoted)))
+    cols = ("z_mu_00", "z_mu_01", "z_mu_02")
+    got = read_latent_rows(path, cols, cols)
+    want = [_cell_by_cell(r) for r in rows]
+    assert got.nan_rows.tolist() == [w[0] for w in want]
+    assert got.inf_rows.tolist() == [w[1] for w in want]
+    assert got.unparseable == sum(w[2] for w in want) > 0
+    assert got.lines.to_pylist() == [",".join(r).encode() for r in rows]  # the text as written
+    assert not got.nan_rows[0] and not got.inf_rows[0]
+
+
+def test_a_file_written_through_the_hashing_writer_is_not_read_to_hash_it(tmp_path, monkeypatch):
+    import hashlib
+
+    from morphseq_stages import files
+
+    path = tmp_path / "out.bin"
+    chunks = [os.urandom(1 << 16) for _ in range(5)]
+    mutable = bytearray(b"reused buffer")
+    atomic_write(path, lambda fh: [fh.write(memoryview(c).toreadonly()) for c in chunks] + [fh.write(mutable)])
+    want = hashlib.sha256(b"".join(chunks) + bytes(mutable)).hexdigest()
+    monkeypatch.setattr(files, "open", lambda *a, **k: pytest.fail("the file was read to hash it"), raising=False)
+    assert files.sha256_file(path) == want
+    monkeypatch.undo()
+    # a writer that seeks gets no remembered digest: the file is hashed from disk
+    atomic_write(path, lambda fh: (fh.write(b"abcdef"), fh.seek(0), fh.write(b"X")))
+    assert files.sha256_file(path) == hashlib.sha256(b"Xbcdef").hexdigest()
