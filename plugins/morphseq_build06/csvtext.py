@@ -112,7 +112,14 @@ def _split_records(data: bytes) -> tuple[pa.Array, bytes]:
     cuts[0], cuts[1::2], cuts[2::2] = 0, starts, ends
     pieces = pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), len(cuts) - 1, [None, pa.py_buffer(cuts), pa.py_buffer(data)])
-    return pieces.take(pa.array(np.arange(1, len(cuts), 2), pa.int64())).cast(pa.binary()), newline
+    return pieces.take(int64_array(np.arange(1, len(cuts), 2))).cast(pa.binary()), newline
+
+
+def int64_array(values: np.ndarray) -> pa.Array:
+    """``values`` as an Arrow int64 array, without copying them; unlike ``pa.array``, this
+    does not make pyarrow import pandas (0.2 s) first."""
+    values = np.ascontiguousarray(values, np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 def parse_header(raw: bytes, path: Path) -> tuple[str, ...]:
@@ -128,17 +135,31 @@ class CsvShapeError(ValueError):
 
 
 def read_text_table(path: Path, *, what: str = "table") -> TextTable:
-    path = Path(path)
+    return _read_table(Path(path), what)[0]
+
+
+def read_table_columns(path: Path, names: Sequence[str], *, what: str = "table") -> tuple[TextTable, dict[str, pa.Array]]:
+    """:func:`read_text_table`, then :func:`read_columns`: a plain file (one ``\\n`` after
+    each record, no blank line, no quote) is parsed where it lies, its records not joined
+    again into a second copy of it."""
+    table, data = _read_table(Path(path), what)
+    plain = b'"' not in data and b"\r" not in data and \
+        data.count(b"\n") == len(table) + data.endswith(b"\n")
+    body = memoryview(data)[data.index(b"\n") + 1 :] if plain and len(table) else None
+    return table, read_columns(table, names, body)
+
+
+def _read_table(path: Path, what: str) -> tuple[TextTable, bytes]:
     data = read_regular_file(path, what)
     try:
         records, newline = _split_records(data)
     except CsvShapeError as exc:
         raise UserError(f"cannot parse {what} {path}: {exc}") from None
-    del data
     if not len(records):
         raise UserError(f"{what} {path} is empty (no header row)")
     header = records[0].as_py()
-    return TextTable(path=path, header=header, names=parse_header(header, path), records=records[1:], newline=newline)
+    table = TextTable(path=path, header=header, names=parse_header(header, path), records=records[1:], newline=newline)
+    return table, data
 
 
 def read_regular_file(path: Path, what: str) -> bytes:
@@ -156,27 +177,30 @@ def read_regular_file(path: Path, what: str) -> bytes:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
-def read_columns(table: TextTable, names: Sequence[str]) -> dict[str, pa.Array]:
+def read_columns(table: TextTable, names: Sequence[str], body: memoryview | None = None) -> dict[str, pa.Array]:
     """Parse the named columns (first occurrence of each) as strings, one per record."""
     indices = {}
     for name in names:
         idx = table.index_of(name)
         if idx is not None:
             indices[name] = idx
-    return dict(zip(indices, read_columns_at(table, list(indices.values())), strict=True))
+    return dict(zip(indices, read_columns_at(table, list(indices.values()), body), strict=True))
 
 
-def read_columns_at(table: TextTable, indices: Sequence[int]) -> list[pa.Array]:
+def read_columns_at(table: TextTable, indices: Sequence[int], body: memoryview | None = None) -> list[pa.Array]:
     """Parse the columns at ``indices`` as strings, one per record.
 
     Arrow parses the records already split (each one line of its input), so the parser
-    and the writer agree on every record.
+    and the writer agree on every record; ``body``, when given, is that text already
+    (the records of a plain file, as it holds them).
     """
     if not indices or len(table) == 0:
         return [pa.array([""] * len(table), pa.string()) for _ in indices]
     generated = [f"c{i}" for i in range(len(table.names))]
-    text = pc.binary_join_element_wise(table.records, pa.repeat(pa.scalar(b"", pa.binary()), len(table)), b"\n")
-    offsets, body = value_bytes(text)
+    offsets, _ = value_bytes(table.records)
+    if body is None:
+        text = pc.binary_join_element_wise(table.records, pa.repeat(pa.scalar(b"", pa.binary()), len(table)), b"\n")
+        body = value_bytes(text)[1]
     longest = int(np.diff(offsets).max())
     wanted = list(dict.fromkeys(generated[i] for i in indices))
     try:

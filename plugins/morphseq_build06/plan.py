@@ -31,7 +31,7 @@ from morphseq_stages.registry import Provider, Registry
 from morphseq_stages.stages import StagePlan
 
 from . import declared, keys, manifest, parquet_store, paths
-from .csvtext import TextTable, read_columns, read_text_table
+from .csvtext import TextTable, read_table_columns
 from .latents import latent_file_name, parse_z
 from .options import Build06Options
 from .outputs import InputsNow, OutputPlan, nothing_to_merge, plan_outputs
@@ -252,11 +252,10 @@ def _images(opts: Build06Options, experiment: str) -> tuple[Path | None, Path, l
 
 
 def _read_df02(opts: Build06Options, df02_path: Path) -> tuple[TextTable, dict[str, pa.Array], np.ndarray]:
-    df02 = read_text_table(df02_path, what="df02")
+    wanted = ["snip_id", "experiment_date"] + (["use_embryo_flag"] if opts.qc_filter else [])
+    df02, cols = read_table_columns(df02_path, wanted, what="df02")
     if "snip_id" not in df02.names:
         raise UserError(f"df02 {df02_path} has no snip_id column")
-    wanted = ["snip_id", "experiment_date"] + (["use_embryo_flag"] if opts.qc_filter else [])
-    cols = read_columns(df02, wanted)
     if opts.qc_filter and "use_embryo_flag" not in cols:
         raise UserError(f"--qc-filter needs a use_embryo_flag column, and df02 {df02_path} has none")
     snip_ids = cols["snip_id"]
