@@ -275,15 +275,16 @@ def write_rows(
     if isinstance(extra, np.ndarray):
         matrix = extra
         extra = lambda a, b: [float_text(matrix[a:b, j]) for j in range(matrix.shape[1])]  # noqa: E731
+    comma, end = pa.scalar(b",", pa.binary()), pa.scalar(newline, pa.binary())
     for start in range(0, n, WRITE_CHUNK_ROWS):
         stop = min(n, start + WRITE_CHUNK_ROWS)
-        parts = [records.slice(start, stop - start)]
-        if extra is not None:
-            parts.extend(extra(start, stop))
-        line = pc.binary_join_element_wise(*parts, b",", null_handling="replace", null_replacement=b"")
-        ends = pa.repeat(pa.scalar(b"", pa.binary()), stop - start)
+        parts: list[pa.Array | pa.Scalar] = [records.slice(start, stop - start)]
+        for cells in extra(start, stop) if extra is not None else []:
+            parts += [comma, cells]
+        # each line made in one pass: record, cells and line end (a null cell is empty)
+        lines = pc.binary_join_element_wise(*parts, end, b"", null_handling="replace", null_replacement=b"")
         # read-only: this chunk is never changed, so it may be hashed while the next is made
-        fh.write(memoryview(value_bytes(pc.binary_join_element_wise(line, ends, newline))[1]).toreadonly())
+        fh.write(memoryview(value_bytes(lines)[1]).toreadonly())
 
 
 def write_string_table(fh: IO[bytes], columns: Mapping[str, Sequence[str]], extra: Mapping[str, np.ndarray] | None = None) -> None:
