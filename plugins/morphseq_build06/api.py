@@ -21,7 +21,7 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import pyarrow as pa
@@ -42,9 +42,8 @@ if TYPE_CHECKING:
 
     from morphseq_stages import Host, RunResult
 
-    from .merge import LatentIndex
+    from .index import LatentIndex
     from .plan import Build06Plan
-    from .store import StoreRead
 
 __all__ = [
     "OutputExists",
@@ -246,8 +245,8 @@ def load_latents(latent_paths: Mapping[str, PathLike], z_schema: str = "auto") -
     """
     import pandas as pd
 
+    from .index import index_latents, log_index
     from .latents import Z_SCHEMAS
-    from .merge import load_latents as load_index
     from .store import read_store
 
     logs.library_default()
@@ -260,23 +259,13 @@ def load_latents(latent_paths: Mapping[str, PathLike], z_schema: str = "auto") -
         if not p.exists():
             raise UserError(f"latent file not found: {p} (experiment {e})")
     read = read_store(paths, z_schema, False)
-    index, _ = load_index(cast("Build06Plan", _LatentsOnly(paths, z_schema, read)))  # reads only what it has
+    index, info = index_latents(read, list(paths))
+    log_index(read, list(paths), info)
     ids = pa.concat_arrays([read.rows[e].snip_ids for e in paths]) if paths else pa.array([], pa.string())
     picked = ids.take(pa.array(index.rows, pa.int64())).to_pylist()
     frame = pd.DataFrame({"snip_id": pd.Series(picked, dtype=object)})
     values = _z_values(index.lines.take(pa.array(index.rows, pa.int64())), len(index.columns))
     return pd.concat([frame, pd.DataFrame(values, columns=list(index.columns))], axis=1)
-
-
-class _LatentsOnly:
-    """What the merge's latent loader reads of a plan, for files given by path."""
-
-    def __init__(self, paths: Mapping[str, Path], z_schema: str, read: StoreRead) -> None:
-        from types import SimpleNamespace
-
-        self.options = SimpleNamespace(z_schema=z_schema, include_sigma=False)
-        self.experiments = [SimpleNamespace(experiment=e, latent_path=p, stale=False) for e, p in paths.items()]
-        self.latents = read
 
 
 def _z_values(lines: pa.Array, width: int) -> np.ndarray:
@@ -292,7 +281,7 @@ def _index_of_frame(latents_df: Any) -> LatentIndex:
     """A latents DataFrame (``snip_id`` + z columns) as the merge's index of latent rows."""
     import pandas as pd
 
-    from .merge import LatentIndex
+    from .index import LatentIndex
 
     if not isinstance(latents_df, pd.DataFrame) or "snip_id" not in latents_df.columns:
         raise UserError("latents_df must be a DataFrame with a snip_id column and z columns (see load_latents)")

@@ -187,7 +187,7 @@ def read_columns(table: TextTable, names: Sequence[str], body: memoryview | None
     return dict(zip(indices, read_columns_at(table, list(indices.values()), body), strict=True))
 
 
-def read_columns_at(table: TextTable, indices: Sequence[int], body: memoryview | None = None) -> list[pa.Array]:
+def read_columns_at(table: TextTable, indices: Sequence[int], body: memoryview | bytes | None = None) -> list[pa.Array]:
     """Parse the columns at ``indices`` as strings, one per record.
 
     Arrow parses the records already split (each one line of its input), so the parser

@@ -12,11 +12,10 @@ from typing import Any
 import attrs
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import structlog
 
-from . import keys
 from .generate import GenerateReport
+from .index import LatentIndex, index_latents, log_index
 from .plan import (
     Build06Plan,
     coverage,
@@ -29,41 +28,6 @@ from .plan import (
 from .store import read_store
 
 log = structlog.get_logger()
-EXAMPLES = 5
-
-
-@attrs.frozen(kw_only=True)
-class LatentIndex:
-    """Unique, finite latent rows by normalised key, their z cells kept as text."""
-
-    columns: tuple[str, ...]
-    lines: pa.Array  # large_binary: each latent row's z cells, comma-joined, as its file wrote them
-    rows: np.ndarray  # the row of ``lines`` behind each ``index`` entry
-    index: pa.Array  # unique normalised keys
-    channel_index: pa.Array
-    channel_rows: np.ndarray
-    bad_keys: pa.Array  # keys whose only latent rows are non-finite
-
-    def match(self, snip_ids: pa.Array) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
-        """(latent row per id or -1, rules that fired, whether the id's rows are all non-finite)."""
-        return self.match_keys(*keys.normalise(snip_ids))
-
-    def match_keys(self, k: pa.Array, rules: dict[str, int]) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
-        """The same for ids already normalised (``rules``: the rules that fired on them)."""
-        pos, by_channel = keys.match(k, self.index, self.channel_index, self.channel_rows)
-        return pos, {**rules, "channel_token": by_channel}, pc.is_in(k, value_set=self.bad_keys).to_numpy(zero_copy_only=False)
-
-    def cells(self, take: np.ndarray) -> list[pa.Array]:
-        """The z cells for rows ``take`` (-1: empty cells), as one text column to append."""
-        if not self.columns:
-            return []
-        missing = take < 0
-        if len(self.rows):
-            rows = self.rows[np.where(missing, 0, take)]
-            picked = self.lines.take(pa.array(rows, pa.int64(), mask=missing)).cast(pa.binary())
-        else:
-            picked = pa.nulls(len(take), pa.binary())
-        return [picked.fill_null(pa.scalar(b"," * (len(self.columns) - 1), pa.binary()))]
 
 
 @attrs.frozen(kw_only=True)
@@ -78,85 +42,20 @@ class MergeResult:
     plan: Build06Plan = attrs.field(repr=False)  # as generation left the disk (see plan.settle)
 
 
-def _parse_lines(lines: pa.Array) -> list[np.ndarray]:
-    return [np.array([float(v) if v else np.nan for v in ln.split(b",")]) for ln in lines.to_pylist()]
-
-
-def _duplicates(keys_: pa.Array, lines: pa.Array, rows: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """Keep the first row of each key; count identical repeats and conflicting keys.
-
-    ``keys_[i]`` is the key of ``lines[rows[i]]``.
-    """
-    first_of, shared = keys.repeats(keys_)
-    first = first_of == np.arange(len(keys_))
-    report: dict[str, Any] = {"identical_dropped": 0, "conflicting_keys": 0, "examples": []}
-    if first.all():
-        return first, report
-    dup = np.flatnonzero(shared)
-    groups: dict[int, list[np.ndarray]] = {}
-    for g, v in zip(first_of[dup], _parse_lines(lines.take(pa.array(rows[dup], pa.int64()))), strict=True):
-        groups.setdefault(int(g), []).append(v)
-    for g, values in groups.items():
-        distinct: list[np.ndarray] = []
-        for v in values:
-            if any(np.array_equal(v, d, equal_nan=True) for d in distinct):
-                report["identical_dropped"] += 1
-            else:
-                distinct.append(v)
-        if len(distinct) > 1:
-            report["conflicting_keys"] += 1
-            if len(report["examples"]) < EXAMPLES:
-                report["examples"].append(keys_[g].as_py())
-    (log.warning if report["conflicting_keys"] else log.info)("latents.duplicates", **report)
-    return first, report
-
-
 def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
+    """The latent rows as the merge matches them: the plan's index, unless generation
+    changed the files since the plan read them."""
     opts = plan.options
     for exp in plan.experiments:
         if not exp.latent_path.exists():
             log.warning("latents.missing", path=str(exp.latent_path), experiment=exp.experiment)
     read = read_store({e.experiment: e.latent_path for e in plan.experiments}, opts.z_schema, opts.include_sigma,
                       previous=plan.latents)
-    columns = read.columns
-    files = [(e, read.rows[e.experiment]) for e in plan.experiments if e.experiment in read.rows]
-    hygiene: dict[str, Any] = {"rows_with_nan": 0, "rows_with_inf": 0, "unparseable_cells": 0, "examples": []}
-    rules: dict[str, int] = {}
-    key_parts, finite_parts = [], []
-    for exp, t in files:
-        log.info("latents.stale" if exp.stale else "latents.found", path=str(t.path), experiment=exp.experiment,
-                 rows=len(t.snip_ids), z_columns=len(t.columns))
-        bad = t.nan_rows | t.inf_rows
-        hygiene["rows_with_nan"] += int(t.nan_rows.sum())
-        hygiene["rows_with_inf"] += int(t.inf_rows.sum())
-        hygiene["unparseable_cells"] += t.unparseable
-        room = EXAMPLES - len(hygiene["examples"])
-        hygiene["examples"] += [{"file": t.path.name, "snip_id": t.snip_ids[int(i)].as_py()}
-                                for i in np.flatnonzero(bad)[:room]]
-        k, counts = read.keys[exp.experiment]
-        for r, c in counts.items():
-            rules[r] = rules.get(r, 0) + c
-        key_parts.append(k)
-        finite_parts.append(~bad)
-    all_keys = pa.concat_arrays(key_parts) if key_parts else pa.array([], pa.string())
-    finite = np.concatenate(finite_parts) if finite_parts else np.empty(0, bool)
-    lines = read.lines
-    if (~finite).any():
-        log.warning("hygiene.non_finite", rows=int((~finite).sum()), **hygiene)
-
-    good = np.flatnonzero(finite)
-    good_keys = all_keys.take(pa.array(good, pa.int64()))
-    first, dups = _duplicates(good_keys, lines, good)
-    bad_keys = pc.unique(all_keys.filter(pa.array(~finite)))
-    bad_keys = bad_keys.filter(pc.invert(pc.is_in(bad_keys, value_set=good_keys)))
-    idx_keys = good_keys.filter(pa.array(first))
-    channel_index, channel_rows = keys.channel_free_index(idx_keys)
-    index = LatentIndex(
-        columns=columns, lines=lines, rows=good[first], index=idx_keys,
-        channel_index=channel_index, channel_rows=channel_rows, bad_keys=bad_keys,
-    )
-    info = {"files": len(files), "latent_rows": int(len(all_keys)), "z_columns": len(columns),
-            "hygiene": hygiene, "duplicates": dups, "key_rules_latents": rules}
+    index, info = plan.matching.index, plan.matching.info
+    if read is not plan.latents:
+        index, info = index_latents(read, [e.experiment for e in plan.experiments])
+    log_index(read, [e.experiment for e in plan.experiments], info,
+              frozenset(e.experiment for e in plan.experiments if e.stale))
     return index, info
 
 
@@ -223,7 +122,9 @@ def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeRe
     generated = generated or GenerateReport()
     plan = settle(plan, generated.written)
     latents, info = load_latents(plan)
-    take, rules, non_finite = latents.match_keys(plan.row_keys, plan.key_rules)
+    matching = plan.matching
+    take, rules, non_finite = (matching.take, matching.rules, matching.non_finite) if latents is matching.index \
+        else latents.match_keys(plan.row_keys, plan.key_rules)
     reasons = row_reasons(plan, take, non_finite, generated)
     cov = coverage(take >= 0, plan.keep, plan.row_codes, [e.experiment for e in plan.experiments],
                    set(plan.selected))

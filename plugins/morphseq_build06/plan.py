@@ -32,6 +32,7 @@ from morphseq_stages.stages import StagePlan
 
 from . import declared, keys, manifest, parquet_store, paths
 from .csvtext import TextTable, read_table_columns
+from .index import LatentMatch, index_latents
 from .latents import latent_file_name, parse_z
 from .options import Build06Options
 from .outputs import InputsNow, OutputPlan, nothing_to_merge, plan_outputs
@@ -121,6 +122,7 @@ class Build06Plan(StagePlan):
     records: dict[str, Any] = attrs.field(repr=False)  # sidecar contents as found, by output kind
     inputs: InputsNow = attrs.field(repr=False)
     latents: StoreRead = attrs.field(repr=False)
+    matching: LatentMatch = attrs.field(repr=False)  # the index of those latent rows, and df02's rows against it
     snapshot: tuple = attrs.field(default=(), repr=False)  # what the plan saw of its files (see still_current)
     started: float = attrs.field(factory=time.monotonic, repr=False)
 
@@ -316,17 +318,6 @@ def _model_warnings(model_error: str | None, store: Path, generating: bool) -> l
     return [text]
 
 
-def _latent_match(latents: StoreRead, row_keys: pa.Array) -> np.ndarray:
-    """Per df02 row: whether a finite latent row matches it now (as the merge will match it)."""
-    parts = [(latents.keys[e][0], ~(r.nan_rows | r.inf_rows)) for e, r in latents.rows.items()]
-    if not parts:
-        return np.zeros(len(row_keys), bool)
-    all_keys = pa.concat_arrays([k for k, _ in parts])
-    good = pc.unique(all_keys.filter(pa.array(np.concatenate([f for _, f in parts]))))
-    pos, _ = keys.match(row_keys, good, *keys.channel_free_index(good))
-    return pos >= 0
-
-
 def _codes(row_exp: np.ndarray, names: list[str]) -> np.ndarray:
     """Each row's experiment as its index in ``names`` (-1: none), so that masks compare integers."""
     index = pc.index_in(pa.array(row_exp, pa.string()), value_set=pa.array(names, pa.string()))
@@ -364,7 +355,10 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     row_keys, key_rules = keys.normalise(cols["snip_id"])
     sources = {e: parquet_store.locate(store, e, opts.latent_format, opts.latents_root) for e in in_df02}
     latents = read_store({e: sources[e].path for e in in_df02}, opts.z_schema, opts.include_sigma)
-    matched = _latent_match(latents, row_keys)
+    index, index_info = index_latents(latents, in_df02)
+    take, rules, non_finite = index.match_keys(row_keys, key_rules)
+    matching = LatentMatch(index=index, info=index_info, take=take, rules=rules, non_finite=non_finite)
+    matched = matching.take >= 0
     found = {e: _images(opts, e) for e in in_df02}
     has_image = _has_image(row_keys, codes, [found[e][2] for e in in_df02])
     store_record, broken = manifest.read(store / manifest.MANIFEST_NAME)
@@ -392,9 +386,9 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     outputs, records, out_warnings = plan_outputs(opts, now=now, store=store)
     prefix = in_memory_prefix(next(o for o in outputs if o.kind == "df03"), exp_plans, "predicted ")
     prediction, predicted = predict(opts, exp_plans, codes, matched, has_image & ~unreadable_rows, keep, prefix)
-    non_finite = sum(int((r.nan_rows | r.inf_rows).sum()) for r in latents.rows.values())
-    if non_finite:
-        predicted.append(f"{non_finite} latent row(s) hold NaN or Inf and will be treated as missing")
+    bad_rows = sum(int((r.nan_rows | r.inf_rows).sum()) for r in latents.rows.values())
+    if bad_rows:
+        predicted.append(f"{bad_rows} latent row(s) hold NaN or Inf and will be treated as missing")
     if opts.generate_only:  # no df03: what would be said of it does not apply
         outputs, out_warnings, predicted = declared.restrict(outputs), [], []
     for path in [o.path for o in outputs if o.action != "skip"] + [p.latent_path for p in exp_plans
@@ -408,7 +402,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
         has_image=has_image, unreadable_rows=unreadable_rows, keep=keep, unknown_flags=unknown_flags,
         experiments=tuple(exp_plans), outputs=tuple(outputs), warnings=tuple(warnings + out_warnings),
         output_warnings=tuple(out_warnings), predicted=tuple(predicted),
-        prediction=prediction, records=records, inputs=now, latents=latents,
+        prediction=prediction, records=records, inputs=now, latents=latents, matching=matching,
     )
     return attrs.evolve(plan, snapshot=_snapshot(plan.watched()))
 

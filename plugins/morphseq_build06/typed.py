@@ -32,7 +32,7 @@ import pyarrow.csv as pacsv
 from .csvtext import TextTable, read_columns_at, value_bytes
 
 if TYPE_CHECKING:
-    from .merge import LatentIndex
+    from .index import LatentIndex
 
 
 #: pandas' default ``na_values`` (pandas.read_csv reads these as missing too)

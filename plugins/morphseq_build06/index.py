@@ -1,0 +1,150 @@
+"""The latent rows a merge matches df02 against: unique, finite, by normalised key.
+
+Built once from the latent files as read (``store.StoreRead``): the plan builds it to
+predict coverage, and the merge uses the same index unless generation changed the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
+
+from . import keys
+from .store import StoreRead
+
+log = structlog.get_logger()
+EXAMPLES = 5
+
+
+@attrs.frozen(kw_only=True)
+class LatentIndex:
+    """Unique, finite latent rows by normalised key, their z cells kept as text."""
+
+    columns: tuple[str, ...]
+    lines: pa.Array  # large_binary: each latent row's z cells, comma-joined, as its file wrote them
+    rows: np.ndarray  # the row of ``lines`` behind each ``index`` entry
+    index: pa.Array  # unique normalised keys
+    channel_index: pa.Array
+    channel_rows: np.ndarray
+    bad_keys: pa.Array  # keys whose only latent rows are non-finite
+
+    def match(self, snip_ids: pa.Array) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
+        """(latent row per id or -1, rules that fired, whether the id's rows are all non-finite)."""
+        return self.match_keys(*keys.normalise(snip_ids))
+
+    def match_keys(self, k: pa.Array, rules: dict[str, int]) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
+        """The same for ids already normalised (``rules``: the rules that fired on them)."""
+        pos, by_channel = keys.match(k, self.index, self.channel_index, self.channel_rows)
+        return pos, {**rules, "channel_token": by_channel}, pc.is_in(k, value_set=self.bad_keys).to_numpy(zero_copy_only=False)
+
+    def cells(self, take: np.ndarray) -> list[pa.Array]:
+        """The z cells for rows ``take`` (-1: empty cells), as one text column to append."""
+        if not self.columns:
+            return []
+        missing = take < 0
+        if len(self.rows):
+            rows = self.rows[np.where(missing, 0, take)]
+            picked = self.lines.take(pa.array(rows, pa.int64(), mask=missing)).cast(pa.binary())
+        else:
+            picked = pa.nulls(len(take), pa.binary())
+        return [picked.fill_null(pa.scalar(b"," * (len(self.columns) - 1), pa.binary()))]
+
+
+@attrs.frozen(kw_only=True)
+class LatentMatch:
+    """An index and how df02's rows match it (see :meth:`LatentIndex.match_keys`)."""
+
+    index: LatentIndex
+    info: dict[str, Any]  # counts for the report: files, rows, hygiene, duplicates, key rules
+    take: np.ndarray
+    rules: dict[str, int]
+    non_finite: np.ndarray
+
+
+def index_latents(read: StoreRead, experiments: Sequence[str]) -> tuple[LatentIndex, dict[str, Any]]:
+    """The index of the files of ``experiments`` (those that exist), with its counts."""
+    files = [read.rows[e] for e in experiments if e in read.rows]
+    hygiene: dict[str, Any] = {"rows_with_nan": 0, "rows_with_inf": 0, "unparseable_cells": 0, "examples": []}
+    rules: dict[str, int] = {}
+    for t in files:
+        bad = t.nan_rows | t.inf_rows
+        hygiene["rows_with_nan"] += int(t.nan_rows.sum())
+        hygiene["rows_with_inf"] += int(t.inf_rows.sum())
+        hygiene["unparseable_cells"] += t.unparseable
+        room = EXAMPLES - len(hygiene["examples"])
+        hygiene["examples"] += [{"file": t.path.name, "snip_id": t.snip_ids[int(i)].as_py()}
+                                for i in np.flatnonzero(bad)[:room]]
+    for e in experiments:
+        for r, c in read.keys[e][1].items() if e in read.keys else ():
+            rules[r] = rules.get(r, 0) + c
+    all_keys = pa.concat_arrays([read.keys[e][0] for e in experiments if e in read.rows]) if files \
+        else pa.array([], pa.string())
+    finite = np.concatenate([~(t.nan_rows | t.inf_rows) for t in files]) if files else np.empty(0, bool)
+    good = np.flatnonzero(finite)
+    good_keys = all_keys.take(pa.array(good, pa.int64()))
+    first, dups = _duplicates(good_keys, read.lines, good)
+    bad_keys = pc.unique(all_keys.filter(pa.array(~finite)))
+    bad_keys = bad_keys.filter(pc.invert(pc.is_in(bad_keys, value_set=good_keys)))
+    idx_keys = good_keys.filter(pa.array(first))
+    channel_index, channel_rows = keys.channel_free_index(idx_keys)
+    index = LatentIndex(columns=read.columns, lines=read.lines, rows=good[first], index=idx_keys,
+                        channel_index=channel_index, channel_rows=channel_rows, bad_keys=bad_keys)
+    info = {"files": len(files), "latent_rows": int(len(all_keys)), "z_columns": len(read.columns),
+            "hygiene": hygiene, "duplicates": dups, "key_rules_latents": rules}
+    return index, info
+
+
+def _parse_lines(lines: pa.Array) -> list[np.ndarray]:
+    return [np.array([float(v) if v else np.nan for v in ln.split(b",")]) for ln in lines.to_pylist()]
+
+
+def _duplicates(keys_: pa.Array, lines: pa.Array, rows: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Keep the first row of each key; count identical repeats and conflicting keys.
+
+    ``keys_[i]`` is the key of ``lines[rows[i]]``.
+    """
+    first_of, shared = keys.repeats(keys_)
+    first = first_of == np.arange(len(keys_))
+    report: dict[str, Any] = {"identical_dropped": 0, "conflicting_keys": 0, "examples": []}
+    if first.all():
+        return first, report
+    dup = np.flatnonzero(shared)
+    groups: dict[int, list[np.ndarray]] = {}
+    for g, v in zip(first_of[dup], _parse_lines(lines.take(pa.array(rows[dup], pa.int64()))), strict=True):
+        groups.setdefault(int(g), []).append(v)
+    for g, values in groups.items():
+        distinct: list[np.ndarray] = []
+        for v in values:
+            if any(np.array_equal(v, d, equal_nan=True) for d in distinct):
+                report["identical_dropped"] += 1
+            else:
+                distinct.append(v)
+        if len(distinct) > 1:
+            report["conflicting_keys"] += 1
+            if len(report["examples"]) < EXAMPLES:
+                report["examples"].append(keys_[g].as_py())
+    return first, report
+
+
+
+
+def log_index(read: StoreRead, experiments: Sequence[str], info: dict[str, Any], stale: frozenset[str] = frozenset()) -> None:
+    """The events of an index: each file found, rows left out as non-finite, duplicates."""
+    bad_rows = 0
+    for e in experiments:
+        if e in read.rows:
+            t = read.rows[e]
+            log.info("latents.stale" if e in stale else "latents.found", path=str(t.path), experiment=e,
+                     rows=len(t.snip_ids), z_columns=len(t.columns))
+            bad_rows += int((t.nan_rows | t.inf_rows).sum())
+    if bad_rows:
+        log.warning("hygiene.non_finite", rows=bad_rows, **info["hygiene"])
+    dups = info["duplicates"]
+    if dups["identical_dropped"] or dups["conflicting_keys"]:
+        (log.warning if dups["conflicting_keys"] else log.info)("latents.duplicates", **dups)
