@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import stat
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from morphseq_stages.errors import UserError
+from morphseq_stages.files import remember_sha256
 
 WRITE_CHUNK_ROWS = 1 << 12
 
@@ -162,13 +164,23 @@ def _read_table(path: Path, what: str) -> tuple[TextTable, bytes]:
     return table, data
 
 
-def read_regular_file(path: Path, what: str) -> bytes:
-    """The bytes of a regular file; a FIFO, a device or a folder is refused before reading."""
+def read_regular_file(path: Path, what: str, *, hash_now: bool = False) -> bytes:
+    """The bytes of a regular file; a FIFO, a device or a folder is refused before reading.
+
+    Its sha256 is taken from these bytes (so that the run's provenance does not read the
+    file again): at once with ``hash_now``, else on a thread of its own.
+    """
     try:
         with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
                 raise UserError(f"{what} {path} is not a regular file")
-            return fh.read()
+            data = fh.read()
+        if hash_now:
+            remember_sha256(path, st, data)
+        else:
+            threading.Thread(target=remember_sha256, args=(path, st, data), name="sha256").start()
+        return data
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}") from None
     except IsADirectoryError:

@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 
 from morphseq_stages.errors import UserError
 
-from .csvtext import parse_header, write_string_table
+from .csvtext import parse_header, read_regular_file, write_string_table
 
 ID_COLUMNS = ("experiment_date", "embryo_id", "snip_id")
 Z_SCHEMAS = ("auto", "flat", "bio_nuisance")
@@ -180,7 +180,7 @@ def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -
         return parquet_store.read_rows(path, columns, order, names)
     try:
         table = pacsv.read_csv(
-            path,
+            pa.BufferReader(read_regular_file(path, "latent file", hash_now=True)),
             read_options=pacsv.ReadOptions(use_threads=False),
             convert_options=pacsv.ConvertOptions(
                 include_columns=["snip_id", *columns],
