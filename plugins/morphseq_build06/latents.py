@@ -184,7 +184,9 @@ def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -
             read_options=pacsv.ReadOptions(use_threads=False),
             convert_options=pacsv.ConvertOptions(
                 include_columns=["snip_id", *columns],
-                column_types={c: pa.string() for c in ("snip_id", *columns)},
+                # z cells as bytes: the pattern below accepts ASCII only, and the rows it
+                # does not vouch for are checked as text
+                column_types={"snip_id": pa.string(), **{c: pa.binary() for c in columns}},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -192,9 +194,9 @@ def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -
     except pa.ArrowInvalid as exc:
         raise UserError(f"cannot parse latent file {path}: {str(exc).strip().splitlines()[0]}") from None
     n = table.num_rows
-    empty = pa.repeat(pa.scalar("", pa.string()), n)
+    empty = pa.repeat(pa.scalar(b"", pa.binary()), n)
     cells = [table.column(names[c]).combine_chunks() if c in names else empty for c in order]
-    lines = pc.binary_join_element_wise(*cells, ",") if cells else empty
+    lines = pc.binary_join_element_wise(*cells, b",") if cells else empty
     nan_rows, inf_rows, unparseable = np.zeros(n, bool), np.zeros(n, bool), 0
     # one pattern over each row's text instead of a float parse of every cell; the rows
     # it does not vouch for (NaN, Inf, empty, anything odd) are parsed cell by cell
@@ -203,13 +205,17 @@ def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -
     if len(unsure):
         picked = table.take(pa.array(unsure, pa.int64())) if len(unsure) < n else table
         for c in columns:
-            values, bad = _as_float(picked.column(c).combine_chunks())
+            try:
+                text = pc.cast(picked.column(c).combine_chunks(), pa.string())
+            except pa.ArrowInvalid as exc:
+                raise UserError(f"cannot parse latent file {path}: column {c!r}: {exc}") from None
+            values, bad = _as_float(text)
             nan_rows[unsure] |= np.isnan(values)
             inf_rows[unsure] |= np.isinf(values)
             unparseable += bad
     return LatentRows(
         path=path, snip_ids=table.column("snip_id").combine_chunks(), columns=tuple(columns),
-        lines=pc.cast(lines, pa.binary()), nan_rows=nan_rows, inf_rows=inf_rows, unparseable=unparseable,
+        lines=lines, nan_rows=nan_rows, inf_rows=inf_rows, unparseable=unparseable,
     )
 
 

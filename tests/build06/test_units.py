@@ -186,3 +186,21 @@ def test_a_file_written_through_the_hashing_writer_is_not_read_to_hash_it(tmp_pa
     # a writer that seeks gets no remembered digest: the file is hashed from disk
     atomic_write(path, lambda fh: (fh.write(b"abcdef"), fh.seek(0), fh.write(b"X")))
     assert files.sha256_file(path) == hashlib.sha256(b"Xbcdef").hexdigest()
+
+
+def test_a_file_is_hashed_from_the_bytes_read_unless_it_changed_meanwhile(tmp_path, monkeypatch):
+    import hashlib
+
+    from morphseq_build06.csvtext import read_regular_file
+    from morphseq_stages import files
+
+    path = tmp_path / "df02.csv"
+    path.write_bytes(b"snip_id\na\n")
+    data = read_regular_file(path, "df02", hash_now=True)
+    with monkeypatch.context() as m:
+        m.setattr(files, "open", lambda *a, **k: pytest.fail("the file was read again to hash it"), raising=False)
+        assert files.sha256_file(path) == hashlib.sha256(data).hexdigest()
+    st = os.stat(path)
+    path.write_bytes(b"snip_id\nb\nc\n")  # changed after it was read: those bytes say nothing of it now
+    files.remember_sha256(path, st, data)
+    assert files.sha256_file(path) == hashlib.sha256(b"snip_id\nb\nc\n").hexdigest()
