@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 from morphseq_stages.errors import UserError
 from morphseq_stages.files import remember_sha256
 
-WRITE_CHUNK_ROWS = 1 << 12
+WRITE_CHUNK_ROWS = 1 << 11
 
 
 @attrs.frozen(kw_only=True)
