@@ -7,6 +7,7 @@ analysis copies are written.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
@@ -339,8 +340,12 @@ def _has_image(row_keys: pa.Array, codes: np.ndarray, images: list[list[Path]]) 
 def _import_pandas_meanwhile() -> None:
     """pyarrow imports pandas, when installed, at the first ``pa.array`` of a process
     (about 0.2 s): start that import on a thread of its own while df02 is being read."""
+    def load() -> None:
+        with contextlib.suppress(Exception):  # the first user of pandas imports it again, and says why
+            importlib.import_module("pandas")
+
     if "pandas" not in sys.modules and importlib.util.find_spec("pandas") is not None:
-        threading.Thread(target=importlib.import_module, args=("pandas",), name="import-pandas").start()
+        threading.Thread(target=load, name="import-pandas").start()
 
 
 def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
