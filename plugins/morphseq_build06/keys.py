@@ -42,6 +42,8 @@ def normalise(snip_ids: pa.Array) -> tuple[pa.Array, dict[str, int]]:
 
 
 def without_channel(keys: pa.Array) -> pa.Array:
+    if not any(_maybe(keys, token) for token in (b"_BF", b"_bf", b"_ch")):
+        return keys
     return pc.replace_substring_regex(keys, _CHANNEL, r"\1")
 
 
