@@ -154,7 +154,7 @@ def _as_float(text: pa.Array) -> tuple[np.ndarray, int]:
         import pandas as pd
 
         raw = pd.Series(text.to_numpy(zero_copy_only=False), dtype=object)
-        num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        num = np.array(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)  # a copy: pandas 3 lends read-only
         bad = 0
         for i in np.flatnonzero(np.isnan(num) & (raw.str.strip() != "").to_numpy()):
             try:

@@ -139,7 +139,8 @@ def test_other_libraries_warnings_and_log_records_become_json_events(capsys):
 
 
 CELLS = ["0.5", "-1.25e-05", "3E+07", "007", "-0", "nan", "NaN", "inf", "-inf", "Infinity", "", " 1", "1 ",
-         "+1", ".5", "5.", "1.2.3", "1e", "e5", "--1", "-", "1e999", "1" * 40, "0x10", "1_0", "abc", "\uff11"]
+         "+1", ".5", "5.", "1.2.3", "1e", "e5", "--1", "-", "1e999", "1" * 40, "0x10", "1_0", "abc", "\uff11",
+         " inf", "-Infinity ", "\tnan"]
 
 
 def _cell_by_cell(cells: list[str]) -> tuple[bool, bool, int]:
