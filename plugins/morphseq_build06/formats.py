@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from morphseq_stages.errors import UserError
-from morphseq_stages.files import atomic_write, atomic_write_path
+from morphseq_stages.files import atomic_write, atomic_write_path, sha256_file, staged_path
 
 from .latents import parse_z
 from .typed import TypedColumns, is_identifier, unique_names, z_matrix
@@ -70,12 +70,34 @@ def sibling(path: Path, fmt: str) -> Path:
     return path.with_suffix(SUFFIX[fmt])
 
 
+#: where a typed copy keeps the sha256 of the CSV it was made with (Parquet metadata key, h5ad uns key)
+MADE_FROM = "morphseq_made_from"
+
+
 def write_typed(path: Path, fmt: str, typed: TypedColumns, rows: np.ndarray, z_names: tuple[str, ...],
-                z: np.ndarray, provenance: Mapping[str, Any]) -> None:
+                z: np.ndarray, provenance: Mapping[str, Any], made_from: str) -> None:
     if fmt == "parquet":
-        write_parquet(path, typed, rows, z_names, z, provenance)
+        write_parquet(path, typed, rows, z_names, z, provenance, made_from)
     else:
-        write_h5ad(path, typed, rows, z_names, z, provenance)
+        write_h5ad(path, typed, rows, z_names, z, provenance, made_from)
+
+
+def made_from(path: Path) -> str | None:
+    """The sha256 of the CSV a typed copy was made with, as it says; None when it says none
+    or cannot be read (not written by this tool, or by a version that did not record it)."""
+    try:
+        if path.suffix == SUFFIX["parquet"]:
+            import pyarrow.parquet as pq
+
+            value = (pq.read_schema(path).metadata or {}).get(MADE_FROM.encode())
+            return value.decode() if value else None
+        import h5py  # type: ignore[import-untyped]  # installed with anndata
+
+        with h5py.File(path, "r") as f:
+            value = f["uns"][MADE_FROM][()] if "uns" in f and MADE_FROM in f["uns"] else None
+        return value.decode() if isinstance(value, bytes) else (str(value) if value is not None else None)
+    except Exception:  # unreadable, or its library missing: nothing can be said of it
+        return None
 
 
 def typed_table(typed: TypedColumns, rows: np.ndarray, z_names: tuple[str, ...], z: np.ndarray) -> pa.Table:
@@ -85,11 +107,12 @@ def typed_table(typed: TypedColumns, rows: np.ndarray, z_names: tuple[str, ...],
 
 
 def write_parquet(path: Path, typed: TypedColumns, rows: np.ndarray, z_names: tuple[str, ...], z: np.ndarray,
-                  provenance: Mapping[str, Any]) -> None:
+                  provenance: Mapping[str, Any], made_from: str) -> None:
     import pyarrow.parquet as pq
 
     table = typed_table(typed, rows, z_names, z)
-    table = table.replace_schema_metadata({b"morphseq": json.dumps(provenance, default=str).encode()})
+    table = table.replace_schema_metadata({b"morphseq": json.dumps(provenance, default=str).encode(),
+                                           MADE_FROM.encode(): made_from.encode()})
     atomic_write(path, lambda fh: pq.write_table(table, fh))
 
 
@@ -121,7 +144,7 @@ def h5_safe(value: Any) -> Any:
 
 
 def write_h5ad(path: Path, typed: TypedColumns, rows: np.ndarray, z_names: tuple[str, ...], z: np.ndarray,
-               provenance: Mapping[str, Any]) -> None:
+               provenance: Mapping[str, Any], made_from: str) -> None:
     import anndata as ad
 
     kinds = [parse_z(n) for n in z_names]
@@ -131,7 +154,7 @@ def write_h5ad(path: Path, typed: TypedColumns, rows: np.ndarray, z_names: tuple
     if sigma:
         obsm["X_morph_logvar"] = z[:, sigma]
     uns = {"morphseq": h5_safe({**provenance, "z_mu_columns": [z_names[j] for j in mu],
-                                "z_sigma_columns": [z_names[j] for j in sigma]})}
+                                "z_sigma_columns": [z_names[j] for j in sigma]}), MADE_FROM: made_from}
     adata = ad.AnnData(obs=obs_frame(typed, rows), obsm=obsm, uns=uns)
     # identifiers stay plain text (anndata would make every repeated string a categorical)
     atomic_write_path(path, lambda tmp: adata.write_h5ad(tmp, convert_strings_to_categoricals=False))
@@ -142,28 +165,36 @@ EXTRA_KINDS = tuple(f"{k}.{f}" for k in ("df03", "analysis", "training") for f i
 REPORT_NAME = "embryo_metadata_df03_report.html"
 
 
-def extra_outputs(outputs: Sequence[OutputPlan], opts: Build06Options, make: Callable[..., OutputPlan]) -> list[OutputPlan]:
+def extra_outputs(outputs: Sequence[OutputPlan], opts: Build06Options, make: Callable[..., OutputPlan]
+                  ) -> tuple[list[OutputPlan], list[str]]:
     """The typed siblings of each CSV output, and the report; ``make`` is the plan's
-    ``_output`` (write / overwrite / skip, as for any output)."""
-    extra = []
+    ``_output`` (write / overwrite / skip, as for any output). Also the warnings about
+    typed copies this run leaves behind their CSV."""
+    extra, warnings = [], []
     for o in outputs:
         if o.kind not in ("df03", "analysis", "training"):
             continue
-        for fmt in opts.formats:
-            if fmt == "csv":
-                continue
+        for fmt in SUFFIX:
             path = sibling(o.path, fmt)
+            if fmt not in opts.formats:
+                if o.action != "skip" and path.exists():
+                    warnings.append(f"{path} is not rewritten by this run (--formats has no {fmt}): it will no "
+                                    f"longer match {o.path.name}; add {fmt} to --formats to update it")
+                continue
             if o.action == "skip" and not o.path.exists():  # skipped for want of input: so is its sibling
                 extra.append(attrs.evolve(o, kind=f"{o.kind}.{fmt}", path=path))
-            else:
-                extra.append(make(f"{o.kind}.{fmt}", path, opts.overwrite, o.experiment))
+                continue
+            out = make(f"{o.kind}.{fmt}", path, opts.overwrite, o.experiment)
+            extra.append(out)
+            if out.action == "skip" and out.freshness.status != "current":
+                warnings.append(f"{path} is {out.freshness.describe()}; not updated: {out.reason}")
     if opts.report:
         df03 = next(o.path for o in outputs if o.kind == "df03")
         path = df03.with_name(REPORT_NAME)
         # the report describes a run (it holds no data of its own): each --report run rewrites it
         extra.append(attrs.evolve(make("report", path, True), reason="rewritten by each --report run")
                      if path.exists() else make("report", path, False))
-    return extra
+    return extra, warnings
 
 
 def write_extras(plan: Build06Plan, merged: MergeResult, df03_rows: np.ndarray, provenance: Mapping[str, Any], run: Callable,
@@ -179,7 +210,8 @@ def write_extras(plan: Build06Plan, merged: MergeResult, df03_rows: np.ndarray, 
     z_df02 = functools.cache(lambda: z_matrix(merged.latents, merged.take))
 
     def one(out: OutputPlan, fmt: str, typed: TypedColumns, rows: np.ndarray, z: np.ndarray) -> int:
-        write_typed(out.path, fmt, typed, rows, columns, z, provenance)
+        csv = staged_path(out.path.with_suffix(".csv"))  # written (staged) before its typed copies
+        write_typed(out.path, fmt, typed, rows, columns, z, provenance, sha256_file(csv))
         return len(rows)
 
     for out in plan.outputs:

@@ -20,10 +20,11 @@ import pyarrow as pa
 
 from morphseq_stages.embedders import ModelInfo
 from morphseq_stages.errors import UserError
+from morphseq_stages.files import sha256_file
 
 from . import keys, manifest, paths
 from .csvtext import TextTable, read_columns, read_text_table
-from .formats import extra_outputs
+from .formats import extra_outputs, made_from
 from .freshness import (
     Freshness,
     built_from,
@@ -214,7 +215,9 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
         copies, warning = _copies(opts, now, records, changing)
         outputs += copies
         warnings.append(warning)
-    outputs += extra_outputs(outputs, opts, _sibling_of(outputs))
+    extra, extra_warnings = extra_outputs(outputs, opts, _sibling_of(outputs))
+    outputs += extra
+    warnings += extra_warnings
     if changing:
         path = store / manifest.MANIFEST_NAME
         what = "; ".join(f"{e} {how}" for e, how in changing.items())
@@ -238,8 +241,15 @@ def _sibling_of(outputs: list[OutputPlan]) -> Callable[..., OutputPlan]:
         if csv.action != "skip":
             return OutputPlan(kind=kind, path=path, action="overwrite", reason=f"with {csv.path.name}",
                               experiment=experiment, freshness=csv.freshness)
-        return OutputPlan(kind=kind, path=path, action="skip", reason=f"as {csv.path.name}: {csv.reason}",
-                          experiment=experiment, freshness=csv.freshness)
+        # the CSV stays: its typed copy is as current as it only if it was made from it as it is
+        if csv.path.is_file() and made_from(path) == sha256_file(csv.path):
+            return OutputPlan(kind=kind, path=path, action="skip", reason=f"as {csv.path.name}: {csv.reason}",
+                              experiment=experiment, freshness=csv.freshness)
+        fresh = Freshness(status="out-of-date", reasons=(f"not made from {csv.path.name} as it is now",))
+        if csv.freshness.status != "current":  # this run's merge is not what the CSV holds: rewrite neither
+            return OutputPlan(kind=kind, path=path, action="skip", experiment=experiment, freshness=fresh,
+                              reason=f"kept with {csv.path.name}, which is {csv.freshness.describe().split(':')[0]}")
+        return decide(kind, path, fresh, overwrite, experiment)
     return make
 
 

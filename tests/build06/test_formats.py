@@ -166,3 +166,30 @@ def test_typed_outputs_without_any_latents(tmp_path, cli):
     assert not [n for n in schema.names if n.startswith("z_")] and schema.names[0] == "image_well"
     adata = anndata.read_h5ad(df03_path(root).with_suffix(".h5ad"))
     assert adata.obsm["X_morph"].shape == (15, 0)
+
+
+def test_a_typed_copy_is_current_only_if_made_from_the_csv_as_it_is(tmp_path, cli):
+    root, data, df02 = make_root(tmp_path)
+    latents_for(df02, data)
+    base = ("build06", "--root", root, "--data-root", data)
+    assert cli(*base, "--formats", "csv,parquet")[0] == 0
+    parquet = df03_path(root).with_suffix(".parquet")
+    lines = df02.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace(",lmx1b,", ",lmx1b-edited,", 1)  # a df02 edit: --overwrite rewrites df03.csv
+    df02.write_text("".join(lines))
+    code, _, err = cli(*base, "--overwrite")  # without --formats: the Parquet is left behind, and said so
+    assert code == 0 and f"{parquet} is not rewritten by this run" in err
+    before = parquet.read_bytes()
+    code, out, err = cli(*base, "--formats", "csv,parquet")  # df03.csv current; its Parquet is not
+    assert code == 0 and "not made from embryo_metadata_df03.csv as it is now" in err + out
+    assert parquet.read_bytes() == before  # no --overwrite: kept, with a warning
+    assert cli(*base, "--formats", "csv,parquet", "--overwrite")[0] == 0
+    table = pq.read_table(parquet)
+    csv = pd.read_csv(df03_path(root), dtype=str, keep_default_na=False)
+    assert table.column("snip_id").to_pylist() == csv["snip_id"].tolist()
+    assert table.column("genotype").to_pylist() == csv["genotype"].tolist()
+    assert table.column("genotype")[0].as_py() == "lmx1b-edited"  # from df03.csv as it is now
+    after = parquet.stat().st_mtime_ns
+    code, out, err = cli(*base, "--formats", "csv,parquet")  # both current now: nothing is rewritten
+    assert code == 0 and parquet.stat().st_mtime_ns == after
+    assert "not made from" not in out + err
