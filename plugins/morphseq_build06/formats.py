@@ -187,7 +187,9 @@ def extra_outputs(outputs: Sequence[OutputPlan], opts: Build06Options, make: Cal
             out = make(f"{o.kind}.{fmt}", path, opts.overwrite, o.experiment)
             extra.append(out)
             if out.action == "skip" and out.freshness.status != "current":
-                warnings.append(f"{path} is {out.freshness.describe()}; not updated: {out.reason}")
+                state = out.freshness.describe()
+                warnings.append(f"{path} is {out.reason}" if out.reason.startswith(state)
+                                else f"{path} is {state}; not updated: {out.reason}")
     if opts.report:
         df03 = next(o.path for o in outputs if o.kind == "df03")
         path = df03.with_name(REPORT_NAME)

@@ -181,7 +181,8 @@ def test_a_typed_copy_is_current_only_if_made_from_the_csv_as_it_is(tmp_path, cl
     assert code == 0 and f"{parquet} is not rewritten by this run" in err
     before = parquet.read_bytes()
     code, out, err = cli(*base, "--formats", "csv,parquet")  # df03.csv current; its Parquet is not
-    assert code == 0 and "not made from embryo_metadata_df03.csv as it is now" in err + out
+    assert code == 0 and "parquet is out of date: not made from embryo_metadata_df03.csv as it is now; pass " \
+        "--overwrite" in err + out and "not updated: out of date" not in err + out  # said once, plainly
     assert parquet.read_bytes() == before  # no --overwrite: kept, with a warning
     assert cli(*base, "--formats", "csv,parquet", "--overwrite")[0] == 0
     table = pq.read_table(parquet)
