@@ -110,7 +110,9 @@ def _export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
     run(plan.output("unembedded"), lambda: _write_unembedded(plan, merged, listed))
     run(df03, lambda: _write_table(df03, plan.df02, df03_rows, merged, merged.take))
     record = _df03_record(plan, merged, hashes.result()) if hashes is not None else {}
-    write_extras(plan, merged, df03_rows, record, run, lambda: _training_join(plan, merged))
+    for path in write_extras(plan, merged, df03_rows, record, run, lambda: _training_join(plan, merged)):
+        run.written.append(path)
+        log.info("write.staged", path=path, what="typed copies record")
     if any(str(o.path) in run.rows for o in copies):
         _write_copies_sidecar(plan, merged, copies, run)
     summary = _summary(plan, merged, run)

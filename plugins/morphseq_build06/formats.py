@@ -28,9 +28,17 @@ import numpy as np
 import pyarrow as pa
 
 from morphseq_stages.errors import UserError
-from morphseq_stages.files import atomic_write, atomic_write_path, sha256_file, staged_path
+from morphseq_stages.files import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_path,
+    sha256_file,
+    staged_path,
+)
 
+from .freshness import file_state, load_sidecar
 from .latents import parse_z
+from .paths import TYPED_RECORD
 from .typed import TypedColumns, is_identifier, unique_names, z_matrix
 
 if TYPE_CHECKING:
@@ -80,24 +88,6 @@ def write_typed(path: Path, fmt: str, typed: TypedColumns, rows: np.ndarray, z_n
         write_parquet(path, typed, rows, z_names, z, provenance, made_from)
     else:
         write_h5ad(path, typed, rows, z_names, z, provenance, made_from)
-
-
-def made_from(path: Path) -> str | None:
-    """The sha256 of the CSV a typed copy was made with, as it says; None when it says none
-    or cannot be read (not written by this tool, or by a version that did not record it)."""
-    try:
-        if path.suffix == SUFFIX["parquet"]:
-            import pyarrow.parquet as pq
-
-            value = (pq.read_schema(path).metadata or {}).get(MADE_FROM.encode())
-            return value.decode() if value else None
-        import h5py  # type: ignore[import-untyped]  # installed with anndata
-
-        with h5py.File(path, "r") as f:
-            value = f["uns"][MADE_FROM][()] if "uns" in f and MADE_FROM in f["uns"] else None
-        return value.decode() if isinstance(value, bytes) else (str(value) if value is not None else None)
-    except Exception:  # unreadable, or its library missing: nothing can be said of it
-        return None
 
 
 def typed_table(typed: TypedColumns, rows: np.ndarray, z_names: tuple[str, ...], z: np.ndarray) -> pa.Table:
@@ -200,8 +190,9 @@ def extra_outputs(outputs: Sequence[OutputPlan], opts: Build06Options, make: Cal
 
 
 def write_extras(plan: Build06Plan, merged: MergeResult, df03_rows: np.ndarray, provenance: Mapping[str, Any], run: Callable,
-                 training: Callable) -> None:
-    """Write the plan's typed outputs and report through the export's ``run``."""
+                 training: Callable) -> list[str]:
+    """Write the plan's typed outputs and report through the export's ``run``; the
+    records of typed copies written (``typed_copies.json``) are returned."""
     from .typed import type_table
 
     typed_df02 = functools.cache(lambda: type_table(plan.df02))
@@ -211,9 +202,12 @@ def write_extras(plan: Build06Plan, merged: MergeResult, df03_rows: np.ndarray, 
     # every df02 row's z values, parsed once for df03 and all the analysis copies
     z_df02 = functools.cache(lambda: z_matrix(merged.latents, merged.take))
 
+    made: dict[Path, str] = {}  # each typed copy written, and the sha256 of the CSV it was made from
+
     def one(out: OutputPlan, fmt: str, typed: TypedColumns, rows: np.ndarray, z: np.ndarray) -> int:
         csv = staged_path(out.path.with_suffix(".csv"))  # written (staged) before its typed copies
-        write_typed(out.path, fmt, typed, rows, columns, z, provenance, sha256_file(csv))
+        made[out.path] = sha256_file(csv)
+        write_typed(out.path, fmt, typed, rows, columns, z, provenance, made[out.path])
         return len(rows)
 
     for out in plan.outputs:
@@ -226,8 +220,16 @@ def write_extras(plan: Build06Plan, merged: MergeResult, df03_rows: np.ndarray, 
         else:
             rows = df03_rows if base == "df03" else df03_rows[plan.row_experiments[df03_rows] == out.experiment]
             run(out, lambda out=out, fmt=fmt, rows=rows: one(out, fmt, typed_df02(), rows, z_df02()[rows]))
+    records: list[str] = []
+    for folder in sorted({p.parent for p in made}):
+        record = folder / TYPED_RECORD
+        files = {**load_sidecar(record).get("files", {}),
+                 **{p.name: {**file_state(staged_path(p)), "made_from": sha} for p, sha in made.items() if p.parent == folder}}
+        atomic_write_json(record, {"files": files})
+        records.append(str(record))
     report = plan.output("report")
     if report is not None:
         from .report import write_report
 
         run(report, lambda: write_report(report.path, plan, merged, provenance))
+    return records

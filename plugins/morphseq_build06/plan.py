@@ -174,7 +174,7 @@ class Build06Plan(StagePlan):
         held = [paths.output_lock(self.df03_path)]
         if self.generates:
             held.append(paths.store_lock(self.store))
-        copies = [o for o in self.outputs if o.kind == "analysis" and o.action != "skip"]
+        copies = [o for o in self.outputs if o.kind.partition(".")[0] == "analysis" and o.action != "skip"]
         if copies:
             held.append(paths.copies_lock(copies[0].path.parent))
         return held

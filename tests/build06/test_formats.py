@@ -194,3 +194,9 @@ def test_a_typed_copy_is_current_only_if_made_from_the_csv_as_it_is(tmp_path, cl
     code, out, err = cli(*base, "--formats", "csv,parquet")  # both current now: nothing is rewritten
     assert code == 0 and parquet.stat().st_mtime_ns == after
     assert "not made from" not in out + err
+    genotype = table.schema.get_field_index("genotype")  # a hand edit that keeps our metadata
+    pq.write_table(table.set_column(genotype, "genotype", pa.array(["TAMPERED"] * len(table))), parquet)
+    code, out, err = cli(*base, "--formats", "csv,parquet")
+    assert code == 0 and "parquet is not written by this tool or edited since: edited since this tool wrote it" in err
+    assert cli(*base, "--formats", "csv,parquet", "--overwrite")[0] == 0
+    assert pq.read_table(parquet).column("genotype").to_pylist() == csv["genotype"].tolist()
