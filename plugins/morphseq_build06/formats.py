@@ -32,7 +32,6 @@ from morphseq_stages.files import (
     atomic_write,
     atomic_write_json,
     atomic_write_path,
-    sha256_file,
     staged_path,
 )
 
@@ -76,6 +75,21 @@ def require(fmt: str) -> None:
 
 def sibling(path: Path, fmt: str) -> Path:
     return path.with_suffix(SUFFIX[fmt])
+
+
+def stale_copy(path: Path, csv: Path) -> tuple[str, str] | None:
+    """(what, reason) when the typed copy ``path`` may not hold what ``csv`` holds now, as
+    :data:`TYPED_RECORD` says (size and mtime unchanged: no file is hashed); None when it
+    does. ``what``: "unrecorded" (not written by this tool), "edited" or "out-of-date"."""
+    entry = load_sidecar(path.parent / TYPED_RECORD).get("files", {}).get(path.name)
+    made = entry.get("made_from") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict) or "sha256" not in entry or not isinstance(made, dict):
+        return "unrecorded", f"no record of it in {TYPED_RECORD}"
+    if file_state(path, entry)["sha256"] != entry["sha256"]:
+        return "edited", "edited since this tool wrote it"
+    if not csv.is_file() or file_state(csv, made)["sha256"] != made.get("sha256"):
+        return "out-of-date", f"not made from {csv.name} as it is now"
+    return None
 
 
 #: where a typed copy keeps the sha256 of the CSV it was made with (Parquet metadata key, h5ad uns key)
@@ -167,9 +181,12 @@ def extra_outputs(outputs: Sequence[OutputPlan], opts: Build06Options, make: Cal
         for fmt in SUFFIX:
             path = sibling(o.path, fmt)
             if fmt not in opts.formats:
-                if o.action != "skip" and path.exists():
+                if path.exists() and o.action != "skip":
                     warnings.append(f"{path} is not rewritten by this run (--formats has no {fmt}): it will no "
                                     f"longer match {o.path.name}; add {fmt} to --formats to update it")
+                elif path.exists() and (stale := stale_copy(path, o.path)) and stale[0] != "unrecorded":
+                    warnings.append(f"{path} is out of date ({stale[1]}); add {fmt} to --formats and pass "
+                                    "--overwrite to update it")
                 continue
             if o.action == "skip" and not o.path.exists():  # skipped for want of input: so is its sibling
                 extra.append(attrs.evolve(o, kind=f"{o.kind}.{fmt}", path=path))
@@ -202,12 +219,12 @@ def write_extras(plan: Build06Plan, merged: MergeResult, df03_rows: np.ndarray, 
     # every df02 row's z values, parsed once for df03 and all the analysis copies
     z_df02 = functools.cache(lambda: z_matrix(merged.latents, merged.take))
 
-    made: dict[Path, str] = {}  # each typed copy written, and the sha256 of the CSV it was made from
+    made: dict[Path, dict[str, Any]] = {}  # each typed copy written, and the state of the CSV it was made from
 
     def one(out: OutputPlan, fmt: str, typed: TypedColumns, rows: np.ndarray, z: np.ndarray) -> int:
-        csv = staged_path(out.path.with_suffix(".csv"))  # written (staged) before its typed copies
-        made[out.path] = sha256_file(csv)
-        write_typed(out.path, fmt, typed, rows, columns, z, provenance, made[out.path])
+        # the CSV is written (staged) before its typed copies; renaming it keeps its mtime
+        made[out.path] = file_state(staged_path(out.path.with_suffix(".csv")))
+        write_typed(out.path, fmt, typed, rows, columns, z, provenance, made[out.path]["sha256"])
         return len(rows)
 
     for out in plan.outputs:
@@ -224,7 +241,7 @@ def write_extras(plan: Build06Plan, merged: MergeResult, df03_rows: np.ndarray, 
     for folder in sorted({p.parent for p in made}):
         record = folder / TYPED_RECORD
         files = {**load_sidecar(record).get("files", {}),
-                 **{p.name: {**file_state(staged_path(p)), "made_from": sha} for p, sha in made.items() if p.parent == folder}}
+                 **{p.name: {**file_state(staged_path(p)), "made_from": csv} for p, csv in made.items() if p.parent == folder}}
         atomic_write_json(record, {"files": files})
         records.append(str(record))
     report = plan.output("report")

@@ -20,11 +20,10 @@ import pyarrow as pa
 
 from morphseq_stages.embedders import ModelInfo
 from morphseq_stages.errors import UserError
-from morphseq_stages.files import sha256_file
 
 from . import keys, manifest, paths
 from .csvtext import TextTable, read_columns, read_text_table
-from .formats import extra_outputs
+from .formats import extra_outputs, stale_copy
 from .freshness import (
     Freshness,
     built_from,
@@ -242,16 +241,11 @@ def _sibling_of(outputs: list[OutputPlan]) -> Callable[..., OutputPlan]:
             return OutputPlan(kind=kind, path=path, action="overwrite", reason=f"with {csv.path.name}",
                               experiment=experiment, freshness=csv.freshness)
         # the CSV stays: its typed copy is as current as it only if this tool made it from it as it is
-        entry = load_sidecar(path.parent / paths.TYPED_RECORD).get("files", {}).get(path.name)
-        if not isinstance(entry, dict) or "sha256" not in entry:
-            fresh = Freshness(status="foreign", reasons=(f"no record of it in {paths.TYPED_RECORD}",))
-        elif file_state(path, entry)["sha256"] != entry["sha256"]:
-            fresh = Freshness(status="foreign", reasons=("edited since this tool wrote it",))
-        elif not csv.path.is_file() or entry.get("made_from") != sha256_file(csv.path):
-            fresh = Freshness(status="out-of-date", reasons=(f"not made from {csv.path.name} as it is now",))
-        else:
+        stale = stale_copy(path, csv.path)
+        if stale is None:
             return OutputPlan(kind=kind, path=path, action="skip", reason=f"as {csv.path.name}: {csv.reason}",
                               experiment=experiment, freshness=csv.freshness)
+        fresh = Freshness(status="out-of-date" if stale[0] == "out-of-date" else "foreign", reasons=(stale[1],))
         if csv.freshness.status != "current":  # this run's merge is not what the CSV holds: rewrite neither
             return OutputPlan(kind=kind, path=path, action="skip", experiment=experiment, freshness=fresh,
                               reason=f"kept with {csv.path.name}, which is {csv.freshness.describe().split(':')[0]}")

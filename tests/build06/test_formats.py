@@ -179,6 +179,8 @@ def test_a_typed_copy_is_current_only_if_made_from_the_csv_as_it_is(tmp_path, cl
     df02.write_text("".join(lines))
     code, _, err = cli(*base, "--overwrite")  # without --formats: the Parquet is left behind, and said so
     assert code == 0 and f"{parquet} is not rewritten by this run" in err
+    code, _, err = cli(*base)  # and said again by every later run, until it is updated
+    assert code == 0 and f"{parquet} is out of date (not made from embryo_metadata_df03.csv as it is now)" in err
     before = parquet.read_bytes()
     code, out, err = cli(*base, "--formats", "csv,parquet")  # df03.csv current; its Parquet is not
     assert code == 0 and "parquet is out of date: not made from embryo_metadata_df03.csv as it is now; pass " \
