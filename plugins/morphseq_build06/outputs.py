@@ -22,7 +22,7 @@ from morphseq_stages.embedders import ModelInfo
 from morphseq_stages.errors import UserError
 
 from . import keys, manifest, paths
-from .csvtext import TextTable, read_columns, read_text_table
+from .csvtext import TextTable, read_table_columns
 from .formats import extra_outputs, stale_copy
 from .freshness import (
     Freshness,
@@ -69,23 +69,21 @@ class InputsNow:
     opts: Build06Options
     df02_path: Path
     df02: TextTable
+    snip_ids: pa.Array  # df02's snip_id column, as the plan parsed it
     row_codes: np.ndarray  # each df02 row's index in ``experiments`` (-1: none)
     experiments: Sequence[ExperimentPlan]
     model: ModelInfo | MissingModel
     _parts: dict | None = None
     _df02_state: dict | None = None
     _rows: dict = attrs.Factory(dict)
-    _snip_ids: pa.Array | None = None
 
     def rows_of(self, experiments: Sequence[str]) -> dict[str, list[tuple[str, bytes]]]:
         """These experiments' df02 rows as (snip_id, record bytes); each read once, when asked."""
         names = [e.experiment for e in self.experiments]
         todo = [names.index(e) for e in experiments if e not in self._rows and e in names]
         if todo:
-            if self._snip_ids is None:
-                self._snip_ids = read_columns(self.df02, ["snip_id"])["snip_id"]
             rows = np.flatnonzero(np.isin(self.row_codes, todo))
-            ids = self._snip_ids.take(pa.array(rows, pa.int64())).to_pylist()
+            ids = self.snip_ids.take(pa.array(rows, pa.int64())).to_pylist()
             records = self.df02.records.take(pa.array(rows, pa.int64())).to_pylist()
             for k in todo:
                 self._rows[names[k]] = []
@@ -153,14 +151,13 @@ def row_changes(output: Path, now: InputsNow, experiments: Sequence[str]) -> dic
     snip_id. None when the output cannot be read so.
     """
     try:
-        old = read_text_table(output, what="output")
+        old, cols = read_table_columns(output, ["snip_id", "experiment_date"], what="output")
     except UserError:
         return None
     z = next((i for i, n in enumerate(reversed(old.names)) if not parse_z(n)), len(old.names))  # trailing z columns
     if "snip_id" not in old.names[:len(old.names) - z]:
         return None
-    old_rows = _by_experiment(read_columns(old, ["snip_id", "experiment_date"]), old.records.to_pylist(), z,
-                              set(experiments))
+    old_rows = _by_experiment(cols, old.records.to_pylist(), z, set(experiments))
     new_rows = now.rows_of(experiments)
     out = {}
     for exp in experiments:

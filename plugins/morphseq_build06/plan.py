@@ -386,8 +386,8 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
                  for src in sources.values() for p in src.skipped]
     if unknown_flags:
         warnings.append(f"{unknown_flags} use_embryo_flag value(s) are not true/false; treated as false")
-    now = InputsNow(opts=opts, df02_path=df02_path, df02=df02, row_codes=codes, experiments=exp_plans,
-                    model=model)
+    now = InputsNow(opts=opts, df02_path=df02_path, df02=df02, snip_ids=cols["snip_id"], row_codes=codes,
+                    experiments=exp_plans, model=model)
     outputs, records, out_warnings = plan_outputs(opts, now=now, store=store)
     prefix = in_memory_prefix(next(o for o in outputs if o.kind == "df03"), exp_plans, "predicted ")
     prediction, predicted = predict(opts, exp_plans, codes, matched, has_image & ~unreadable_rows, keep, prefix)
