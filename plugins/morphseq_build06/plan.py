@@ -163,10 +163,14 @@ class Build06Plan(StagePlan):
         the store when it generates nothing, the analysis copies' folder when every copy is
         current (a run killed after committing them may have left its lock there)."""
         free = [] if self.generates else [paths.store_lock(self.store)]
-        copies = [o for o in self.outputs if o.kind == "analysis"]
+        copies = self._copies()
         if copies and all(o.action == "skip" for o in copies):
             free.append(paths.copies_lock(copies[0].path.parent))
         return free
+
+    def _copies(self) -> list[OutputPlan]:
+        """The analysis copies and their typed copies: one folder, under one lock."""
+        return [o for o in self.outputs if str(o.kind).partition(".")[0] == "analysis"]
 
     def locks(self) -> list[tuple[Path, str]]:
         if self.options.generate_only:
@@ -174,7 +178,7 @@ class Build06Plan(StagePlan):
         held = [paths.output_lock(self.df03_path)]
         if self.generates:
             held.append(paths.store_lock(self.store))
-        copies = [o for o in self.outputs if o.kind.partition(".")[0] == "analysis" and o.action != "skip"]
+        copies = [o for o in self._copies() if o.action != "skip"]
         if copies:
             held.append(paths.copies_lock(copies[0].path.parent))
         return held
