@@ -94,8 +94,8 @@ def remember_sha256(path: Path, st: os.stat_result, data: bytes | memoryview) ->
     """Hash ``data``, the whole of ``path`` read when it was as ``st`` says, unless the file
     changed since: :func:`sha256_file` then reads nothing."""
     now = os.stat(path)
-    if (now.st_ino, now.st_size, now.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns) == \
-            (st.st_ino, len(data), st.st_mtime_ns):
+    unchanged = (now.st_ino, now.st_size, now.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
+    if unchanged and len(data) == st.st_size:
         _remember(_digest_key(path, st), hashlib.sha256(data).hexdigest())
 
 
