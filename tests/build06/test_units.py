@@ -181,7 +181,7 @@ def test_a_file_written_through_the_hashing_writer_is_not_read_to_hash_it(tmp_pa
     mutable = bytearray(b"reused buffer")
     atomic_write(path, lambda fh: [fh.write(memoryview(c).toreadonly()) for c in chunks] + [fh.write(mutable)])
     want = hashlib.sha256(b"".join(chunks) + bytes(mutable)).hexdigest()
-    monkeypatch.setattr(files, "open", lambda *a, **k: pytest.fail("the file was read to hash it"), raising=False)
+    monkeypatch.setattr(files.hashing, "open", lambda *a, **k: pytest.fail("the file was read to hash it"), raising=False)
     assert files.sha256_file(path) == want
     monkeypatch.undo()
     # a writer that seeks gets no remembered digest: the file is hashed from disk
@@ -199,7 +199,7 @@ def test_a_file_is_hashed_from_the_bytes_read_unless_it_changed_meanwhile(tmp_pa
     path.write_bytes(b"snip_id\na\n")
     data = read_regular_file(path, "df02", hash_now=True)
     with monkeypatch.context() as m:
-        m.setattr(files, "open", lambda *a, **k: pytest.fail("the file was read again to hash it"), raising=False)
+        m.setattr(files.hashing, "open", lambda *a, **k: pytest.fail("the file was read again to hash it"), raising=False)
         assert files.sha256_file(path) == hashlib.sha256(data).hexdigest()
     st = os.stat(path)
     path.write_bytes(b"snip_id\nb\nc\n")  # changed after it was read: those bytes say nothing of it now
