@@ -1,3 +1,5 @@
+"""``python -m morphseq_stages``: the same command as ``morphseq-stages``."""
+
 import sys
 
 from .cli import main

@@ -39,6 +39,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(host: Host) -> argparse.ArgumentParser:
+    """The ``morphseq-stages`` parser: ``list``, ``demo`` and one subcommand per registered stage, its flags made from the stage's option schema."""
     parser = argparse.ArgumentParser(
         prog="morphseq-stages",
         description="Run morphseq pipeline stages provided by plugins.",
@@ -137,6 +138,7 @@ def _os_error(exc: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 done, 2 bad input, 3 a ``--strict`` warning, 75 busy, 70 a bug)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     run_id = uuid.uuid4().hex[:12]

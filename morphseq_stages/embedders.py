@@ -46,6 +46,7 @@ def column_names(latent_dim: int, nuisance_dims: int | None = None) -> tuple[tup
 
 
 def nuisance_dims(latent_dim: int, zn_frac: float) -> int:
+    """How many leading dimensions are nuisance (``z_mu_n_*``): ``floor(latent_dim * zn_frac)``."""
     return math.floor(latent_dim * zn_frac)
 
 

@@ -21,13 +21,17 @@ EXECUTORS = ("local", "dask")
 
 
 class LocalExecutor:
+    """Embeds on this machine, through the host's decode/batch/thread pipeline."""
+
     def __init__(self, embedder: Embedder, *, batch_size: int, workers: int | None = None) -> None:
         self.embedder, self.batch_size, self.workers = embedder, batch_size, workers
 
     def embed(self, paths: Sequence[Path], label: str) -> EmbedResult:
+        """Embed ``paths`` in order; ``label`` names the work in progress events."""
         return embed_images(self.embedder, paths, batch_size=self.batch_size, workers=self.workers, label=label)
 
     def close(self) -> None:
+        """Nothing to release: the embedder belongs to the caller."""
         pass
 
 
@@ -53,6 +57,8 @@ def embed_chunk(name: str, request: EmbedderRequest, paths: Sequence[str], batch
 
 
 class DaskExecutor:
+    """Embeds on a Dask cluster: one task per chunk of images, the model loaded once per worker; the client writes."""
+
     def __init__(
         self,
         name: str,
@@ -80,6 +86,7 @@ class DaskExecutor:
                  workers=len(self.client.scheduler_info().get("workers", {})))
 
     def embed(self, paths: Sequence[Path], label: str) -> EmbedResult:
+        """Embed ``paths`` as one Dask task per chunk; results come back in the order given."""
         offsets = list(range(0, len(paths), self.chunk_size))
         futures = [
             self.client.submit(
@@ -93,6 +100,7 @@ class DaskExecutor:
         return EmbedResult.concat(parts, offsets)
 
     def close(self) -> None:
+        """Close the client, and the local cluster when this executor started one."""
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()

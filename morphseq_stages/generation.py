@@ -74,6 +74,7 @@ class EmbedResult:
 
 
 def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

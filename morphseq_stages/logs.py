@@ -53,6 +53,7 @@ class _StderrFilter:
 
 
 def wants_console(log_format: str | None) -> bool:
+    """Whether events are rendered for a person: ``auto`` means when stderr is a terminal."""
     if log_format is None or log_format == "auto":
         return sys.stderr.isatty()
     return log_format == "console"
@@ -101,6 +102,7 @@ def library_default() -> None:
 
 def configure(log_format: str | None = None, log_file: str | None = None, level: str = "info",
               quiet: bool = False) -> None:
+    """Configure structlog once, at the edge (the CLI): JSON lines or console on stderr, plus a JSON copy in ``log_file``."""
     global CONSOLE, TO_FILE
     console = CONSOLE = wants_console(log_format)
     TO_FILE = bool(log_file)

@@ -59,17 +59,21 @@ class Host:
     registry: Registry
 
     def plan(self, stage: str, context: StageContext) -> StagePlan | None:
+        """Call the stage's plan hook (its owner answers; wrappers observe)."""
         return self._phase("morphseq_stage_plan", stage)(stage=stage, context=context)
 
     def generate(self, stage: str, context: StageContext, plan: StagePlan) -> Any:
+        """Call the stage's generate hook, with the plan's locks held."""
         return self._phase("morphseq_stage_generate", stage)(stage=stage, context=context, plan=plan)
 
     def merge(self, stage: str, context: StageContext, plan: StagePlan, generated: Any) -> Any:
+        """Call the stage's merge hook with what generate returned."""
         return self._phase("morphseq_stage_merge", stage)(
             stage=stage, context=context, plan=plan, generated=generated
         )
 
     def export(self, stage: str, context: StageContext, plan: StagePlan, merged: Any) -> StageOutcome | None:
+        """Call the stage's export hook; returns its :class:`StageOutcome`."""
         return self._phase("morphseq_stage_export", stage)(
             stage=stage, context=context, plan=plan, merged=merged
         )

@@ -51,6 +51,7 @@ class Option:
 
     @property
     def flag(self) -> str:
+        """The command-line flag: ``--`` and the name with dashes."""
         return "--" + self.name.replace("_", "-")
 
     def as_dict(self) -> dict[str, Any]:
@@ -100,6 +101,7 @@ def options_of(schema: type) -> list[Option]:
 
 
 def describe(schema: type) -> list[dict[str, Any]]:
+    """The schema as JSON-able rows (name, flag, type, default, choices, bounds, help, group), in declaration order."""
     return [o.as_dict() for o in options_of(schema)]
 
 
@@ -206,6 +208,7 @@ def _check(o: Option, value: Any) -> None:
 
 
 def unknown_key(key: str, known: list[str], stage: str) -> UserError:
+    """The error for an option the schema lacks, naming the closest valid key."""
     close = difflib.get_close_matches(key.replace("-", "_").lstrip("_"), known, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}?" if close else f"valid options: {', '.join(known)}"
     return UserError(f"unknown option {key!r} for stage {stage}; {hint}")

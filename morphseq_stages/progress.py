@@ -13,6 +13,8 @@ log = structlog.get_logger()
 
 
 class Progress:
+    """Progress of long work: a bar on a terminal, ``progress`` events (every ``every_s`` seconds) otherwise."""
+
     def __init__(self, total: int, label: str, every_s: float = 5.0) -> None:
         self.total, self.label, self.every_s = total, label, every_s
         self.done = 0
@@ -20,6 +22,7 @@ class Progress:
         self.bar = logs.CONSOLE and sys.stderr.isatty()
 
     def advance(self, n: int) -> None:
+        """Count ``n`` more items done; redraw the bar or log an event when one is due."""
         self.done += n
         now = time.monotonic()
         if self.bar:
@@ -35,6 +38,7 @@ class Progress:
                      rate_per_s=round(self.done / max(now - self.start, 1e-9), 2), **({logs.FILE_ONLY: True} if self.bar else {}))
 
     def close(self) -> None:
+        """End the bar's line on the terminal."""
         if self.bar:
             sys.stderr.write("\n")
             sys.stderr.flush()

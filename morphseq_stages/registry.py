@@ -38,6 +38,8 @@ class Provider:
 
 @attrs.frozen(kw_only=True)
 class Registered(Generic[T]):
+    """A registered item with the plugin (and distribution) that provided it."""
+
     item: T
     provider: Provider
 
@@ -62,18 +64,23 @@ class Registry:
     failures: list[PluginFailure] = attrs.Factory(list)
 
     def add_stage(self, stage: Stage, provider: Provider) -> None:
+        """Register ``stage``; a name already taken raises ValueError naming both providers."""
         _add(self.stages, "stage", stage.name, Registered(item=stage, provider=provider))
 
     def add_embedder(self, spec: EmbedderSpec, provider: Provider) -> None:
+        """Register ``spec``; a name already taken raises ValueError naming both providers."""
         _add(self.embedders, "embedder", spec.name, Registered(item=spec, provider=provider))
 
     def stage(self, name: str) -> Stage:
+        """The stage called ``name``; an unknown name is a :class:`UserError` naming the known ones."""
         return _get(self.stages, "stage", name).item
 
     def embedder(self, name: str) -> EmbedderSpec:
+        """The embedder called ``name``; an unknown name is a :class:`UserError` naming the known ones."""
         return _get(self.embedders, "embedder", name).item
 
     def embedder_origin(self, name: str) -> str:
+        """``embedder NAME (plugin ..., distribution ...)``, for messages about a plugin's mistake."""
         return f"embedder {name!r} ({_get(self.embedders, 'embedder', name).provider.label})"
 
     def describe_model(self, name: str, request: EmbedderRequest) -> ModelInfo:

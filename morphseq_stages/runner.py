@@ -41,6 +41,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
+        """The process exit code the stage's outcome asks for."""
         return self.outcome.exit_code
 
     @property

@@ -63,7 +63,9 @@ class StagePlan:
     """
 
     def as_dict(self) -> dict[str, Any]:  # pragma: no cover - protocol
+        """The plan as JSON-able data (``--dry-run --json``)."""
         raise NotImplementedError
 
     def render(self) -> str:  # pragma: no cover - protocol
+        """The plan as text for a person (``--dry-run``)."""
         raise NotImplementedError

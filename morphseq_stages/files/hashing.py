@@ -81,6 +81,7 @@ class HashingWriter:
         self.sequential = True
 
     def write(self, data: Any) -> int:
+        """Write ``data`` to the file and add it to the running sha256."""
         view = memoryview(data)
         n = self._fh.write(view)
         self.written += view.nbytes

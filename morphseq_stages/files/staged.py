@@ -96,6 +96,7 @@ class OutputSet:
         return tmp
 
     def discard(self) -> None:
+        """Remove every staged temporary file and the folders made for them; nothing is renamed."""
         for tmp in self._staged.values():
             _unlink(tmp)
         self._staged = {}
@@ -103,6 +104,7 @@ class OutputSet:
         self._made = []
 
     def commit(self) -> None:
+        """Rename every staged file into place, folder by folder, in staging order, journalled while a folder holds several."""
         for dest in self._staged:  # a folder that appeared since staging fails here, before any rename
             if dest.is_dir():
                 raise UserError(f"cannot write {dest}: a folder stands where the file should be")
