@@ -142,7 +142,7 @@ def resolve_model_dir(data_root: PathLike | None, model_name: str = DEFAULT_MODE
 
     Raises:
         UserError: naming the path, when the folder, its config or its weights are missing,
-        or the config is not a model config.
+            or the config is not a model config.
     """
     from morphseq_legacy.folder import resolve
     from morphseq_stages.embedders import EmbedderRequest
@@ -410,7 +410,7 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
 
     Raises:
         OutputExists: a copy exists, differs, and ``overwrite`` is off; checked for every
-        copy before any is written, so then none is.
+            copy before any is written, so then none is.
     """
     logs.library_default()
     check_safe_id(str(model_name), "model name")

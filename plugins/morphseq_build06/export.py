@@ -88,7 +88,7 @@ class _Writer:
 
 
 def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
-    # the outputs change together: all staged, then renamed folder by folder (README "Safe with data")
+    # the outputs change together: all staged, then renamed folder by folder (docs/safety.md, "Write order")
     with staged_writes():
         return _export(plan, merged)
 
