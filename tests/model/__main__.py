@@ -1,0 +1,57 @@
+"""The long profile of the model-based test: ``python -m tests.model --examples 2000 --seed 1``.
+
+Prints the examples, steps, Build06 runs, distinct option pairs covered and, for a
+failure, the shrunk sequence of steps (each such sequence becomes a plain regression
+test in ``tests/model/test_regressions.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.model", description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=200, help="sequences to try (default: 200)")
+    parser.add_argument("--steps", type=int, default=12, help="most steps in one sequence (default: 12)")
+    parser.add_argument("--seed", type=int, default=0, help="hypothesis seed (default: 0)")
+    parser.add_argument("--no-shrink", action="store_true", help="report the first failure as found")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="morphseq-model-cache-"))
+    os.environ.pop("MORPHSEQ_DATA_ROOT", None)
+
+    from hypothesis import HealthCheck, Phase, settings
+    from hypothesis import seed as hyp_seed
+    from hypothesis.stateful import run_state_machine_as_test
+
+    from .machine import STATS, OperatorLoop
+    from .pairwise import all_pairs
+
+    STATS.verbose = True
+    phases = [Phase.generate] if args.no_shrink else [Phase.generate, Phase.shrink]
+    start = time.monotonic()
+    failure = None
+    try:
+        run_state_machine_as_test(hyp_seed(args.seed)(OperatorLoop), settings=settings(
+            max_examples=args.examples, stateful_step_count=args.steps, deadline=None, phases=phases,
+            database=None, suppress_health_check=list(HealthCheck), print_blob=False))
+    except Exception as exc:  # hypothesis has printed the shrunk sequence of steps above
+        failure = exc
+    total = len(all_pairs())
+    covered = len(STATS.pairs & all_pairs())
+    print(f"seed {args.seed}: {STATS.examples} examples, {STATS.steps} steps, {STATS.runs} Build06 runs "
+          f"(exits {dict(sorted(STATS.exits.items()))}), {covered} of {total} option-value pairs covered, "
+          f"{time.monotonic() - start:.0f} s")
+    if failure is not None:
+        print(f"FAILED: {type(failure).__name__}: {failure}", file=sys.stderr)
+        return 1
+    print("no invariant failed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""The model-based test's small profile (the long one: ``python -m tests.model --examples 2000``)."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from .machine import OperatorLoop
+
+
+def test_operator_loop_small_profile():
+    # derandomized: the normal test run tries the same 12 sequences every time
+    run_state_machine_as_test(OperatorLoop, settings=settings(
+        max_examples=12, stateful_step_count=6, deadline=None, derandomize=True, database=None,
+        suppress_health_check=list(HealthCheck), print_blob=False))
