@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(exits {dict(sorted(STATS.exits.items()))}), {covered} of {total} option-value pairs covered, "
           f"{time.monotonic() - start:.0f} s")
     if failure is not None:
-        print(f"FAILED: {type(failure).__name__}: {failure}", file=sys.stderr)
+        steps = "\n".join(getattr(failure, "__notes__", []))
+        print(f"FAILED: {type(failure).__name__}: {failure}\n{steps}", file=sys.stderr)
         return 1
     print("no invariant failed")
     return 0
