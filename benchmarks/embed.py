@@ -238,7 +238,7 @@ def child(which: str, base: Path, device: str = "cpu") -> dict:
     if which == "baseline_command":
         import pandas as pd
 
-        from morphseq_stages import column_names
+        from morphseq_legacy.columns import column_names
 
         module = plain_module(base)
         mu_cols, sigma_cols = column_names(100, 20)

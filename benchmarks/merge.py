@@ -34,7 +34,7 @@ def build(base: Path, rows: int, n_exp: int, seed: int = 0) -> Path:
 
     from morphseq_build06.csvtext import float_text, write_rows
     from morphseq_build06.latents import latent_file_name
-    from morphseq_stages import column_names
+    from morphseq_legacy.columns import column_names
     from morphseq_stages.files import atomic_write
 
     marker = base / f".built-{rows}-{n_exp}-{seed}"

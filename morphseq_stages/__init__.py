@@ -1,4 +1,4 @@
-"""morphseq-stages: a pluggy host for morphseq pipeline stages (Build06 first).
+"""morphseq-stages: a pluggy host for morphseq pipeline stages.
 
 Plugin authors need only the names exported here; see ``hookspecs`` for the hooks and
 ``embedders`` for the embedder contract. Pipeline runners use :func:`get_host` and
@@ -6,20 +6,26 @@ Plugin authors need only the names exported here; see ``hookspecs`` for the hook
 """
 
 from ._version import __version__
+from .context import StageContext
 from .embedders import (
     Embedder,
     EmbedderRequest,
     EmbedderSpec,
     ModelInfo,
     ModelUnavailable,
-    column_names,
-    nuisance_dims,
 )
 from .errors import PluginError, StrictFailure, UserError
 from .manager import Host, get_host
 from .markers import PROJECT_NAME, hookimpl, hookspec
 from .runner import RunResult, run_stage
-from .stages import Stage, StageContext, StageOutcome, StagePlan
+from .stages import (
+    HoldsLocks,
+    KnowsIfCurrent,
+    ReadsFolders,
+    Stage,
+    StageOutcome,
+    StagePlan,
+)
 
 __all__ = [
     "PROJECT_NAME",
@@ -27,9 +33,12 @@ __all__ = [
     "Embedder",
     "EmbedderRequest",
     "EmbedderSpec",
+    "HoldsLocks",
     "Host",
+    "KnowsIfCurrent",
     "ModelInfo",
     "ModelUnavailable",
+    "ReadsFolders",
     "RunResult",
     "Stage",
     "StageContext",
@@ -38,10 +47,8 @@ __all__ = [
     "StrictFailure",
     "UserError",
     "__version__",
-    "column_names",
     "get_host",
     "hookimpl",
     "hookspec",
-    "nuisance_dims",
     "run_stage",
 ]

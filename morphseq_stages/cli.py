@@ -1,4 +1,4 @@
-"""Command line: ``morphseq-stages list | demo | <stage> ...``.
+"""The command line: ``morphseq-stages list | demo | <stage> ...``, its flags generated from each stage's option schema.
 
 Bad input ends with one line on stderr and a non-zero exit; ``--debug`` shows the
 traceback instead.
@@ -52,8 +52,8 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
     _common(p)
 
     demos = sorted(n for n, e in host.registry.stages.items() if e.item.demo is not None)
-    p = sub.add_parser("demo", help="lay out a small built-in example (for build06: a synthetic pipeline root "
-                                    "and a tiny legacy model) and run the stage on it")
+    p = sub.add_parser("demo", help="lay out a small built-in example of a stage (one that registers a demo: "
+                                    f"{', '.join(demos) or 'none installed'}) and run the stage on it")
     p.add_argument("dir", nargs="?", default="morphseq-demo", help="folder to create (default: ./morphseq-demo)")
     p.add_argument("--stage", choices=demos or None, default=demos[0] if demos else None,
                    help="the stage whose demo to run (default: %(default)s)")

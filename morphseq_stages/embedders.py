@@ -1,9 +1,9 @@
-"""The embedder contract.
+"""The embedder contract: what an embedder registers, declares, and is checked for.
 
 An embedder turns a batch of preprocessed images into latent means (and, optionally,
-log-variances). Everything around that (finding images, decoding and resizing images,
-batching, threads, progress, writing latent files, the manifest) is the host's, so a
-third-party embedder is a registration plus a small :class:`Embedder` subclass::
+log-variances). Everything around that (finding images, batching, threads, progress,
+writing latent files, the manifest) is the stage's and the host's, so a third-party
+embedder is a registration plus a small :class:`Embedder` subclass::
 
     @hookimpl
     def morphseq_register_embedders(register):
@@ -13,15 +13,17 @@ third-party embedder is a registration plus a small :class:`Embedder` subclass::
 it: the latent store folder, the manifest and stale-file detection rest on them (an
 embedder without one is loaded to learn them).
 
-Image tensors given to :meth:`Embedder.embed_batch` are float32 ``[N, C, H, W]`` in
-``[0, 1]``: greyscale, resized bilinearly to ``(H, W)`` from :attr:`Embedder.input_size`.
-Torch is imported only by embedders, never by the host at start-up.
+Each image is read by :meth:`Embedder.preprocess` into float32 ``[C, H, W]``
+(:attr:`Embedder.input_size`); by default greyscale (RGB for three channels), resized
+bilinearly, in ``[0, 1]`` (:func:`~.images.decode_image`). An embedder whose model wants
+other pixels overrides it. :meth:`Embedder.embed_batch` gets those arrays as one
+``[N, C, H, W]`` tensor. Torch is imported only by embedders, never by the host at
+start-up.
 """
 
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,25 +31,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .errors import PluginError, UserError
+from .images import decode_image
 
 if TYPE_CHECKING:  # torch stays out of start-up
+    import numpy as np
     import torch
-
-
-def column_names(latent_dim: int, nuisance_dims: int | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Mean and log-variance column names (SPEC §4); ``nuisance_dims`` set means the b/n naming:
-    the first ``nuisance_dims`` dimensions are ``z_mu_n_NN``, the rest ``z_mu_b_NN``; else ``z_mu_NN``."""
-    def name(kind: str, n: int) -> str:
-        if nuisance_dims is None:
-            return f"z_{kind}_{n:02}"
-        return f"z_{kind}_{'n' if n < nuisance_dims else 'b'}_{n:02}"
-
-    return tuple(name("mu", n) for n in range(latent_dim)), tuple(name("sigma", n) for n in range(latent_dim))
-
-
-def nuisance_dims(latent_dim: int, zn_frac: float) -> int:
-    """How many leading dimensions are nuisance (``z_mu_n_*``): ``floor(latent_dim * zn_frac)``."""
-    return math.floor(latent_dim * zn_frac)
 
 
 def _non_empty(instance: object, attribute: attrs.Attribute, value: object) -> None:
@@ -65,8 +53,8 @@ class EmbedderRequest:
 
     ``model_dir`` is an explicit folder (``--model-dir``); otherwise the embedder finds
     ``model_name`` (None: its own default) under ``data_root`` by its own convention.
-    ``options`` carries what only some embedders understand (the legacy one reads
-    ``allow_pickle`` and ``backend``); an embedder ignores the keys it does not know.
+    ``options`` carries what only some embedders understand (``allow_pickle``, for
+    example); an embedder ignores the keys it does not know.
     """
 
     model_name: str | None = None
@@ -127,6 +115,16 @@ class Embedder(abc.ABC):
     #: who provides it, for messages ("embedder 'x' (plugin p, distribution d 1.0)"); set by the host.
     origin: str = ""
 
+    def preprocess(self, path: Path, out: np.ndarray) -> None:
+        """Read the image at ``path`` into ``out`` (float32, shape :attr:`input_size`), as
+        the model expects its pixels. Called on worker threads, one image at a time; an
+        exception leaves that image out (reported as unreadable), the rest go on.
+
+        The default is :func:`~.images.decode_image`: greyscale (RGB for three channels),
+        bilinear resize, ``[0, 1]``.
+        """
+        decode_image(path, self.input_size, out=out)
+
     @abc.abstractmethod
     def embed_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return ``(mu, logvar)`` for a ``[N, C, H, W]`` batch: torch tensors of shape
@@ -182,7 +180,8 @@ def check_embedder(embedder: Embedder, origin: str, expected: ModelInfo | None =
         problems.append(f"its fingerprint {fingerprint[:16]} differs from describe()'s {expected.fingerprint[:16]}")
     if not isinstance(getattr(embedder, "device", None), str):
         problems.append(f"device must be a string such as 'cpu', got {getattr(embedder, 'device', None)!r}")
-    problems += [f"it has no {m} method" for m in ("embed_batch", "describe") if not callable(getattr(embedder, m, None))]
+    problems += [f"it has no {m} method" for m in ("preprocess", "embed_batch", "describe")
+                 if not callable(getattr(embedder, m, None))]
     if problems:
         raise PluginError(f"{origin}: {'; '.join(problems)}")
 

@@ -1,9 +1,10 @@
-"""Embedding images, shared by every embedder: decoding, batching, threads, progress.
+"""Embedding images, shared by every embedder: batching, threads, progress.
 
-Each worker thread decodes a batch (PIL releases the GIL) straight into the batch
-tensor and runs the model on it, so decoding and inference overlap across workers. On
-CUDA the batch tensor is in pinned memory and copied without blocking, and there is a
-decoding worker per core: the CPU's only job is then to keep the device fed.
+Each worker thread reads a batch through the embedder's preprocessing (PIL releases the
+GIL) straight into the batch tensor and runs the model on it, so decoding and inference
+overlap across workers. On CUDA the batch tensor is in pinned memory and copied without
+blocking, and there is a decoding worker per core: the CPU's only job is then to keep
+the device fed.
 """
 
 from __future__ import annotations
@@ -25,30 +26,10 @@ if TYPE_CHECKING:
 
 from .embedders import Embedder
 from .errors import PluginError, UserError
+from .images import decode_image
 from .progress import Progress
 
 log = structlog.get_logger()
-
-
-def decode_image(path: Path, size: tuple[int, int, int], out: np.ndarray | None = None) -> np.ndarray:
-    """The legacy preprocessing, exactly: greyscale, bilinear resize, float32 / 255.
-
-    Same arithmetic as torchvision's Grayscale -> Resize -> ToTensor on PIL images,
-    without torchvision. The pixels go into ``out`` (float32, shape ``size``) when given,
-    so that a batch is filled in place rather than stacked from copies.
-    """
-    from PIL import Image
-
-    channels, height, width = size
-    mode = "L" if channels == 1 else "RGB"
-    with Image.open(path) as im:
-        if im.mode != mode:  # converting an image to its own mode would only copy it
-            im = im.convert(mode)
-        pixels = np.asarray(im.resize((width, height), Image.Resampling.BILINEAR))
-    out = np.empty(size, np.float32) if out is None else out
-    # uint8 / float32(255) in float32, as ToTensor does
-    np.divide(pixels[None] if channels == 1 else pixels.transpose(2, 0, 1), np.float32(255), out=out)
-    return out
 
 
 @attrs.frozen(kw_only=True)
@@ -83,11 +64,17 @@ def default_workers(device: str = "cpu") -> int:
     return max(1, cores() if str(device).startswith("cuda") else min(8, cores()))
 
 
-def decode_batch(paths: Sequence[Path], size: tuple[int, int, int], *, pin: bool = False
+def decode_batch(paths: Sequence[Path], size: tuple[int, int, int], *, pin: bool = False,
+                 preprocess: Callable[[Path, np.ndarray], None] | None = None,
                  ) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
-    """Decode ``paths`` into one float32 batch tensor (in pinned memory with ``pin``);
+    """Read ``paths`` into one float32 batch tensor (in pinned memory with ``pin``), each
+    through ``preprocess(path, out)`` (an embedder's; default :func:`~.images.decode_image`);
     unreadable images are left out and reported as ``(path, error)``."""
     import torch
+
+    if preprocess is None:
+        def preprocess(path: Path, out: np.ndarray) -> None:
+            decode_image(path, size, out=out)
 
     batch = torch.empty((len(paths), *size), dtype=torch.float32, pin_memory=pin)
     view = batch.numpy()
@@ -95,7 +82,7 @@ def decode_batch(paths: Sequence[Path], size: tuple[int, int, int], *, pin: bool
     failed: list[tuple[str, str]] = []
     for i, p in enumerate(paths):
         try:
-            decode_image(p, size, out=view[len(ok)])
+            preprocess(p, view[len(ok)])
             ok.append(i)
         except Exception as exc:  # an unreadable image is reported, the rest go on
             failed.append((str(p), f"{type(exc).__name__}: {exc}"))
@@ -165,7 +152,8 @@ def embed_images(
     previous_threads = torch.get_num_threads()
 
     def work(start: int) -> EmbedResult:
-        batch, ok, failed = decode_batch(paths[start : start + batch_size], size, pin=not on_cpu)
+        batch, ok, failed = decode_batch(paths[start : start + batch_size], size, pin=not on_cpu,
+                                         preprocess=embedder.preprocess)
         if not ok:
             return EmbedResult(mu=np.empty((0, embedder.latent_dim), np.float32), logvar=None,
                                ok=np.empty(0, int), failures=tuple(failed))

@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .context import StageContext
 from .embedders import EmbedderSpec
 from .markers import hookspec
-from .stages import Stage, StageContext, StageOutcome, StagePlan
+from .stages import Stage, StageOutcome, StagePlan
 
 # -- registration -------------------------------------------------------------------
 
@@ -61,7 +62,7 @@ def morphseq_stage_plan(stage: str, context: StageContext) -> StagePlan | None:
 
 @hookspec(firstresult=True)
 def morphseq_stage_generate(stage: str, context: StageContext, plan: StagePlan) -> Any | None:
-    """Produce missing intermediate data (for Build06: latent files).
+    """Produce missing intermediate data (for example, latent files).
 
     .. versionadded:: 0.1
     """

@@ -4,7 +4,7 @@ Each plugin is loaded, registered and validated (``check_pending``, as tox does)
 own; one that fails is unregistered, recorded as a :class:`~.registry.PluginFailure`
 (name, distribution, error) and logged, and the others still work. The host's own
 distribution loads first, so an entry point of another distribution that takes one of
-its names (``build06``, ``legacy``) is a recorded collision, not a silent replacement.
+its plugins' names is a recorded collision, not a silent replacement.
 ``MORPHSEQ_STAGES_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point name;
 ``MORPHSEQ_STAGES_STRICT_PLUGINS=1`` (for plugin authors) turns failures into errors.
 """
@@ -23,11 +23,12 @@ import pluggy
 import structlog
 
 from . import hookspecs
+from .context import StageContext
 from .embedders import EmbedderSpec
 from .errors import UserError
 from .markers import PROJECT_NAME
 from .registry import PluginFailure, Provider, Registry
-from .stages import Stage, StageContext, StageOutcome, StagePlan
+from .stages import Stage, StageOutcome, StagePlan
 
 GROUPS = ("morphseq_stages.stages", "morphseq_stages.embedders")
 #: the host's own distribution, whose first-party plugins load before any other

@@ -12,11 +12,12 @@ import attrs
 import structlog
 
 from . import logs
+from .context import StageContext
 from .errors import UserError
 from .files import exclusive_lock, recover_if_free
 from .manager import Host
 from .options import validate
-from .stages import StageContext, StageOutcome, StagePlan
+from .stages import HoldsLocks, KnowsIfCurrent, ReadsFolders, StageOutcome, StagePlan
 
 log = structlog.get_logger()
 
@@ -79,13 +80,13 @@ def run_stage(
     ``options`` are checked against the stage's option schema first (unknown keys,
     types, choices, bounds: a :class:`UserError` naming the option), as the CLI's are.
 
-    A plan may name lock files (``plan.locks() -> [(path, what)]``): they are held from
-    generate to the end of export, so that a second run on the same outputs stops at once
-    (:class:`~.files.LockBusy`, exit 75). A plan that can tell whether it is still
-    current (``plan.still_current() -> bool``) is made again, under the locks, when a
-    run that held them meanwhile changed its inputs or outputs. The locks of folders a
-    plan only reads (``plan.reads()``) are taken for a moment, when free, so that what a
-    killed run left there is recovered.
+    A plan may name lock files (:class:`~.stages.HoldsLocks`, ``plan.locks() -> [(path,
+    what)]``): they are held from generate to the end of export, so that a second run on
+    the same outputs stops at once (:class:`~.files.LockBusy`, exit 75). A plan that can
+    tell whether it is still current (:class:`~.stages.KnowsIfCurrent`) is made again,
+    under the locks, when a run that held them meanwhile changed its inputs or outputs.
+    The locks of folders a plan only reads (:class:`~.stages.ReadsFolders`) are taken for
+    a moment, when free, so that what a killed run left there is recovered.
     """
     logs.library_default()
     schema = host.registry.stage(stage).options  # an unknown stage is a clear error
@@ -111,9 +112,9 @@ def run_stage(
         with contextlib.ExitStack() as held:
             taken: set[str] = set()
             _hold(held, plan, taken)
-            for path, what in getattr(plan, "reads", list)():
+            for path, what in plan.reads() if isinstance(plan, ReadsFolders) else ():
                 recover_if_free(path, what)
-            if not getattr(plan, "still_current", lambda: True)():
+            if isinstance(plan, KnowsIfCurrent) and not plan.still_current():
                 log.info("plan.remade", reason="another run changed its inputs or outputs before the locks were taken")
                 plan = _plan(host, stage, context)
                 _hold(held, plan, taken)
@@ -136,7 +137,8 @@ def _plan(host: Host, stage: str, context: StageContext) -> StagePlan:
 
 def _hold(held: contextlib.ExitStack, plan: StagePlan, taken: set[str]) -> None:
     """Take the plan's locks not yet held, in path order (so two runs contend on the same first lock)."""
-    for path, what in sorted(getattr(plan, "locks", list)(), key=lambda lock: str(lock[0])):
+    locks = plan.locks() if isinstance(plan, HoldsLocks) else ()
+    for path, what in sorted(locks, key=lambda lock: str(lock[0])):
         if str(path) not in taken:
             held.enter_context(exclusive_lock(path, what))
             taken.add(str(path))

@@ -1,15 +1,12 @@
-"""Value types a stage plugin registers and receives."""
+"""The stage contract: what a stage plugin registers, receives, and may return from its plan."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
-
-if TYPE_CHECKING:
-    from .registry import Registry
 
 
 @attrs.frozen(kw_only=True)
@@ -32,20 +29,6 @@ class Stage:
 
 
 @attrs.frozen(kw_only=True)
-class StageContext:
-    """What every phase hook of one run receives.
-
-    ``options`` holds every option of the stage's schema by name, already converted and
-    checked against it (defaults filled in); the stage adds its own checks.
-    """
-
-    run_id: str
-    stage: str
-    options: Mapping[str, Any]
-    registry: Registry
-
-
-@attrs.frozen(kw_only=True)
 class StageOutcome:
     """What a stage run ends with: its exit code, a JSON-able summary (with ``written``,
     ``skipped``, ``warnings`` and ``sidecar`` where the stage has them) and the text the
@@ -59,7 +42,9 @@ class StageOutcome:
 class StagePlan:
     """What a plan hook returns: printable as a table and as JSON.
 
-    Any object with these two methods will do; subclassing is optional.
+    Any object with these two methods will do; subclassing is optional. A plan may also
+    offer any of :class:`HoldsLocks`, :class:`ReadsFolders` and :class:`KnowsIfCurrent`:
+    the runner uses what it offers (see :func:`morphseq_stages.run_stage`).
     """
 
     def as_dict(self) -> dict[str, Any]:  # pragma: no cover - protocol
@@ -69,3 +54,31 @@ class StagePlan:
     def render(self) -> str:  # pragma: no cover - protocol
         """The plan as text for a person (``--dry-run``)."""
         raise NotImplementedError
+
+
+#: a lock file and what it guards, for messages ("another run is writing <what>")
+Lock = tuple[Path, str]
+
+
+@runtime_checkable
+class HoldsLocks(Protocol):
+    """A plan whose run writes folders another run could write at the same time."""
+
+    def locks(self) -> Sequence[Lock]:
+        """The lock files held from generate to the end of export."""
+
+
+@runtime_checkable
+class ReadsFolders(Protocol):
+    """A plan that reads folders it does not write, where a killed run may have left a set half renamed."""
+
+    def reads(self) -> Sequence[Lock]:
+        """The locks of those folders: each is taken for a moment, when free, to recover its folder."""
+
+
+@runtime_checkable
+class KnowsIfCurrent(Protocol):
+    """A plan that can tell whether what it read or decided on changed since it was made."""
+
+    def still_current(self) -> bool:
+        """False when another run changed its inputs or outputs: the runner then plans again."""

@@ -144,13 +144,14 @@ def resolve_model_dir(data_root: PathLike | None, model_name: str = DEFAULT_MODE
         UserError: naming the path, when the folder, its config or its weights are missing,
             or the config is not a model config.
     """
-    from morphseq_legacy.folder import resolve
     from morphseq_stages.embedders import EmbedderRequest
 
     logs.library_default()
     root = _data_root(data_root)
     check_safe_id(str(model_name), "model name")
-    return resolve(EmbedderRequest(model_name=str(model_name), data_root=root)).path
+    # through the registry, as a stage meets any embedder: the legacy embedder's describe finds the folder
+    info = _host().registry.describe_model("legacy", EmbedderRequest(model_name=str(model_name), data_root=root))
+    return Path(str(info.location))
 
 
 def ensure_latents_for_experiments(

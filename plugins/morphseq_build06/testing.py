@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import attrs
 import numpy as np
 
-from morphseq_stages.embedders import column_names
+from morphseq_legacy.columns import column_names
 from morphseq_stages.files import atomic_write
 
 from .latents import embryo_id_of, latent_file_name, write_latents

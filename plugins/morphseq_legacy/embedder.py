@@ -9,14 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from morphseq_stages.embedders import Embedder, EmbedderRequest, column_names, nuisance_dims
+from morphseq_stages.embedders import Embedder, EmbedderRequest
 from morphseq_stages.errors import UserError
+from morphseq_stages.images import decode_image
 
 from . import onnx_backend
 from .architecture import build_encoder, fold_batchnorm, infer_shape, load_checked
+from .columns import column_names, nuisance_dims
 from .folder import REFORMATTED, SPLIT_CONFIGS, VAE_CONFIGS, ModelFolder, resolve
 
 if TYPE_CHECKING:  # torch is imported when a model is loaded
+    import numpy as np
     import torch
     from torch import nn
 
@@ -161,6 +164,12 @@ class LegacyEmbedder(Embedder):
                 log.warning("backend.fallback", backend="torch", reason=reason)
         log.info("backend.chosen", backend=backend, reason=reason)
         return encoder
+
+    def preprocess(self, path: Path, out: np.ndarray) -> None:
+        """The preprocessing the legacy models were trained with, exactly: torchvision's
+        Grayscale -> Resize(BILINEAR) -> ToTensor, which the host's default decode
+        reproduces bit for bit (tests/legacy pin it: a change there changes every latent)."""
+        decode_image(path, self.input_size, out=out)
 
     def embed_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.onnx is not None:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from morphseq_build06.latents import latent_file_name
-from morphseq_build06.testing import write_latent_file
-from morphseq_stages import column_names
+from morphseq_build06.testing import make_pipeline_root, write_latent_file
+from morphseq_legacy.columns import column_names
 
-from conftest import load_json_lines, read_rows, tree_digest, upstream_file
+from conftest import load_json_lines, read_rows, run_without_torch, tree_digest, upstream_file
 
 MODEL = "20241107_ds_sweep01_optimum"
 
@@ -386,3 +386,10 @@ def test_interrupted_write_leaves_previous_output(tmp_path, cli, monkeypatch):
     code, _, err = cli("build06", "--root", root, "--data-root", data, "--overwrite", "--log-format", "json")
     assert code == 130 and len(interrupted) == 1 and b"z_mu_" in interrupted[0]
     assert tree_digest(tmp_path) == before  # df03 and its listing as they were, no temporary file left
+
+
+def test_merge_only_run_imports_no_torch(tmp_path):
+    synth = make_pipeline_root(tmp_path, {"20231207": 2}, images=False)
+    write_latent_file(synth.latent_dir("20241107_ds_sweep01_optimum"), "20231207", synth.snips["20231207"])
+    args = ["build06", "--root", str(synth.root), "--data-root", str(synth.data_root), "--log-format", "json"]
+    run_without_torch(f"assert main({args!r}) == 0")

@@ -12,11 +12,11 @@ from conftest import load_json_lines, read_rows, run_without_torch, tree_digest
 torch = pytest.importorskip("torch")
 
 from morphseq_build06.testing import make_pipeline_root, snip_image  # noqa: E402
+from morphseq_legacy.columns import column_names  # noqa: E402
 from morphseq_legacy.embedder import LegacyEmbedder  # noqa: E402
 from morphseq_legacy.testing import make_legacy_model  # noqa: E402
-from morphseq_stages import column_names  # noqa: E402
 from morphseq_stages.embedders import EmbedderRequest  # noqa: E402
-from morphseq_stages.generation import decode_image  # noqa: E402
+from morphseq_stages.images import decode_image  # noqa: E402
 
 MODEL = "tiny"
 

@@ -1,5 +1,6 @@
 """Third-party plugin mistakes, each from its own installed distribution: each is recorded
-or refused with a line naming the plugin and its distribution, and the rest keep working."""
+or refused with a line naming the plugin and its distribution, and the rest keep working
+(conftest's echo stage, installed as its own distribution, is the rest)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import json
 
 import pytest
 
-from morphseq_build06.testing import make_pipeline_root, write_latent_file
-
-from conftest import install_fake_distribution, load_json_lines, tree_digest
+from conftest import install_fake_distribution, load_json_lines, make_echo_root, tree_digest
 
 COLLIDING = """
     from morphseq_stages import EmbedderSpec, hookimpl
@@ -42,14 +41,14 @@ BAD_OUTPUT = """
 
     import numpy as np
 
-    from morphseq_stages import Embedder, EmbedderSpec, ModelInfo, column_names, hookimpl
+    from morphseq_stages import Embedder, EmbedderSpec, ModelInfo, hookimpl
 
     DIM = 4
 
     class Bad(Embedder):
         def __init__(self, request, fault):
             self.input_size, self.latent_dim, self.device = (1, 32, 16), DIM, request.device
-            self.mu_columns, self.sigma_columns = column_names(DIM)[0], ()
+            self.mu_columns, self.sigma_columns = tuple(f"z_mu_{n:02}" for n in range(DIM)), ()
             named = (request.model_name or "echo-default") if fault == "echo" else fault
             self.fingerprint = hashlib.sha256(named.encode()).hexdigest()
             self.fault = fault
@@ -94,19 +93,27 @@ def _list(cli) -> dict:
     return json.loads(out)
 
 
-def _files(synth) -> dict[str, str]:
-    return {p: h for p, h in tree_digest(synth.root, synth.data_root).items() if h != "dir"}
+def _files(root) -> dict[str, str]:
+    return {p: h for p, h in tree_digest(root).items() if h != "dir"}
 
 
-def _build06_works(cli, tmp_path) -> None:
-    synth = make_pipeline_root(tmp_path / "works", {"20231207": 2}, images=False)
-    write_latent_file(synth.latent_dir("20241107_ds_sweep01_optimum"), "20231207", synth.snips["20231207"])
-    code, _, err = cli("build06", "--root", synth.root, "--data-root", synth.data_root, "--log-format", "json")
+def _echo(cli, root, *args: str) -> tuple[int, str, str]:
+    return cli("echo", "--root", root, *args, "--log-format", "json")
+
+
+def _echo_works(cli, tmp_path) -> None:
+    root = make_echo_root(tmp_path / "works")
+    code, _, err = _echo(cli, root)
     assert code == 0, err
-    assert (synth.root / "metadata" / "combined_metadata_files" / "embryo_metadata_df03.csv").is_file()
+    assert (root / "out" / "echo.json").is_file()
 
 
-def test_an_entry_point_named_like_a_first_party_plugin_is_a_recorded_collision(tmp_path, monkeypatch, cli):
+def _model_of(root) -> dict:
+    return json.loads((root / "out" / "echo.json").read_text())["model"]
+
+
+def test_an_entry_point_named_like_a_first_party_plugin_is_a_recorded_collision(tmp_path, monkeypatch, cli,
+                                                                                   fake_plugin):
     install_fake_distribution(
         tmp_path, monkeypatch, "morphseq-impostor",
         "[morphseq_stages.embedders]\nlegacy = impostor_plugin\n[morphseq_stages.stages]\nbuild06 = impostor_plugin\n",
@@ -124,7 +131,7 @@ def test_an_entry_point_named_like_a_first_party_plugin_is_a_recorded_collision(
     assert ("embedder", "impostor") not in rows
     code, out, _ = cli("list")
     assert "failed to load" in out and "legacy (morphseq-impostor" in out
-    _build06_works(cli, tmp_path)
+    _echo_works(cli, tmp_path)
 
 
 def test_a_misspelled_unmarked_hook_is_named_too(tmp_path, monkeypatch, cli):
@@ -136,7 +143,7 @@ def test_a_misspelled_unmarked_hook_is_named_too(tmp_path, monkeypatch, cli):
     assert failure["plugin"] == "unmarked" and "'morphseq_register_embeders' is not a hook" in failure["error"]
 
 
-def test_a_misspelled_hook_unregisters_only_that_plugin(tmp_path, monkeypatch, cli):
+def test_a_misspelled_hook_unregisters_only_that_plugin(tmp_path, monkeypatch, cli, fake_plugin):
     install_fake_distribution(
         tmp_path, monkeypatch, "morphseq-typo",
         "[morphseq_stages.stages]\ntypo = typo_plugin\n", {"typo_plugin": MISSPELLED},
@@ -150,7 +157,7 @@ def test_a_misspelled_hook_unregisters_only_that_plugin(tmp_path, monkeypatch, c
     code, _, err = cli("list", "--log-format", "json")
     assert code == 0
     assert any(e["event"] == "plugin.load_failed" and e["plugin"] == "typo" for e in load_json_lines(err))
-    _build06_works(cli, tmp_path)
+    _echo_works(cli, tmp_path)
     monkeypatch.setenv("MORPHSEQ_STAGES_STRICT_PLUGINS", "1")
     code, _, err = cli("list")
     assert code == 2 and "'typo' (morphseq-typo)" in err and "morphseq_register_embedder" in err
@@ -171,54 +178,47 @@ def _install_bad_output(tmp_path, monkeypatch):
     ("nofingerprint", "describe failed: TypeError"),
     ("nodescribe", "embed_batch returned mu as numpy.ndarray"),
 ])
-def test_an_embedder_breaking_the_output_contract_is_one_line_naming_it(tmp_path, monkeypatch, cli, fault, message):
+def test_an_embedder_breaking_the_output_contract_is_one_line_naming_it(tmp_path, monkeypatch, cli, fault, message,
+                                                                        fake_plugin):
     pytest.importorskip("torch")
     _install_bad_output(tmp_path, monkeypatch)
     listed = _list(cli)
     assert listed["failed"] == [] and f"bad_{fault}" in {r["name"] for r in listed["plugins"]}
-    synth = make_pipeline_root(tmp_path / "p", {"20231207": 2})
-    before = _files(synth)
-    code, _, err = cli("build06", "--root", synth.root, "--data-root", synth.data_root, "--embedder", f"bad_{fault}",
-                       "--generate-missing-latents", "--log-format", "json")
+    root = make_echo_root(tmp_path / "p", 2)
+    before = _files(root)
+    code, _, err = _echo(cli, root, "--embedder", f"bad_{fault}")
     last = err.strip().splitlines()[-1]
     assert code == 2, err
     assert last.startswith(f"morphseq-stages: error: embedder 'bad_{fault}' (plugin bad, distribution "
                            "morphseq-bad-output 1.0)") and message in last, last
     assert "Traceback" not in err
-    assert _files(synth) == before  # nothing written (the run's lock leaves at most an empty folder)
-    _build06_works(cli, tmp_path)
+    assert _files(root) == before  # nothing written (the run's lock leaves at most an empty folder)
+    _echo_works(cli, tmp_path)
 
 
-def test_an_embedder_without_describe_is_identified_by_loading_it(tmp_path, monkeypatch, cli):
+def test_an_embedder_without_describe_is_identified_by_loading_it(tmp_path, monkeypatch, cli, fake_plugin):
     pytest.importorskip("torch")
     _install_bad_output(tmp_path, monkeypatch)
-    synth = make_pipeline_root(tmp_path / "p", {"20231207": 2})
-    code, _, err = cli("build06", "--root", synth.root, "--data-root", synth.data_root, "--embedder", "bad_none",
-                       "--generate-missing-latents", "--log-format", "json")
+    root = make_echo_root(tmp_path / "p", 2)
+    code, _, err = _echo(cli, root, "--embedder", "bad_none")
     assert code == 0, err
-    store = synth.latent_dir("bad_none", embedder="bad_none")  # its own name, not the legacy default model's
-    manifest = json.loads((store / "manifest.json").read_text())
-    assert manifest["files"]["morph_latents_20231207.csv"]["model_fingerprint"] == hashlib.sha256(b"none").hexdigest()
+    # the embedder's own name, and the loaded model's fingerprint
+    assert _model_of(root) == {"name": "bad_none", "fingerprint": hashlib.sha256(b"none").hexdigest()}
 
 
-def test_an_embedder_gets_no_model_name_unless_one_is_given(tmp_path, monkeypatch, cli):
-    # the legacy embedder's default model name is the legacy embedder's, not every embedder's
+def test_an_embedder_gets_no_model_name_unless_one_is_given(tmp_path, monkeypatch, cli, fake_plugin):
     pytest.importorskip("torch")
     _install_bad_output(tmp_path, monkeypatch)
-    synth = make_pipeline_root(tmp_path / "p", {"20231207": 2})
-    base = ("build06", "--root", synth.root, "--data-root", synth.data_root, "--embedder", "bad_echo",
-            "--generate-missing-latents", "--log-format", "json")
-    code, _, err = cli(*base)
+    root = make_echo_root(tmp_path / "p", 2)
+    code, _, err = _echo(cli, root, "--embedder", "bad_echo")
     assert code == 0, err
-    assert (synth.latent_dir("echo-default", embedder="bad_echo") / "morph_latents_20231207.csv").is_file()
-    code, _, err = cli(*base, "--model-name", "mine", "--overwrite")
+    assert _model_of(root)["name"] == "echo-default"
+    code, _, err = _echo(cli, root, "--embedder", "bad_echo", "--model-name", "mine")
     assert code == 0, err
-    assert (synth.latent_dir("mine", embedder="bad_echo") / "morph_latents_20231207.csv").is_file()
-    assert sorted(p.name for p in (synth.data_root / "analysis" / "latent_embeddings" / "bad_echo").iterdir()) == [
-        "echo-default", "mine"]
+    assert _model_of(root)["name"] == "mine"
 
 
-def test_three_broken_distributions_at_once(tmp_path, monkeypatch, cli):
+def test_three_broken_distributions_at_once(tmp_path, monkeypatch, cli, fake_plugin):
     pytest.importorskip("torch")
     for name, eps, mod, src in (
         ("morphseq-impostor", "[morphseq_stages.embedders]\nlegacy = impostor_plugin\n", "impostor_plugin", COLLIDING),
@@ -230,9 +230,7 @@ def test_three_broken_distributions_at_once(tmp_path, monkeypatch, cli):
     listed = _list(cli)
     assert {(f["plugin"], f["distribution"]) for f in listed["failed"]} == {
         ("legacy", "morphseq-impostor"), ("typo", "morphseq-typo")}
-    assert {"build06", "legacy", "bad_width"} <= {r["name"] for r in listed["plugins"]}
-    _build06_works(cli, tmp_path)
-    synth = make_pipeline_root(tmp_path / "p", {"20231207": 2})
-    code, _, err = cli("build06", "--root", synth.root, "--data-root", synth.data_root, "--embedder", "bad_width",
-                       "--generate-missing-latents", "--log-format", "json")
+    assert {"build06", "legacy", "echo", "bad_width"} <= {r["name"] for r in listed["plugins"]}
+    _echo_works(cli, tmp_path)
+    code, _, err = _echo(cli, make_echo_root(tmp_path / "p", 2), "--embedder", "bad_width")
     assert code == 2 and "embedder 'bad_width' (plugin bad, distribution morphseq-bad-output 1.0)" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from morphseq_legacy.embedder import LegacyEmbedder  # noqa: E402
 from morphseq_legacy.testing import make_legacy_model  # noqa: E402
 from morphseq_stages.embedders import EmbedderRequest  # noqa: E402
 from morphseq_stages.errors import UserError  # noqa: E402
-from morphseq_stages.generation import decode_image  # noqa: E402
+from morphseq_stages.images import decode_image  # noqa: E402
 
 
 def load(folder: Path, **options) -> LegacyEmbedder:
@@ -62,7 +63,8 @@ def test_preprocessing_is_the_legacy_arithmetic(tmp_path):
     from PIL import Image
 
     (p,) = images(tmp_path, 1)
-    got = decode_image(p, (1, 288, 128))
+    got = np.full((1, 288, 128), -1, np.float32)
+    LegacyEmbedder.preprocess(SimpleNamespace(input_size=(1, 288, 128)), p, got)  # the legacy embedder's own
     im = Image.open(p).convert("L").resize((128, 288), Image.BILINEAR)
     # torchvision ToTensor: uint8 -> float32, then / 255 in float32
     want = torch.from_numpy(np.array(im, dtype=np.uint8)).to(torch.float32).div(255).numpy()[None]

@@ -16,7 +16,6 @@ from morphseq_stages import (
     EmbedderRequest,
     EmbedderSpec,
     ModelInfo,
-    column_names,
     hookimpl,
 )
 
@@ -30,7 +29,7 @@ class GridMean(Embedder):
     def __init__(self, request: EmbedderRequest) -> None:
         self.input_size = (1, 288, 128)
         self.latent_dim = ROWS * COLS
-        self.mu_columns, self.sigma_columns = column_names(self.latent_dim)[0], ()
+        self.mu_columns, self.sigma_columns = tuple(f"z_mu_{n:02}" for n in range(self.latent_dim)), ()
         self.fingerprint = FINGERPRINT
         self.device = request.device
 

@@ -17,7 +17,7 @@ from conftest import read_rows
 pytest.importorskip("torch")
 
 from morphseq_build06.testing import make_pipeline_root  # noqa: E402
-from morphseq_stages.generation import decode_image  # noqa: E402
+from morphseq_stages.images import decode_image  # noqa: E402
 
 PACKAGE = Path(__file__).resolve().parents[2] / "examples" / "gridmean_embedder"
 
