@@ -108,3 +108,50 @@ def test_the_stage_example_of_the_plugin_page_runs(tmp_path):
     assert run_stage(host, "count", {"root": tmp_path}, dry_run=True).plan.render() == "2 file(s) to count"
     result = run_stage(host, "count", {"root": tmp_path})
     assert result.exit_code == 0 and result.summary["files"] == 2 and result.outcome.text == "2 file(s)"
+
+
+def _bash_blocks(page: Path, heading: str) -> list[str]:
+    text = page.read_text()
+    section = text[text.index(heading):]
+    section = section[:section.index("\n## ", 1)]
+    return [b.split("```", 1)[0] for b in section.split("```bash\n")[1:]]
+
+
+def test_the_demo_update_of_the_operator_guide_brings_every_output_up_to_date(tmp_path):
+    """The guide's commands, as a newcomer pastes them: demo, add an experiment, update;
+    then every output the demo wrote is current and df03 holds the new rows."""
+    demo = tmp_path / "morphseq-demo"
+    add, update = _bash_blocks(DOCS / "operator-guide.md", "## Try it on the demo")
+    assert update.rstrip().endswith("--dry-run")
+    real = update.rstrip().removesuffix("--dry-run").rstrip().rstrip("\\").rstrip()
+    script = "\n".join([
+        "set -euo pipefail",
+        f"{sys.executable} -m morphseq_stages demo {demo} --quiet >/dev/null",
+        add.replace("DEMO=/tmp/morphseq-demo", f"DEMO={demo}"),
+        real.replace("morphseq-stages", f"{sys.executable} -m morphseq_stages") + " --quiet >/dev/null",
+        update.rstrip().replace("morphseq-stages", f"{sys.executable} -m morphseq_stages") + " --json --quiet",
+    ])
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    plan = json.loads(done.stdout)
+    not_current = [o for o in plan["outputs"] if o["kind"] != "manifest" and o["status"] != "current"]
+    assert not_current == [] and plan["warnings"] == [], (not_current, plan["warnings"])
+    assert {"df03", "training", "analysis"} <= {o["kind"] for o in plan["outputs"]}
+    df03 = (demo / "root" / "metadata" / "combined_metadata_files" / "embryo_metadata_df03.csv").read_text()
+    new_rows = [line for line in df03.splitlines() if ",20250115_newexp_" in line]
+    assert len(new_rows) == 8 and all(not line.endswith(",") for line in new_rows)
+    copy = demo / "data" / "metadata" / "metadata_n_embeddings" / "demo_vae" / "df03_20250115_newexp.csv"
+    assert copy.exists()
+
+
+def test_the_readme_update_command_has_the_flags_of_the_demo_and_of_the_guide():
+    readme = (ROOT / "README.md").read_text()
+    everyday = readme[readme.index("## Everyday commands"):]
+    step3 = everyday[everyday.index("# 3."):everyday.index("```", everyday.index("# 3."))]
+    demo_flags = {"--generate-missing-latents", "--export-analysis-copies", "--train-name"}
+    assert demo_flags | {"--overwrite"} <= set(re.findall(r"--[a-z-]+", step3))
+    guide = (DOCS / "operator-guide.md").read_text()
+    routine = guide[guide.index("## The weekly routine"):guide.index("## Try it on the demo")]
+    assert demo_flags | {"--overwrite", "--formats", "--report"} <= set(re.findall(r"--[a-z-]+", routine))
