@@ -9,9 +9,6 @@ duplicated column name stays duplicated).
 from __future__ import annotations
 
 import csv
-import os
-import stat
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -23,7 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from morphseq_stages.errors import UserError
-from morphseq_stages.files import remember_sha256
+
+from .inputs import ReadFile, read_file
 
 WRITE_CHUNK_ROWS = 1 << 11
 
@@ -35,6 +33,7 @@ class TextTable:
     names: tuple[str, ...]
     records: pa.Array  # binary: each data record's raw bytes, without its line end
     newline: bytes
+    source: ReadFile | None = attrs.field(default=None, repr=False, eq=False)  # the bytes read, for provenance
 
     def __len__(self) -> int:
         return len(self.records)
@@ -152,7 +151,7 @@ def read_table_columns(path: Path, names: Sequence[str], *, what: str = "table")
 
 
 def _read_table(path: Path, what: str) -> tuple[TextTable, bytes]:
-    data = read_regular_file(path, what)
+    data, source = read_file(path, what)
     try:
         records, newline = _split_records(data)
     except CsvShapeError as exc:
@@ -160,33 +159,15 @@ def _read_table(path: Path, what: str) -> tuple[TextTable, bytes]:
     if not len(records):
         raise UserError(f"{what} {path} is empty (no header row)")
     header = records[0].as_py()
-    table = TextTable(path=path, header=header, names=parse_header(header, path), records=records[1:], newline=newline)
+    table = TextTable(path=path, header=header, names=parse_header(header, path), records=records[1:], newline=newline,
+                      source=source)
     return table, data
 
 
 def read_regular_file(path: Path, what: str, *, hash_now: bool = False) -> bytes:
-    """The bytes of a regular file; a FIFO, a device or a folder is refused before reading.
-
-    Its sha256 is taken from these bytes (so that the run's provenance does not read the
-    file again): at once with ``hash_now``, else on a thread of its own.
-    """
-    try:
-        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as fh:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise UserError(f"{what} {path} is not a regular file")
-            data = fh.read()
-        if hash_now:
-            remember_sha256(path, st, data)
-        else:
-            threading.Thread(target=remember_sha256, args=(path, st, data), name="sha256").start()
-        return data
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"{what} {path} is not a regular file") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    """The bytes of a regular file; a FIFO, a device or a folder is refused before reading
+    (see ``inputs.read_file``, which also gives their identity)."""
+    return read_file(path, what, hash_now=hash_now)[0]
 
 
 def read_columns(table: TextTable, names: Sequence[str], body: memoryview | None = None) -> dict[str, pa.Array]:

@@ -13,6 +13,7 @@ says why).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ import structlog
 from morphseq_stages.files import LockBusy, exclusive_lock
 
 from . import paths
+from .latents import LATENT_FORMATS, latent_file_name
 
 if TYPE_CHECKING:
     from .generate import GenerateReport
@@ -114,11 +116,22 @@ def store_write(plan: Build06Plan, exp: ExperimentPlan) -> Iterator[bool]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        current = _stamp(exp.latent_path) == plan.latents.stamps.get(exp.experiment)
+        other = written_meanwhile(plan, exp)
+        current = other is None and _stamp(exp.latent_path) == plan.latents.stamps.get(exp.experiment)
         if not current:
-            log.warning("latents.changed_meanwhile", path=str(exp.latent_path),
+            log.warning("latents.changed_meanwhile", path=str(other or exp.latent_path),
                         reason="another run wrote it after this one planned; left as it is")
         yield current
+
+
+def written_meanwhile(plan: Build06Plan, exp: ExperimentPlan) -> Path | None:
+    """A latent file of ``exp`` that another job wrote since the plan, when this run means
+    to write a new one: in either format (two jobs asked for different --latent-format
+    must not leave both a CSV and a Parquet file for one experiment)."""
+    if exp.action != "generate":
+        return None
+    return next((p for p in (plan.store / latent_file_name(exp.experiment, f) for f in LATENT_FORMATS)
+                 if os.path.lexists(p)), None)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

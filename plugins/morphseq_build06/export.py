@@ -17,7 +17,6 @@ from morphseq_stages.errors import UserError
 from morphseq_stages.files import (
     atomic_write,
     atomic_write_json,
-    sha256_files_in_background,
     staged_path,
     staged_writes,
 )
@@ -33,10 +32,10 @@ from .csvtext import (
 )
 from .formats import EXTRA_KINDS, write_extras
 from .freshness import file_state
+from .inputs import ReadFile
 from .latents import parse_z
 from .merge import MergeResult
 from .outputs import OutputPlan
-from .parquet_store import shards
 from .plan import Build06Plan, recorded_coverage
 from .provenance import run_facts, versions
 
@@ -54,12 +53,10 @@ def _write_table(out: OutputPlan, table: TextTable, rows: np.ndarray, merged: Me
     return len(rows)
 
 
-def _inputs(plan: Build06Plan) -> list[Path]:
-    paths_ = [plan.df02_path] + [f for e in plan.experiments if e.latent_path.exists() for f in shards(e.latent_path)[0]]
-    train = plan.output("training")
-    if train is not None and train.action != "skip":
-        paths_.append(paths.training_input(plan.options.root, str(plan.options.train_name)))
-    return paths_
+def _inputs(plan: Build06Plan, training: ReadFile | None) -> list[dict[str, str]]:
+    """Every file the run read, with the sha256 of the bytes it read (none is hashed again)."""
+    read = [plan.df02.source, *plan.latents.files(), training]
+    return [{"path": str(f.path), "sha256": f.sha256} for f in read if f is not None]
 
 
 class _Writer:
@@ -96,7 +93,7 @@ def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
 def _export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
     df03 = plan.output("df03")
     typed = any(o.action != "skip" for o in plan.outputs if o.kind in EXTRA_KINDS)
-    hashes = sha256_files_in_background(_inputs(plan)) if df03.action != "skip" or typed else None
+    training = functools.cache(lambda: _training_join(plan, merged))  # read once: the join and its record agree
     run = _Writer()
     df03_rows = np.flatnonzero(merged.keep)
     copies = [o for o in plan.outputs if o.kind == "analysis"]
@@ -104,13 +101,14 @@ def _export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
         exp_rows = df03_rows[plan.row_experiments[df03_rows] == out.experiment]
         run(out, functools.partial(_write_table, out, plan.df02, exp_rows, merged, merged.take))
     train = plan.output("training")
-    if train is not None and run(train, functools.partial(_write_training, plan, train, merged)):
-        _write_training_sidecar(plan, merged, train, run)
+    if train is not None and run(train, functools.partial(_write_training, train, merged, training)):
+        _write_training_sidecar(plan, merged, train, run, training()[0].source)
     listed = np.flatnonzero(merged.reasons != "")
     run(plan.output("unembedded"), lambda: _write_unembedded(plan, merged, listed))
     run(df03, lambda: _write_table(df03, plan.df02, df03_rows, merged, merged.take))
-    record = _df03_record(plan, merged, hashes.result()) if hashes is not None else {}
-    for path in write_extras(plan, merged, df03_rows, record, run, lambda: _training_join(plan, merged)):
+    train_read = training()[0].source if train is not None and train.action != "skip" else None
+    record = _df03_record(plan, merged, _inputs(plan, train_read)) if df03.action != "skip" or typed else {}
+    for path in write_extras(plan, merged, df03_rows, record, run, training):
         run.written.append(path)
         log.info("write.staged", path=path, what="typed copies record")
     if any(str(o.path) in run.rows for o in copies):
@@ -175,8 +173,8 @@ def _training_join(plan: Build06Plan, merged: MergeResult) -> tuple[TextTable, n
     return table, take
 
 
-def _write_training(plan: Build06Plan, out: OutputPlan, merged: MergeResult) -> int:
-    table, take = _training_join(plan, merged)
+def _write_training(out: OutputPlan, merged: MergeResult, join: Callable[[], tuple[TextTable, np.ndarray]]) -> int:
+    table, take = join()
     return _write_table(out, table, np.arange(len(table)), merged, take)
 
 
@@ -200,13 +198,15 @@ def _z(merged: MergeResult, schema: str) -> dict[str, Any]:
 
 
 def _latent_files(plan: Build06Plan, only: set[str] | None = None) -> dict[str, Any]:
+    """The latent files the merge read, as it read them."""
     recorded = manifest.load(plan.manifest_path)["files"]
+    read = plan.latents.identities()
     out = {}
     for e in plan.experiments:
-        if e.latent_path.exists() and (only is None or e.experiment in only):
+        if e.experiment in read and (only is None or e.experiment in only):
             entry = recorded.get(e.latent_path.name)
             out[e.experiment] = {
-                "path": str(e.latent_path.resolve()), **file_state(e.latent_path),
+                "path": str(e.latent_path.resolve()), **read[e.experiment],
                 "model_fingerprint": entry.get("model_fingerprint") if entry else None,
                 "model_name": entry.get("model_name") if entry else None,
                 "origin": "manifest" if entry else "unknown origin (no manifest entry)"}
@@ -235,12 +235,12 @@ def _provenance(plan: Build06Plan, merged: MergeResult, only: set[str] | None = 
     }
 
 
-def _df03_record(plan: Build06Plan, merged: MergeResult, hashes: dict[str, str]) -> dict[str, Any]:
+def _df03_record(plan: Build06Plan, merged: MergeResult, inputs: list[dict[str, str]]) -> dict[str, Any]:
     """df03's provenance: the sidecar's content, and the typed outputs' metadata."""
     r = merged.report
     return {
         **_provenance(plan, merged),
-        "inputs": [{"path": path, "sha256": sha} for path, sha in hashes.items()],
+        "inputs": inputs,
         "coverage": {"overall": r["coverage"], "selected": r["coverage_selected"],
                      "per_experiment": r["per_experiment"]},
         "counts": {k: r[k] for k in ("df02_rows", "df03_rows", "rows_counted", "rows_matched", "latent_rows",
@@ -288,9 +288,10 @@ def _write_copies_sidecar(plan: Build06Plan, merged: MergeResult, copies: list[O
     log.info("write.staged", path=str(path), what="analysis copies sidecar")
 
 
-def _write_training_sidecar(plan: Build06Plan, merged: MergeResult, train: OutputPlan, run: _Writer) -> None:
+def _write_training_sidecar(plan: Build06Plan, merged: MergeResult, train: OutputPlan, run: _Writer,
+                            read: ReadFile | None) -> None:
     train_in = paths.training_input(plan.options.root, str(plan.options.train_name))
-    record = plan.inputs.record(_recorded(plan, "training", train.path), training=train_in)
+    record = plan.inputs.record(_recorded(plan, "training", train.path), training=read or train_in)
     path = paths.sidecar(train.path)
     data = {**_provenance(plan, merged), "training_metadata": str(train_in.resolve()),
             "files": {train.path.name: _file_entry(train.path, run.rows[str(train.path)], record)}}

@@ -25,6 +25,7 @@ import structlog
 from morphseq_stages.files import sha256_file
 
 from .csvtext import TextTable, value_bytes
+from .inputs import read_regular_text
 from .parquet_store import shards
 
 log = structlog.get_logger()
@@ -83,7 +84,7 @@ def df02_parts(table: TextTable, codes: np.ndarray, experiments: Sequence[str]) 
 def load_sidecar(path: Path) -> dict[str, Any]:
     """A sidecar's content, or {} when it is missing or unreadable (then nothing counts as recorded)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(read_regular_text(Path(path)))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:

@@ -84,6 +84,11 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
                 if exp.action == "top-up" and not _can_append(exp, embedder):
                     skipped.append(str(exp.latent_path))
                     continue
+                if opts.generate_only and (other := declared.written_meanwhile(plan, exp)) is not None:
+                    log.warning("latents.changed_meanwhile", path=str(other),
+                                reason="another job wrote it after this one planned; not embedded again")
+                    skipped.append(str(exp.latent_path))
+                    continue
                 result = executor.embed(exp.to_embed, label=f"embedding {exp.experiment}")
                 for path, err in result.failures:
                     log.warning("image.unreadable", path=path, error=err)

@@ -8,7 +8,9 @@ existing file and notebook uses it.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -21,7 +23,8 @@ import pyarrow.csv as pacsv
 
 from morphseq_stages.errors import UserError
 
-from .csvtext import parse_header, read_regular_file, write_string_table
+from .csvtext import parse_header, write_string_table
+from .inputs import ReadFile, read_file
 
 ID_COLUMNS = ("experiment_date", "embryo_id", "snip_id")
 Z_SCHEMAS = ("auto", "flat", "bio_nuisance")
@@ -105,6 +108,7 @@ class LatentRows:
     nan_rows: np.ndarray
     inf_rows: np.ndarray
     unparseable: int = 0
+    sources: tuple[ReadFile, ...] = attrs.field(default=(), repr=False, eq=False)  # the files read, as read
 
 
 def read_latent_header(path: Path) -> tuple[str, ...]:
@@ -112,8 +116,10 @@ def read_latent_header(path: Path) -> tuple[str, ...]:
 
     if parquet_store.is_parquet(path):
         return parquet_store.header(path)
-    try:
-        with open(path, "rb") as fh:
+    try:  # a FIFO is refused, not waited on
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise UserError(f"latent file {path} is not a regular file")
             first = fh.readline().rstrip(b"\r\n")
     except OSError as exc:
         raise UserError(f"cannot read latent file {path}: {exc.strerror or exc}") from None
@@ -178,9 +184,10 @@ def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -
 
     if parquet_store.is_parquet(path):
         return parquet_store.read_rows(path, columns, order, names)
+    data, source = read_file(path, "latent file", hash_now=True)
     try:
         table = pacsv.read_csv(
-            pa.BufferReader(read_regular_file(path, "latent file", hash_now=True)),
+            pa.BufferReader(data),
             read_options=pacsv.ReadOptions(use_threads=False),
             convert_options=pacsv.ConvertOptions(
                 include_columns=["snip_id", *columns],
@@ -215,7 +222,7 @@ def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -
             unparseable += bad
     return LatentRows(
         path=path, snip_ids=table.column("snip_id").combine_chunks(), columns=tuple(columns),
-        lines=lines, nan_rows=nan_rows, inf_rows=inf_rows, unparseable=unparseable,
+        lines=lines, nan_rows=nan_rows, inf_rows=inf_rows, unparseable=unparseable, sources=(source,),
     )
 
 

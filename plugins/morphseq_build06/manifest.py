@@ -16,6 +16,8 @@ import structlog
 
 from morphseq_stages.files import atomic_write_json, sha256_file, staged_path, utc_now
 
+from .inputs import read_regular_text
+
 log = structlog.get_logger()
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
@@ -32,7 +34,7 @@ def read(path: Path) -> tuple[dict[str, Any], str | None]:
     """The manifest (empty when there is none or it cannot be used), and why it cannot be used."""
     empty = {"format": FORMAT, "files": {}}
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_regular_text(path))
     except FileNotFoundError:
         return empty, None
     except (OSError, ValueError) as exc:

@@ -25,7 +25,7 @@ from .plan import (
     settle,
     strict_failure,
 )
-from .store import read_store
+from .store import StoreRead, read_store
 
 log = structlog.get_logger()
 
@@ -42,9 +42,9 @@ class MergeResult:
     plan: Build06Plan = attrs.field(repr=False)  # as generation left the disk (see plan.settle)
 
 
-def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
-    """The latent rows as the merge matches them: the plan's index, unless generation
-    changed the files since the plan read them."""
+def load_latents(plan: Build06Plan) -> tuple[StoreRead, LatentIndex, dict[str, Any]]:
+    """The latent files as the merge read them, and their rows as it matches them: the
+    plan's read and index, unless generation (or another job) changed the files since."""
     opts = plan.options
     for exp in plan.experiments:
         if not exp.latent_path.exists():
@@ -56,13 +56,13 @@ def load_latents(plan: Build06Plan) -> tuple[LatentIndex, dict[str, Any]]:
         index, info = index_latents(read, [e.experiment for e in plan.experiments])
     log_index(read, [e.experiment for e in plan.experiments], info,
               frozenset(e.experiment for e in plan.experiments if e.stale))
-    return index, info
+    return read, index, info
 
 
 def row_reasons(plan: Build06Plan, take: np.ndarray, non_finite: np.ndarray, generated: GenerateReport) -> np.ndarray:
     """Per df02 row, why df03 holds no embedding for it ("" when it does)."""
     reasons = np.full(len(plan.df02), "", dtype=object)
-    with_file = {e.experiment for e in plan.experiments if e.latent_path.exists()}
+    with_file = set(plan.latents.rows)  # as the merge read them
     folders = {e.experiment: e.image_dir for e in plan.experiments}
     recorded = [(str(p), err) for e in plan.experiments for p, err in e.unreadable]
     unreadable = {Path(p).stem: p for p, _ in [*recorded, *generated.unreadable_images]}
@@ -121,7 +121,9 @@ def _coverage_warnings(plan: Build06Plan, cov: dict[str, Any]) -> list[str]:
 def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeResult:
     generated = generated or GenerateReport()
     plan = settle(plan, generated.written)
-    latents, info = load_latents(plan)
+    read, latents, info = load_latents(plan)
+    if read is not plan.latents:  # the outputs record the files as this read found them
+        plan = attrs.evolve(plan, latents=read, inputs=attrs.evolve(plan.inputs, read=read))
     matching = plan.matching
     take, rules, non_finite = (matching.take, matching.rules, matching.non_finite) if latents is matching.index \
         else latents.match_keys(plan.row_keys, plan.key_rules)

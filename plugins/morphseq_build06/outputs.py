@@ -33,8 +33,10 @@ from .freshness import (
     load_sidecar,
     status,
 )
+from .inputs import ReadFile
 from .latents import parse_z
 from .options import Build06Options
+from .store import StoreRead
 
 if TYPE_CHECKING:
     from .plan import ExperimentPlan, MissingModel
@@ -73,6 +75,7 @@ class InputsNow:
     row_codes: np.ndarray  # each df02 row's index in ``experiments`` (-1: none)
     experiments: Sequence[ExperimentPlan]
     model: ModelInfo | MissingModel
+    read: StoreRead  # the latent files as read (by the plan, or by the merge when generation changed them)
     _parts: dict | None = None
     _df02_state: dict | None = None
     _rows: dict = attrs.Factory(dict)
@@ -96,21 +99,23 @@ class InputsNow:
             self._parts = df02_parts(self.df02, self.row_codes, [e.experiment for e in self.experiments])
         return self._parts
 
-    def latents(self, recorded: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-        recorded = recorded or {}
-        return {e.experiment: file_state(e.latent_path, recorded.get(e.experiment)) for e in self.experiments
-                if e.latent_path.exists()}
-
     def record(self, recorded: Mapping[str, Any] | None = None, *, only: str | None = None,
-               training: Path | None = None) -> dict[str, Any]:
+               training: Path | ReadFile | None = None) -> dict[str, Any]:
+        """``built_from`` of an output made from these inputs, each as read: df02 and the
+        latent files as the run read them; ``training``, the training metadata as read (a
+        plan, which does not read it, passes its path: the file as it is now)."""
         recorded = recorded or {}
         if self._df02_state is None:
-            self._df02_state = file_state(self.df02_path, recorded.get("df02"))
+            source = self.df02.source
+            self._df02_state = source.state() if source is not None else file_state(self.df02_path, recorded.get("df02"))
+        if isinstance(training, Path):
+            train_state: dict[str, Any] | None = file_state(training, recorded.get("training"))
+        else:
+            train_state = training.state() if training is not None else None
         return built_from(
             df02={k: self._df02_state[k] for k in ("sha256", "size", "mtime_ns")}, parts=self.parts(),
-            latents=self.latents(recorded.get("latents")), fingerprint=self.model.fingerprint,
-            options=content_options(self.opts, self.model.name), only=only,
-            training=file_state(training, recorded.get("training")) if training is not None else None)
+            latents=self.read.identities(), fingerprint=self.model.fingerprint,
+            options=content_options(self.opts, self.model.name), only=only, training=train_state)
 
 
 def decide(kind: Any, path: Path, fresh: Freshness, overwrite: bool, experiment: str | None = None) -> OutputPlan:

@@ -24,12 +24,15 @@ import attrs
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import structlog
 
 from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write
 
+from .inputs import ReadFile, not_regular, read_file, read_regular_text
 from .latents import LatentRows, latent_file_name, parse_z
 
+log = structlog.get_logger()
 MODEL_COLUMN = "embedding_model_name"
 SHARD_SUFFIX = "_latents.parquet"
 SENTINEL_SUFFIX = ".validated"
@@ -40,19 +43,36 @@ def is_parquet(path: Path) -> bool:
 
 
 def validated(path: Path) -> bool:
+    return skip_reason(path) is None
+
+
+def skip_reason(path: Path) -> str | None:
+    """Why a shard (or lab merged file) is not read, in words naming it; None when it is a
+    regular file whose ``.validated`` sentinel, a regular file, holds ``ok``. Neither is
+    ever opened unless it is a regular file: a FIFO would hang the run."""
+    odd = not_regular(path)
+    if odd is not None:
+        return f"latent file {path} is {odd}, not a regular file; skipped"
     sentinel = path.with_name(path.name + SENTINEL_SUFFIX)
+    odd = not_regular(sentinel)
+    if odd is not None:
+        return f"{path}: its sentinel {sentinel.name} is {odd}, not a file holding ok; skipped"
     try:
-        return sentinel.read_text().strip() == "ok"
-    except (OSError, UnicodeDecodeError):
-        return False
+        text = read_regular_text(sentinel)
+    except FileNotFoundError:
+        return f"{path} has no {sentinel.name} sentinel; skipped"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{path}: cannot read its sentinel {sentinel.name} ({exc}); skipped"
+    return None if text.strip() == "ok" else f"{path}: its sentinel {sentinel.name} does not say ok; skipped"
 
 
 def shards(path: Path) -> tuple[list[Path], list[Path]]:
-    """(files to read, shards skipped for want of their sentinel) of a file or folder."""
+    """(files to read, shards skipped: no sentinel, or not a regular file) of a file or folder."""
     if not path.is_dir():
         return [path], []
-    found = sorted(p for p in path.rglob(f"*{SHARD_SUFFIX}") if p.is_file())
-    return [p for p in found if validated(p)], [p for p in found if not validated(p)]
+    found = sorted(p for p in path.rglob(f"*{SHARD_SUFFIX}") if not p.is_dir())
+    skipped = {p for p in found if not validated(p)}
+    return [p for p in found if p not in skipped], [p for p in found if p in skipped]
 
 
 def _schema(path: Path) -> pa.Schema:
@@ -87,20 +107,29 @@ def header(path: Path) -> tuple[str, ...]:
     return names
 
 
-def _read(path: Path, columns: Sequence[str]) -> pa.Table:
+def _read(path: Path, columns: Sequence[str]) -> tuple[pa.Table | None, ReadFile]:
+    """One file's rows (None: it has none), from bytes read once (their identity is what the run read)."""
     import pyarrow.parquet as pq
 
-    names = _schema(path).names
+    data, source = read_file(path, "latent file", hash_now=True)
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise UserError(f"cannot read latent file {path}: {str(exc).strip().splitlines()[0]}") from None
+    names = parquet.schema_arrow.names
     check_names(names, path)
     missing = [c for c in columns if c not in names]
     if missing:
         raise UserError(f"latent file {path} lacks column {missing[0]!r} that other shards have")
+    if parquet.metadata.num_rows == 0:  # a shard of a well with no snips: its columns may not even be typed
+        log.warning("latents.empty_file", path=str(path), reason="it has no rows: nothing is merged from it")
+        return None, source
     try:
-        table = pq.read_table(path, columns=["snip_id", MODEL_COLUMN, *columns])
+        table = parquet.read(columns=["snip_id", MODEL_COLUMN, *columns])
     except (OSError, pa.ArrowInvalid) as exc:
         raise UserError(f"cannot read latent file {path}: {str(exc).strip().splitlines()[0]}") from None
     validate(table, path)
-    return table.select(["snip_id", *columns])
+    return table.select(["snip_id", *columns]), source
 
 
 def models_in(path: Path) -> list[str]:
@@ -146,14 +175,15 @@ def read_rows(path: Path, columns: Sequence[str], order: Sequence[str], names: d
     """Like ``latents.read_latent_rows`` for a Parquet file or a folder of shards;
     ``names`` maps each name of ``order`` to this file's column for that dimension."""
     files, _ = shards(path)
-    tables = [_read(f, columns) for f in files]
+    read = [_read(f, columns) for f in files]
+    tables = [t for t, _ in read if t is not None]
     table = pa.concat_tables(tables) if tables else pa.table({"snip_id": pa.array([], pa.string())})
     n = table.num_rows
     nan_rows, inf_rows = np.zeros(n, bool), np.zeros(n, bool)
     empty = pa.repeat(pa.scalar("", pa.string()), n)
     cells = []
     for c in order:
-        if c not in names:
+        if c not in names or names[c] not in table.column_names:  # (no table at all: every file was empty)
             cells.append(empty)
             continue
         col = table.column(names[c]).combine_chunks()
@@ -167,7 +197,7 @@ def read_rows(path: Path, columns: Sequence[str], order: Sequence[str], names: d
     lines = pc.binary_join_element_wise(*cells, ",") if cells else empty
     return LatentRows(path=path, snip_ids=table.column("snip_id").combine_chunks().cast(pa.string()),
                       columns=tuple(columns), lines=pc.cast(lines, pa.binary()), nan_rows=nan_rows,
-                      inf_rows=inf_rows)
+                      inf_rows=inf_rows, sources=tuple(s for _, s in read))
 
 
 def latent_table(snip_ids: Sequence[str], mu: np.ndarray, logvar: np.ndarray | None, mu_columns: Sequence[str],
@@ -211,19 +241,23 @@ def lab_folder(latents_root: Path, experiment: str) -> Path:
 
 
 def locate(store: Path, experiment: str, fmt: str, latents_root: Path | None) -> LatentSource:
-    """The latent file (or shard folder) of one experiment."""
+    """The latent file (or shard folder) of one experiment; ``skipped`` names every file
+    passed over that the user may expect to be read."""
     if latents_root is not None:
         folder = lab_folder(latents_root, experiment)
         merged = folder / f"{experiment}{SHARD_SUFFIX}"
-        if merged.is_file() and validated(merged):
+        there = merged.is_file() or not_regular(merged) is not None
+        if there and validated(merged):
             return LatentSource(path=merged, note="merged file under --latents-root", writable=False)
         found, skipped = shards(folder / "per_well") if (folder / "per_well").is_dir() else ([], [])
-        unvalidated = " (its merged file has no .validated sentinel)" if merged.is_file() else ""
+        skipped = ([merged] if there else []) + skipped
+        unvalidated = " (its merged file is not read)" if there else ""
         if found:
             return LatentSource(path=folder / "per_well", skipped=tuple(skipped), writable=False,
                                 note=f"{len(found)} validated per-well shard(s) under --latents-root{unvalidated}")
-        if skipped or merged.is_file():
-            return LatentSource(path=store / latent_file_name(experiment, fmt), skipped=tuple(skipped),
+        if skipped:
+            source = _in_store(store, experiment, fmt)
+            return attrs.evolve(source, skipped=tuple(skipped) + source.skipped,
                                 note=f"nothing validated under {folder}{unvalidated}; using the store")
     return _in_store(store, experiment, fmt)
 
@@ -231,6 +265,10 @@ def locate(store: Path, experiment: str, fmt: str, latents_root: Path | None) ->
 def _in_store(store: Path, experiment: str, fmt: str) -> LatentSource:
     other = "parquet" if fmt == "csv" else "csv"
     chosen, alternative = store / latent_file_name(experiment, fmt), store / latent_file_name(experiment, other)
+    for path in (chosen, alternative):  # never opened, never taken for a missing file
+        odd = not_regular(path)
+        if odd is not None:
+            raise UserError(f"latent file {path} is {odd}, not a regular file; remove or replace it")
     if chosen.is_file() and alternative.is_file():
         return LatentSource(path=chosen, note=f"the store also holds {alternative.name}; reading the "
                                               f"--latent-format {fmt} file")

@@ -12,6 +12,7 @@ DF03_NAME = "embryo_metadata_df03.csv"
 COPIES_SIDECAR = "df03_copies.json"
 #: in each folder with typed copies (Parquet, h5ad): each copy's sha256, size, mtime and its CSV's sha256
 TYPED_RECORD = "typed_copies.json"
+TRAINING_OUTPUT = "embryo_metadata_with_embeddings.csv"
 
 
 def df02(root: Path) -> Path:
@@ -45,7 +46,7 @@ def training_input(root: Path, train_name: str) -> Path:
 
 
 def training_output(root: Path, train_name: str) -> Path:
-    return training_input(root, train_name).with_name("embryo_metadata_with_embeddings.csv")
+    return training_input(root, train_name).with_name(TRAINING_OUTPUT)
 
 
 def analysis_dir(data_root: Path, model_name: str) -> Path:
@@ -64,6 +65,11 @@ def output_lock(path: Path) -> tuple[Path, str]:
 
 def store_lock(store: Path) -> tuple[Path, str]:
     return Path(store) / ".latents.lock", f"latent files in {store}"
+
+
+def training_lock(folder: Path) -> tuple[Path, str]:
+    """The training join's folder (``training_data/<T>``): the join, its sidecar and typed copies."""
+    return output_lock(Path(folder) / TRAINING_OUTPUT)
 
 
 def copies_lock(folder: Path) -> tuple[Path, str]:

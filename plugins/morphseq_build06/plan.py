@@ -34,7 +34,7 @@ from morphseq_stages.stages import StagePlan
 from . import declared, keys, manifest, parquet_store, paths
 from .csvtext import TextTable, read_table_columns
 from .index import LatentMatch, index_latents
-from .latents import latent_file_name, parse_z
+from .latents import LATENT_FORMATS, latent_file_name, parse_z
 from .options import Build06Options
 from .outputs import InputsNow, OutputPlan, nothing_to_merge, plan_outputs
 from .store import StoreRead, read_store
@@ -150,7 +150,9 @@ class Build06Plan(StagePlan):
         return next((o for o in self.outputs if o.kind == kind), None)
 
     def watched(self) -> list[Path]:
-        return [self.df02_path, self.manifest_path, *(e.latent_path for e in self.experiments),
+        # each experiment's store files in both formats: a job may have written the one not read
+        store = [self.store / latent_file_name(e.experiment, f) for e in self.experiments for f in LATENT_FORMATS]
+        return [self.df02_path, self.manifest_path, *(e.latent_path for e in self.experiments), *store,
                 *(o.path for o in self.outputs)]
 
     def still_current(self) -> bool:
@@ -160,17 +162,26 @@ class Build06Plan(StagePlan):
 
     def reads(self) -> list[tuple[Path, str]]:
         """The locks of the folders this run reads but does not write (see runner.run_stage):
-        the store when it generates nothing, the analysis copies' folder when every copy is
-        current (a run killed after committing them may have left its lock there)."""
+        the store when it generates nothing, an output folder whose outputs are all current
+        (a run killed after committing them may have left its lock and journal there)."""
         free = [] if self.generates else [paths.store_lock(self.store)]
-        copies = self._copies()
-        if copies and all(o.action == "skip" for o in copies):
-            free.append(paths.copies_lock(copies[0].path.parent))
-        return free
+        return free + [lock for lock, outs in self._folders().items()
+                       if all(o.action == "skip" for o in outs) and lock != paths.output_lock(self.df03_path)]
 
-    def _copies(self) -> list[OutputPlan]:
-        """The analysis copies and their typed copies: one folder, under one lock."""
-        return [o for o in self.outputs if str(o.kind).partition(".")[0] == "analysis"]
+    def _folders(self) -> dict[tuple[Path, str], list[OutputPlan]]:
+        """The outputs by the lock of their folder: df03's (with its listing, sidecar, typed
+        copies and report), the analysis copies' and the training join's (each with its
+        typed copies and their records); one mechanism for every folder (SPEC §12)."""
+        folders: dict[tuple[Path, str], list[OutputPlan]] = {}
+        for o in self.outputs:
+            base = str(o.kind).partition(".")[0]
+            if base == "manifest":
+                continue  # the latent store: see ``locks``
+            lock = (paths.copies_lock(o.path.parent) if base == "analysis"
+                    else paths.training_lock(o.path.parent) if base == "training"
+                    else paths.output_lock(self.df03_path))
+            folders.setdefault(lock, []).append(o)
+        return folders
 
     def locks(self) -> list[tuple[Path, str]]:
         if self.options.generate_only:
@@ -178,9 +189,8 @@ class Build06Plan(StagePlan):
         held = [paths.output_lock(self.df03_path)]
         if self.generates:
             held.append(paths.store_lock(self.store))
-        copies = [o for o in self._copies() if o.action != "skip"]
-        if copies:
-            held.append(paths.copies_lock(copies[0].path.parent))
+        held += [lock for lock, outs in self._folders().items()
+                 if lock not in held and any(o.action != "skip" for o in outs)]
         return held
 
     def as_dict(self) -> dict[str, Any]:
@@ -386,12 +396,11 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
                         "unknown origin, and the next run that writes the store starts a new manifest")
     warnings += _model_warnings(model_error, store, any(p.action in GENERATING for p in exp_plans))
     warnings += _experiment_warnings(opts, exp_plans, model.name)
-    warnings += [f"{p} has no {p.name}{parquet_store.SENTINEL_SUFFIX} sentinel; skipped"
-                 for src in sources.values() for p in src.skipped]
+    warnings += [parquet_store.skip_reason(p) or f"{p} skipped" for src in sources.values() for p in src.skipped]
     if unknown_flags:
         warnings.append(f"{unknown_flags} use_embryo_flag value(s) are not true/false; treated as false")
     now = InputsNow(opts=opts, df02_path=df02_path, df02=df02, snip_ids=cols["snip_id"], row_codes=codes,
-                    experiments=exp_plans, model=model)
+                    experiments=exp_plans, model=model, read=latents)
     outputs, records, out_warnings = plan_outputs(opts, now=now, store=store)
     prefix = in_memory_prefix(next(o for o in outputs if o.kind == "df03"), exp_plans, "predicted ")
     prediction, predicted = predict(opts, exp_plans, codes, matched, has_image & ~unreadable_rows, keep, prefix)

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
@@ -17,6 +18,7 @@ import pyarrow as pa
 
 from . import keys, parquet_store
 from .csvtext import value_bytes
+from .inputs import ReadFile, source_state
 from .latents import LatentRows, dimension_columns, latent_z_columns, read_latent_rows
 
 
@@ -27,6 +29,15 @@ class StoreRead:
     lines: pa.Array  # large_binary: every file's z text in one buffer; each ``rows[e].lines`` is a slice of it
     stamps: Mapping[str, tuple[int, int]]  # (mtime_ns, size) of each file as read
     keys: Mapping[str, tuple[pa.Array, dict[str, int]]]  # normalised snip ids of each file, rules that fired
+
+    def identities(self) -> dict[str, dict[str, Any]]:
+        """Each experiment's latent file (or folder of shards) as read: what an output built
+        from this read records, whatever the files hold by the time it is written."""
+        return {e: source_state(r.path, r.sources) for e, r in self.rows.items()}
+
+    def files(self) -> list[ReadFile]:
+        """Every file read (each shard of a folder), in the order read."""
+        return [f for r in self.rows.values() for f in r.sources]
 
 
 def _stamp(path: Path) -> tuple[int, int]:
