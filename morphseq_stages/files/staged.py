@@ -115,7 +115,12 @@ class OutputSet:
         for folder, pairs in by_folder.items():
             journal = folder / JOURNAL
             if len(pairs) > 1:
-                _write_journal(journal, pairs)
+                try:
+                    _write_journal(journal, pairs)
+                except OSError as exc:  # nothing renamed yet: the set is discarded whole
+                    names = ", ".join(dest.name for _, dest in pairs)
+                    raise UserError(f"cannot write {journal} (the commit record of {names} in {folder}): "
+                                    f"{exc.strerror or exc}") from None
             for tmp, dest in pairs:
                 os.replace(tmp, dest)
                 _renamed(tmp, dest)
