@@ -3,6 +3,10 @@ output set must hang together, and the next run must recover and complete.
 
     python -m tests.reliability.crash --kills 200                      # generation + analysis copies, overwriting
     python -m tests.reliability.crash --kills 10 --merge-only --fork   # the fast variant the test suite runs
+    python -m tests.reliability.crash --kills 100 --variant every-output --fork
+                  # + the training join, --formats csv,parquet,h5ad and --report
+    python -m tests.reliability.crash --kills 100 --variant generate-only --fork
+                  # --generate-only --latent-format parquet jobs topping up the store
 
 ``--fork`` forks this interpreter for each run instead of starting a new one (no start-up
 time, so more of each run is spent where it writes).
@@ -35,7 +39,19 @@ import attrs
 from . import scenario
 
 DATA_SUFFIXES = (".csv", ".parquet", ".h5ad")
+#: files whose bytes differ from run to run (they hold the run's provenance: its id, its
+#: time): one that is not the old file is the new one if it is whole (see ``_whole``)
+VOLATILE_SUFFIXES = (".json", ".parquet", ".h5ad", ".html")
+#: the records that name files of their folder with their sha256 (checked against them)
+RECORDS = ("embryo_metadata_df03.json", "df03_copies.json", "embryo_metadata_with_embeddings.json",
+           "typed_copies.json", "manifest.json")
 RUN_LIMIT_S = 300
+TRAIN = "t1"
+VARIANTS = {
+    "copies": ["--export-analysis-copies"],
+    "every-output": ["--export-analysis-copies", "--train-name", TRAIN, "--formats", "csv,parquet,h5ad", "--report"],
+    "generate-only": ["--generate-only", "--latent-format", "parquet"],
+}
 
 
 @attrs.define
@@ -70,9 +86,9 @@ def check_killed(work: Path, old: dict[str, str], new: dict[str, str], tally: Ta
             continue
         tally.files_checked += 1
         now = state.get(key)
-        if key.endswith(".json"):
-            if now is not None and now != old.get(key) and not _is_json(work / key):
-                tally.failures.append(f"{key}: half-written JSON")
+        if key.endswith(VOLATILE_SUFFIXES) and now != old.get(key) and now != new.get(key):
+            if now is not None and not _whole(work / key):
+                tally.failures.append(f"{key}: half-written")
             continue
         if now not in (old.get(key), new.get(key)):
             tally.failures.append(f"{key}: neither the old nor the new bytes")
@@ -81,48 +97,75 @@ def check_killed(work: Path, old: dict[str, str], new: dict[str, str], tally: Ta
             continue  # a commit was under way: the next run completes it (checked after the rerun)
         # a sidecar is new when it is not the old one (its timings differ from run to run)
         states = [("old" if state.get(k) == old.get(k) else "")
-                  + ("new" if state.get(k) == new.get(k) or (k.endswith(".json") and state.get(k) != old.get(k)) else "")
+                  + ("new" if state.get(k) == new.get(k) or (k.endswith(VOLATILE_SUFFIXES) and state.get(k) != old.get(k))
+                     else "")
                   for k in members]
         if not all("old" in s for s in states) and not all("new" in s for s in states):
             tally.failures.append(f"{folder}: a set of outputs from different runs ({', '.join(sorted(members))})")
-    _check_manifest(work, state, journals, tally)
+    _check_records(work, state, journals, tally)
     tally.changed += any(state.get(k) != old.get(k) for k in outputs)
     tally.with_temp += any(Path(k).name.endswith(".tmp") for k in state)
     tally.mid_commit += bool(journals)
 
 
 def _sets(outputs: set[str]) -> dict[str, list[str]]:
-    """The outputs that change together: df03 with its unembedded list and sidecar; the analysis copies."""
+    """The outputs that change together: df03 with its unembedded list, sidecar, typed
+    copies and report; the analysis copies; the training join with its sidecar and typed copies."""
     sets: dict[str, list[str]] = {}
     for key in outputs:
         name = Path(key).name
-        if name.startswith("embryo_metadata_df03") or name.startswith("df03_"):
+        if name.startswith(("embryo_metadata_df03", "df03_", "embryo_metadata_with_embeddings")) \
+                or name == "typed_copies.json":
             sets.setdefault(str(Path(key).parent), []).append(key)
     return sets
 
 
-def _is_json(path: Path) -> bool:
+def _whole(path: Path) -> bool:
+    """Whether a file whose bytes vary from run to run is complete (a JSON document, a
+    Parquet or HDF5 file that opens, a page that ends)."""
     try:
-        json.loads(path.read_text())
-    except ValueError:
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pq.read_metadata(path)
+        elif path.suffix == ".h5ad":
+            import h5py
+
+            with h5py.File(path, "r"):
+                pass
+        elif path.suffix == ".html":
+            return path.read_bytes().rstrip().endswith(b"</html>")
+    except (ValueError, OSError, ImportError):
         return False
     return True
 
 
-def _check_manifest(work: Path, state: dict[str, str], journals: set[str], tally: Tally) -> None:
-    for key in (k for k in state if Path(k).name == "manifest.json"):
+def _check_records(work: Path, state: dict[str, str], journals: set[str], tally: Tally) -> None:
+    """Each record (sidecar, typed-copies record, manifest) names files that are there with
+    the sha256 it gives, and each typed copy's CSV is the one it was made from; a folder
+    whose commit is under way (a journal) is checked after the rerun instead."""
+    for key in (k for k in state if Path(k).name in RECORDS):
         folder = str(Path(key).parent)
+        if folder in journals:
+            continue
         try:
             files = json.loads((work / key).read_text())["files"]
         except (ValueError, KeyError):
-            tally.failures.append(f"{key}: not a manifest")
+            tally.failures.append(f"{key}: not a record of files")
             continue
         for name, entry in files.items():
-            latent = f"{folder}/{name}"
-            if latent not in state:
+            member = f"{folder}/{name}"
+            tally.files_checked += 1
+            if member not in state:
                 tally.failures.append(f"{key} names {name}, which is not there")
-            elif folder not in journals and entry.get("sha256") != state[latent]:
+            elif entry.get("sha256") != state[member]:
                 tally.failures.append(f"{key}: its sha256 of {name} is not the file's")
+            made_from = entry.get("made_from")
+            csv = f"{folder}/{Path(name).with_suffix('.csv')}"
+            if isinstance(made_from, dict) and made_from.get("sha256") != state.get(csv):
+                tally.failures.append(f"{key}: {name} was not made from the {Path(csv).name} beside it")
 
 
 def check_complete(work: Path, new: dict[str, str], proc: subprocess.CompletedProcess, tally: Tally) -> None:
@@ -132,12 +175,15 @@ def check_complete(work: Path, new: dict[str, str], proc: subprocess.CompletedPr
         return
     tally.recovered_locks += '"lock.recovered"' in proc.stderr
     for key, sha in new.items():
-        if key.endswith(DATA_SUFFIXES) and state.get(key) != sha:
+        if key.endswith(VOLATILE_SUFFIXES):
+            if key not in state or not _whole(work / key):
+                tally.failures.append(f"after the rerun {key} is missing or not whole")
+        elif key.endswith(DATA_SUFFIXES) and state.get(key) != sha:
             tally.failures.append(f"after the rerun {key} is not the new file")
     stray = scenario.leftovers(work)
     if stray:
         tally.failures.append(f"after the rerun, left behind: {stray}")
-    _check_manifest(work, state, set(), tally)
+    _check_records(work, state, set(), tally)
 
 
 class _Run:
@@ -234,33 +280,53 @@ def _kill_at(argv: list[str], delay: float, fork: bool) -> bool:
     return running
 
 
-def prepare(base: Path, merge_only: bool) -> tuple[Path, list[str]]:
+def _training_metadata(synth) -> None:
+    """The training set: every other df02 row (rewritten after ``add_rows``: the join changes too)."""
+    lines = synth.df02.read_text().splitlines(keepends=True)
+    train = synth.root / "training_data" / TRAIN / "embryo_metadata_df_train.csv"
+    train.parent.mkdir(parents=True, exist_ok=True)
+    train.write_text("".join([lines[0], *lines[1::2]]))
+
+
+def prepare(base: Path, merge_only: bool, variant: str = "copies") -> tuple[Path, list[str]]:
     """The old state under ``base/old`` and the overwriting run's arguments (for ``base/work``)."""
     old = base / "old"
+    if variant == "generate-only" and merge_only:
+        raise SystemExit("--variant generate-only generates: it cannot be --merge-only")
     synth = scenario.merge_root(old) if merge_only else scenario.model_root(old)
-    flags = ["--export-analysis-copies"] + ([] if merge_only else ["--generate-missing-latents", "--workers", "1"])
+    flags = VARIANTS[variant] + ([] if merge_only else ["--generate-missing-latents", "--workers", "1"])
+    if "--train-name" in flags:
+        _training_metadata(synth)
     first = scenario.run_cli(scenario.args(synth, *flags))
     if first.returncode != 0:
         raise SystemExit(f"the first run failed: {first.stderr}")
     scenario.add_rows(synth, latents=merge_only, images=not merge_only)
+    if "--train-name" in flags:
+        _training_metadata(synth)
     work = base / "work"
-    argv = [a.replace(str(old), str(work)) for a in scenario.args(synth, *flags, "--overwrite")]
+    overwrite = [] if variant == "generate-only" else ["--overwrite"]  # a job tops its latent files up
+    argv = [a.replace(str(old), str(work)) for a in scenario.args(synth, *flags, *overwrite)]
     return old, argv
 
 
 def crash_test(kills: int, *, merge_only: bool, chain: int = 5, seed: int = 0, fork: bool = False,
-               base: Path | None = None) -> Tally:
+               base: Path | None = None, variant: str = "copies") -> Tally:
     rng = random.Random(seed)
     if fork:  # what every run imports, imported once here, before the forks
         from morphseq_build06 import export, merge, plan  # noqa: F401
         from morphseq_stages.cli import main  # noqa: F401
+        if variant == "every-output":
+            import anndata  # noqa: F401
+            import matplotlib.pyplot  # noqa: F401
+
+            from morphseq_build06 import formats, report  # noqa: F401
         if not merge_only:
             import torch  # noqa: F401
 
             from morphseq_build06 import generate  # noqa: F401
             from morphseq_legacy import embedder  # noqa: F401
     with tempfile.TemporaryDirectory(prefix="morphseq-crash-", dir=base) as tmp:
-        old_dir, argv = prepare(Path(tmp), merge_only)
+        old_dir, argv = prepare(Path(tmp), merge_only, variant)
         work = Path(tmp) / "work"
         shutil.copytree(old_dir, work)
         old = _state(work)
@@ -294,11 +360,15 @@ def main() -> None:
                         "run already done: it starts from what the killed one left)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fork", action="store_true", help="fork this interpreter for each run instead of starting one")
+    p.add_argument("--variant", choices=sorted(VARIANTS), default="copies",
+                   help="what the runs write: df03 + analysis copies (copies); + the training join, "
+                        "--formats csv,parquet,h5ad and --report (every-output); --generate-only "
+                        "--latent-format parquet jobs (generate-only)")
     a = p.parse_args()
     start = time.monotonic()
-    t = crash_test(a.kills, merge_only=a.merge_only, chain=a.chain, seed=a.seed, fork=a.fork)
-    print(f"{t.kills} SIGKILLs ({'merge-only' if a.merge_only else 'generation + analysis copies'}, overwriting), "
-          f"{time.monotonic() - start:.0f} s")
+    t = crash_test(a.kills, merge_only=a.merge_only, chain=a.chain, seed=a.seed, fork=a.fork, variant=a.variant)
+    what = " ".join(VARIANTS[a.variant]) + (" (merge-only)" if a.merge_only else " (generating)")
+    print(f"{t.kills} SIGKILLs ({what}), {time.monotonic() - start:.0f} s")
     print(f"  killed while running: {t.mid_run}")
     print(f"  outputs changed when killed: {t.changed}; temporary files left: {t.with_temp}; "
           f"killed mid-commit (journal left): {t.mid_commit}")
