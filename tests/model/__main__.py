@@ -46,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seed {args.seed}: {STATS.examples} examples, {STATS.steps} steps, {STATS.runs} Build06 runs "
           f"(exits {dict(sorted(STATS.exits.items()))}), {covered} of {total} option-value pairs covered, "
           f"{time.monotonic() - start:.0f} s")
+    for message, n in sorted(STATS.errors.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  {n:5} runs stopped with: {message}")
     if failure is not None:
-        steps = "\n".join(getattr(failure, "__notes__", []))
-        print(f"FAILED: {type(failure).__name__}: {failure}\n{steps}", file=sys.stderr)
+        steps = "\n".join(f"  {t}" for t in STATS.trace)
+        print(f"FAILED: {type(failure).__name__}: {failure}\nthe shrunk sequence:\n{steps}", file=sys.stderr)
         return 1
     print("no invariant failed")
     return 0

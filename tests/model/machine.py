@@ -29,10 +29,15 @@ class Stats:
     exits: dict[int, int] = attrs.Factory(dict)
     pairs: set[Any] = attrs.Factory(set)
     values: set[Any] = attrs.Factory(set)
+    trace: list[str] = attrs.Factory(list)
+    errors: dict[str, int] = attrs.Factory(dict)  # a failed run's message, shortened, for the figures
     verbose: bool = False  # a line per sequence on stderr (the long profile)
 
     def record(self, result: Any) -> None:
         self.runs += 1
+        if result.code != 0:
+            message = (result.stderr.strip().splitlines() or [""])[-1].split(": ", 2)[-1][:70]
+            self.errors[message] = self.errors.get(message, 0) + 1
         self.exits[result.code] = self.exits.get(result.code, 0) + 1
         self.pairs |= result.options.pairs()
         self.values |= set(result.options.values().items())
@@ -96,6 +101,7 @@ class OperatorLoop(RuleBasedStateMachine):
         self.tmp = Path(tempfile.mkdtemp(prefix="morphseq-model-"))
         self.world = World(self.tmp, seed=STATS.examples)
         self.trace: list[str] = []
+        STATS.trace = self.trace  # the last sequence run: after a failure, the shrunk one
         STATS.examples += 1
 
     def teardown(self) -> None:
@@ -108,6 +114,11 @@ class OperatorLoop(RuleBasedStateMachine):
         STATS.steps += 1
         self.trace.append(text)
 
+    def then_maybe_run(self, data: st.DataObject) -> None:
+        """An operator's change is often followed at once by a run (half the time)."""
+        if data.draw(st.booleans(), label="then run"):
+            self.build06(data)
+
     @initialize(sizes=st.lists(st.integers(1, 4), min_size=1, max_size=2))
     def first_experiments(self, sizes: list[int]) -> None:
         for name, n in zip(EXPERIMENT_POOL, sizes, strict=False):
@@ -115,30 +126,34 @@ class OperatorLoop(RuleBasedStateMachine):
 
     # -- the operator and the analyst --------------------------------------------------
     @precondition(lambda self: len(self.world.experiments()) < len(EXPERIMENT_POOL))
-    @rule(n=st.integers(1, 4), missing_images=st.integers(0, 2))
-    def append_experiment(self, n: int, missing_images: int) -> None:
+    @rule(n=st.integers(1, 4), missing_images=st.integers(0, 2), data=st.data())
+    def append_experiment(self, n: int, missing_images: int, data: st.DataObject) -> None:
         name = next(e for e in EXPERIMENT_POOL if e not in self.world.experiments())
         self.step(f"append_experiment({name!r}, {n}, images={max(n - missing_images, 0)})")
         self.world.append_experiment(name, n, images=max(n - missing_images, 0))
+        self.then_maybe_run(data)
 
     @precondition(lambda self: self.world.snips())
     @rule(i=st.integers(0, 99), column=st.sampled_from(("stage_hpf", "image_notes", "genotype", "medium")),
-          value=st.sampled_from(("48.0", "24", "", "edited by hand", "inf", "a;b", "30.5")))
-    def edit_row(self, i: int, column: str, value: str) -> None:
+          value=st.sampled_from(("48.0", "24", "", "edited by hand", "inf", "a;b", "30.5")), data=st.data())
+    def edit_row(self, i: int, column: str, value: str, data: st.DataObject) -> None:
         self.step(f"edit_row({i}, {column!r}, {value!r})")
         self.world.edit_row(i, column, value)
+        self.then_maybe_run(data)
 
     @precondition(lambda self: len(self.world.snips()) > 1)
-    @rule(i=st.integers(0, 99))
-    def remove_row(self, i: int) -> None:
+    @rule(i=st.integers(0, 99), data=st.data())
+    def remove_row(self, i: int, data: st.DataObject) -> None:
         self.step(f"remove_row({i})")
         self.world.remove_row(i)
+        self.then_maybe_run(data)
 
     @precondition(lambda self: self.world.snips())
-    @rule(i=st.integers(0, 99))
-    def break_snip(self, i: int) -> None:
+    @rule(i=st.integers(0, 99), data=st.data())
+    def break_snip(self, i: int, data: st.DataObject) -> None:
         path = self.world.break_snip(i)
         self.step(f"break_snip({i})  # {path.name if path else None}")
+        self.then_maybe_run(data)
 
     def _foreign_candidates(self) -> list[str]:
         # an experiment whose CSV latent file no run of this tool wrote (no manifest entry):
@@ -154,18 +169,21 @@ class OperatorLoop(RuleBasedStateMachine):
         snips = snips[:max(1, round(len(snips) * keep))]
         self.step(f"latent_file_from_elsewhere({exp!r}, {len(snips)} snips, seed={seed}, non_finite={non_finite})")
         self.world.foreign_latent_file(exp, snips, seed=seed, non_finite=non_finite)
+        self.then_maybe_run(data)
 
     @precondition(lambda self: self.world.snips())
-    @rule(name=st.sampled_from(TRAIN_POOL), rows=st.lists(st.integers(0, 99), min_size=1, max_size=6))
-    def write_training_set(self, name: str, rows: list[int]) -> None:
+    @rule(name=st.sampled_from(TRAIN_POOL), rows=st.lists(st.integers(0, 99), min_size=1, max_size=6), data=st.data())
+    def write_training_set(self, name: str, rows: list[int], data: st.DataObject) -> None:
         self.step(f"write_training_set({name!r}, {rows})")
         self.world.write_training_set(name, rows)
+        self.then_maybe_run(data)
 
     # -- Build06 ---------------------------------------------------------------------------
     @rule(data=st.data())
     def build06(self, data: st.DataObject) -> None:
         opts = known_defects(data.draw(run_options(self.world.experiments())), self.world)
-        api = data.draw(st.integers(0, 3)) == 0 and not opts.dry_run  # issue 16 item 7 (seams): the API's dry run shows nothing
+        # issue 16 item 7 (seams): the API's dry run shows nothing, so dry runs go through the CLI
+        api = data.draw(st.integers(0, 3)) == 0 and not opts.dry_run
         self.step(f"build06({opts!r}, api={api})")
         run_checked(self.world, opts, api=api)
 
