@@ -1,4 +1,4 @@
-"""The stage contract: what a stage plugin registers, receives, and may return from its plan."""
+"""The stage contract: what a stage registers (Stage), what its plan is and may offer the runner, what a run ends with."""
 
 from __future__ import annotations
 
