@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +103,9 @@ def _lock_fd(path: Path, what: str) -> tuple[int, bool]:
                     continue
         except OSError as exc:
             raise UserError(f"cannot take lock {path}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device: not a lock any run of ours made
+            os.close(fd)
+            raise UserError(f"cannot take lock {path}: it is not a regular file; remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -7,6 +7,7 @@ import contextvars
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -217,6 +218,15 @@ def staged_path(path: Path) -> Path:
     return (out.staged(path) if out is not None else None) or Path(path)
 
 
+def _read_regular(path: Path) -> bytes:
+    """A small file's bytes, refusing (OSError) what is not a regular file: a FIFO is never waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return fh.read()
+
+
 def recover_folder(folder: Path) -> None:
     """Finish the renames of a set a killed run had committed; remove its temporary files.
 
@@ -225,7 +235,7 @@ def recover_folder(folder: Path) -> None:
     folder = Path(folder)
     journal = folder / JOURNAL
     try:
-        pairs = json.loads(journal.read_text())
+        pairs = json.loads(_read_regular(journal))
     except (OSError, ValueError):
         pairs = None
     if isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs):

@@ -14,6 +14,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from morphseq_stages.files import JOURNAL
+
 from . import scenario
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
@@ -124,3 +126,22 @@ def test_a_fifo_record_hangs_nothing(tmp_path, name):
     proc = _run(synth, "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "FIFO" in proc.stderr
+
+
+def test_a_fifo_commit_journal_hangs_nothing_and_is_cleared(tmp_path):
+    synth = scenario.merge_root(tmp_path)
+    folder = synth.root / "metadata" / "combined_metadata_files"
+    os.mkfifo(folder / JOURNAL)
+    proc = _run(synth)
+    assert proc.returncode == 0, proc.stderr
+    assert not os.path.lexists(folder / JOURNAL)
+
+
+def test_a_fifo_lock_file_is_an_error_naming_it(tmp_path):
+    synth = scenario.merge_root(tmp_path)
+    lock = synth.root / "metadata" / "combined_metadata_files" / ".embryo_metadata_df03.csv.lock"
+    os.mkfifo(lock)
+    proc = _run(synth)
+    plain = [line for line in proc.stderr.splitlines() if not line.startswith("{")]
+    assert proc.returncode == 2, proc.stderr
+    assert len(plain) == 1 and str(lock) in plain[0] and "not a regular file" in plain[0], plain
