@@ -107,7 +107,8 @@ class InputsNow:
         recorded = recorded or {}
         if self._df02_state is None:
             source = self.df02.source
-            self._df02_state = source.state() if source is not None else file_state(self.df02_path, recorded.get("df02"))
+            self._df02_state = source.state(recorded.get("df02")) if source is not None \
+                else file_state(self.df02_path, recorded.get("df02"))
         if isinstance(training, Path):
             train_state: dict[str, Any] | None = file_state(training, recorded.get("training"))
         else:
