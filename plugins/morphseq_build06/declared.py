@@ -117,7 +117,9 @@ def store_write(plan: Build06Plan, exp: ExperimentPlan) -> Iterator[bool]:
                     raise
                 time.sleep(0.2)
         other = written_meanwhile(plan, exp)
-        current = other is None and _stamp(exp.latent_path) == plan.latents.stamps.get(exp.experiment)
+        # the file the plan read (a re-embedding may write the other --latent-format beside it)
+        read = plan.latents.rows[exp.experiment].path if exp.experiment in plan.latents.rows else exp.latent_path
+        current = other is None and _stamp(read) == plan.latents.stamps.get(exp.experiment)
         if not current:
             log.warning("latents.changed_meanwhile", path=str(other or exp.latent_path),
                         reason="another run wrote it after this one planned; left as it is")

@@ -14,8 +14,6 @@ def world(tmp_path):
     return w
 
 
-@pytest.mark.xfail(strict=True, reason="declared.store_write compares the stamp of the file re-embedded into "
-                   "(.parquet) with the planned stamp of the file read (.csv): reported to the reads helper")
 def test_generate_only_overwrite_latents_into_the_other_format_writes_it(world):
     # found by the model: latent_file_from_elsewhere(20231207) then
     # build06 --generate-only --overwrite-latents --latent-format parquet
