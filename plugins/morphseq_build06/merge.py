@@ -18,6 +18,7 @@ from .generate import GenerateReport
 from .index import LatentIndex, index_latents, log_index
 from .plan import (
     Build06Plan,
+    as_generated,
     coverage,
     coverage_warnings,
     in_memory_prefix,
@@ -124,6 +125,8 @@ def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeRe
     read, latents, info = load_latents(plan)
     if read is not plan.latents:  # the outputs record the files as this read found them
         plan = attrs.evolve(plan, latents=read, inputs=attrs.evolve(plan.inputs, read=read))
+    if generated.written:
+        plan = as_generated(plan)
     matching = plan.matching
     take, rules, non_finite = (matching.take, matching.rules, matching.non_finite) if latents is matching.index \
         else latents.match_keys(plan.row_keys, plan.key_rules)

@@ -445,6 +445,23 @@ def settle(plan: Build06Plan, written: Collection[str]) -> Build06Plan:
     exps = tuple(attrs.evolve(e, action="read" if e.latent_exists else "missing", to_embed=(),
                               reason=f"{e.reason}; nothing written by this run")
                  if e.experiment in missed else e for e in plan.experiments)
+    return _judged(plan, exps)
+
+
+def as_generated(plan: Build06Plan) -> Build06Plan:
+    """The plan once the latent files generation wrote are read (``plan.inputs.read``):
+    each is an input like any other, and every output is judged against the bytes now on
+    disk, not against what the run meant to do (a re-embedding into the same bytes leaves
+    df03 current)."""
+    if not any(e.action in GENERATING for e in plan.experiments):
+        return plan
+    exps = tuple(attrs.evolve(e, action="read", latent_exists=True, to_embed=(),
+                              reason=f"{e.reason}; written by this run")
+                 if e.action in GENERATING else e for e in plan.experiments)
+    return _judged(plan, exps)
+
+
+def _judged(plan: Build06Plan, exps: tuple[ExperimentPlan, ...]) -> Build06Plan:
     now = attrs.evolve(plan.inputs, experiments=exps)
     outputs, records, out_warnings = plan_outputs(plan.options, now=now, store=plan.store)
     kept = [w for w in plan.warnings if w not in plan.output_warnings]

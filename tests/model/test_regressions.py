@@ -26,8 +26,6 @@ def test_generate_only_overwrite_latents_into_the_other_format_writes_it(world):
 
 
 
-@pytest.mark.xfail(strict=True, reason="plan.settle judges outputs again only when a planned latent file was not "
-                   "written, so a re-embedding into the same bytes still makes df03 'out of date': reported to reads")
 def test_a_reembedding_into_the_same_bytes_leaves_df03_current(world):
     # found by the model: build06 --overwrite-latents twice; the second run re-embeds the
     # same bytes, yet its summary (and --strict, and the API) calls df03 out of date
