@@ -77,10 +77,11 @@ def sibling(path: Path, fmt: str) -> Path:
     return path.with_suffix(SUFFIX[fmt])
 
 
-def stale_copy(path: Path, csv: Path) -> tuple[str, str] | None:
+def stale_copy(path: Path, csv: Path, made_with: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
     """(what, reason) when the typed copy ``path`` may not hold what ``csv`` holds now, as
     :data:`TYPED_RECORD` says (size and mtime unchanged: no file is hashed); None when it
-    does. ``what``: "unrecorded" (not written by this tool), "edited" or "out-of-date"."""
+    does. ``what``: "unrecorded" (not written by this tool), "edited" or "out-of-date".
+    ``made_with``: what else its content depends on (the report's options), as recorded."""
     entry = load_sidecar(path.parent / TYPED_RECORD).get("files", {}).get(path.name)
     made = entry.get("made_from") if isinstance(entry, dict) else None
     if not isinstance(entry, dict) or "sha256" not in entry or not isinstance(made, dict):
@@ -89,7 +90,22 @@ def stale_copy(path: Path, csv: Path) -> tuple[str, str] | None:
         return "edited", "edited since this tool wrote it"
     if not csv.is_file() or file_state(csv, made)["sha256"] != made.get("sha256"):
         return "out-of-date", f"not made from {csv.name} as it is now"
+    if made_with is not None and entry.get("made_with") != dict(made_with):
+        was = entry.get("made_with") or {}
+        changed = [k for k in made_with if was.get(k) != made_with[k]]
+        return "out-of-date", "made with other options: " + "; ".join(
+            f"{_option_name(k)} {_shown(was.get(k))} -> {_shown(made_with[k])}" for k in changed)
     return None
+
+
+def _option_name(key: str) -> str:
+    return "layout version" if key.endswith("layout") else "--" + key.replace("_", "-")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value)) or "(none)"
+    return "(none)" if value is None else str(value)
 
 
 #: where a typed copy keeps the sha256 of the CSV it was made with (Parquet metadata key, h5ad uns key)
@@ -198,11 +214,14 @@ def extra_outputs(outputs: Sequence[OutputPlan], opts: Build06Options, make: Cal
                 warnings.append(f"{path} is {out.reason}" if out.reason.startswith(state)
                                 else f"{path} is {state}; not updated: {out.reason}")
     if opts.report:
+        from .report import made_with
+
         df03 = next(o.path for o in outputs if o.kind == "df03")
-        path = df03.with_name(REPORT_NAME)
-        # the report describes a run (it holds no data of its own): each --report run rewrites it
-        extra.append(attrs.evolve(make("report", path, True), reason="rewritten by each --report run")
-                     if path.exists() else make("report", path, False))
+        # the report describes df03 as on disk: current while df03 and the report's options are
+        out = make("report", df03.with_name(REPORT_NAME), opts.overwrite, made_with=made_with(opts.report_color_by))
+        extra.append(out)
+        if out.action == "skip" and out.freshness.status in ("out-of-date", "foreign") and out.path.exists():
+            warnings.append(f"{out.path} is {out.reason}")
     return extra, warnings
 
 
@@ -220,6 +239,7 @@ def write_extras(plan: Build06Plan, merged: MergeResult, df03_rows: np.ndarray, 
     z_df02 = functools.cache(lambda: z_matrix(merged.latents, merged.take))
 
     made: dict[Path, dict[str, Any]] = {}  # each typed copy written, and the state of the CSV it was made from
+    made_with: dict[Path, dict[str, Any]] = {}  # and what else it was made with (the report's options)
 
     def one(out: OutputPlan, fmt: str, typed: TypedColumns, rows: np.ndarray, z: np.ndarray) -> int:
         # the CSV is written (staged) before its typed copies; renaming it keeps its mtime
@@ -237,16 +257,36 @@ def write_extras(plan: Build06Plan, merged: MergeResult, df03_rows: np.ndarray, 
         else:
             rows = df03_rows if base == "df03" else df03_rows[plan.row_experiments[df03_rows] == out.experiment]
             run(out, lambda out=out, fmt=fmt, rows=rows: one(out, fmt, typed_df02(), rows, z_df02()[rows]))
+    report = plan.output("report")
+    if report is not None:
+        run(report, lambda: _write_report(plan, merged, report.path, provenance, made, made_with))
     records: list[str] = []
     for folder in sorted({p.parent for p in made}):
         record = folder / TYPED_RECORD
         files = {**load_sidecar(record).get("files", {}),
-                 **{p.name: {**file_state(staged_path(p)), "made_from": csv} for p, csv in made.items() if p.parent == folder}}
+                 **{p.name: {**file_state(staged_path(p)), "made_from": csv,
+                             **({"made_with": made_with[p]} if p in made_with else {})}
+                    for p, csv in made.items() if p.parent == folder}}
         atomic_write_json(record, {"files": files})
         records.append(str(record))
-    report = plan.output("report")
-    if report is not None:
-        from .report import write_report
-
-        run(report, lambda: write_report(report.path, plan, merged, provenance))
     return records
+
+
+def _write_report(plan: Build06Plan, merged: MergeResult, path: Path, provenance: Mapping[str, Any],
+                  made: dict[Path, dict[str, Any]], made_with: dict[Path, dict[str, Any]]) -> int:
+    """The report, with df03's provenance: this run's record when it writes df03, else what
+    df03's sidecar holds (the run that wrote it); recorded in ``made`` like a typed copy."""
+    from .report import made_with as report_made_with
+    from .report import write_report
+
+    df03 = plan.output("df03")
+    if df03.action != "skip":
+        note = "df03 was written by this run."
+    else:
+        recorded = plan.records.get("df03", {})
+        provenance = {k: v for k, v in recorded.items() if k not in ("files", "outputs")}
+        note = "df03 was not rewritten by this run (it is current); its provenance as its sidecar records it."
+    entry = plan.records.get("df03", {}).get("files", {}).get(df03.path.name) if df03.action == "skip" else None
+    made[path] = file_state(staged_path(df03.path), entry if isinstance(entry, dict) else None)
+    made_with[path] = report_made_with(plan.options.report_color_by)
+    return write_report(path, plan, merged, provenance, note)

@@ -22,6 +22,12 @@ DEFAULT_MODEL = "20241107_ds_sweep01_optimum"
 DATA_ROOT_ENV = "MORPHSEQ_DATA_ROOT"
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    # "a,b" on the command line, or several words, or a list from Python
+    items = [value] if isinstance(value, str) else list(value or ())
+    return tuple(dict.fromkeys(n.strip() for v in items for n in str(v).split(",") if n.strip()))
+
+
 def _formats(value: Any) -> tuple[str, ...]:
     # "csv,parquet" on the command line, a list or a bare string from Python
     return parse_formats(",".join(value) if isinstance(value, tuple | list) else value)
@@ -86,6 +92,10 @@ class Build06Options:
         type=list, default=("csv",), group="merge and outputs", metavar="csv,parquet,h5ad", converter=_formats,
         help="also write typed Parquet and/or AnnData beside each CSV output (csv is always written)")
     report: bool = option(type=bool, group="merge and outputs", help="write embryo_metadata_df03_report.html beside df03")
+    report_color_by: tuple[str, ...] = option(
+        type=list, default=(), group="merge and outputs", metavar="COLUMN", converter=_names,
+        help="also colour the report's projection by these df02 columns, e.g. predicted_stage_hpf,genotype "
+             "(numeric columns on a continuous scale); implies --report")
     overwrite: bool = option(
         type=bool, group="merge and outputs",
         help="replace outputs that are out of date or not written by this tool (df03, its unembedded list and "
@@ -130,6 +140,8 @@ class Build06Options:
         for fmt in _formats(kw.get("formats", "csv")):
             if fmt != "csv":
                 require(fmt)
+        if kw.get("report_color_by"):
+            kw["report"] = True
         if kw.get("report"):
             require_report()
         if kw.get("latent_format") == "parquet":

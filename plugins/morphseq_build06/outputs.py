@@ -217,6 +217,10 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
         copies, warning = _copies(opts, now, records, changing)
         outputs += copies
         warnings.append(warning)
+    if opts.report:
+        from .report import check_color_by
+
+        check_color_by(opts.report_color_by, now.df02.names, now.df02_path)
     extra, extra_warnings = extra_outputs(outputs, opts, _sibling_of(outputs))
     outputs += extra
     warnings += extra_warnings
@@ -232,19 +236,21 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
 
 def _sibling_of(outputs: list[OutputPlan]) -> Callable[..., OutputPlan]:
     """How a typed sibling (Parquet, h5ad) or the report is decided: with the CSV it comes from."""
-    def make(kind: str, path: Path, overwrite: bool, experiment: str | None = None) -> OutputPlan:
-        base = kind.partition(".")[0]
-        csv = next((o for o in outputs if o.kind == base and o.experiment == experiment), None)
+    def make(kind: str, path: Path, overwrite: bool, experiment: str | None = None,
+             made_with: Mapping[str, Any] | None = None) -> OutputPlan:
+        base = "df03" if kind == "report" else kind.partition(".")[0]
+        csv = next(o for o in outputs if o.kind == base and o.experiment == experiment)
+        if kind == "report" and csv.action == "skip" and csv.freshness.status != "current":
+            # the report describes df03 on disk, which this run's merge does not hold
+            return OutputPlan(kind=kind, path=path, action="skip", experiment=experiment, freshness=csv.freshness,
+                              reason=f"kept with {csv.path.name}, which is {csv.freshness.describe().split(':')[0]}")
         if not path.exists():
             return OutputPlan(kind=kind, path=path, action="write", experiment=experiment)
-        if csv is None:  # the report: rewritten by each run that asks for it
-            return OutputPlan(kind=kind, path=path, action="overwrite" if overwrite else "skip",
-                              reason="" if overwrite else "exists", experiment=experiment)
         if csv.action != "skip":
             return OutputPlan(kind=kind, path=path, action="overwrite", reason=f"with {csv.path.name}",
                               experiment=experiment, freshness=csv.freshness)
         # the CSV stays: its typed copy is as current as it only if this tool made it from it as it is
-        stale = stale_copy(path, csv.path)
+        stale = stale_copy(path, csv.path, made_with)
         if stale is None:
             return OutputPlan(kind=kind, path=path, action="skip", reason=f"as {csv.path.name}: {csv.reason}",
                               experiment=experiment, freshness=csv.freshness)

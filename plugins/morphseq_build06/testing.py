@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 import numpy as np
@@ -44,14 +44,19 @@ class SyntheticRoot:
         return self.data_root / "analysis" / "latent_embeddings" / embedder / model_name
 
 
-def snip_image(seed: int, size: tuple[int, int] = SNIP_SIZE) -> Image.Image:
-    """A greyscale embryo-like picture: a bright, textured ellipse on a noisy background."""
+def snip_image(seed: int, size: tuple[int, int] = SNIP_SIZE, centre: tuple[float, float] | None = None) -> Image.Image:
+    """A greyscale embryo-like picture: a bright, textured ellipse on a noisy background.
+
+    ``centre``: where the embryo sits, as fractions of (width, height); by default near
+    the middle, as a good snip has it."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     cy, cx = h * rng.uniform(0.4, 0.6), w * rng.uniform(0.4, 0.6)
+    if centre is not None:
+        cx, cy = w * centre[0], h * centre[1]
     ry, rx = h * rng.uniform(0.25, 0.4), w * rng.uniform(0.2, 0.35)
     inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
     img = 40 + 15 * rng.standard_normal((h, w))
@@ -97,6 +102,33 @@ def make_pipeline_root(
     return SyntheticRoot(root=root, data_root=data_root, df02=df02, snips=snips)
 
 
+BadSnip = Literal["off-centre", "truncated", "noise", "blank"]
+
+
+def spoil_snip(path: Path, how: BadSnip, seed: int = 0) -> None:
+    """Replace the snip JPEG at ``path`` with a bad one, as a failed acquisition or
+    segmentation leaves it: the embryo off-centre (cut by the frame), a truncated file
+    (unreadable), sensor noise, or an empty frame."""
+    from PIL import Image
+
+    path = Path(path)
+    with Image.open(path) as im:
+        size = im.size
+    rng = np.random.default_rng(seed)
+    if how == "truncated":
+        data = path.read_bytes()
+        atomic_write(path, lambda fh: fh.write(data[: len(data) // 3]))
+        return
+    if how == "off-centre":
+        corner = (rng.choice([0.08, 0.92]), rng.choice([0.1, 0.9]))
+        img = snip_image(seed, size, centre=corner)
+    elif how == "noise":
+        img = Image.fromarray(rng.integers(0, 256, (size[1], size[0]), dtype=np.uint8), mode="L")
+    else:
+        img = Image.fromarray(np.full((size[1], size[0]), 35, np.uint8), mode="L")
+    atomic_write(path, lambda fh: img.save(fh, format="JPEG", quality=90))
+
+
 def write_df02(root: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> Path:
     import csv
     import io
@@ -131,3 +163,29 @@ def write_latent_file(
     return path, mu
 
 
+
+
+#: the spoiled snips of ``make_qc_root``'s last experiment: (index of the snip, how)
+QC_SPOILED: tuple[tuple[int, BadSnip], ...] = (
+    (3, "off-centre"), (11, "off-centre"), (20, "off-centre"), (5, "truncated"), (25, "truncated"), (14, "noise"),
+    (30, "blank"))
+QC_MODEL = "qc_vae"
+
+
+def make_qc_root(base: Path, experiments: Mapping[str, int] | None = None) -> tuple[SyntheticRoot, dict[str, BadSnip]]:
+    """A pipeline root of several experiments whose last one holds spoiled snips (see
+    ``QC_SPOILED``), and a tiny legacy model named ``QC_MODEL`` to embed them; for the
+    report's tests and its screenshot. Returns the root and {snip_id: how it is spoiled}."""
+    from morphseq_legacy.testing import make_legacy_model
+
+    experiments = experiments or {"20240110": 40, "20240117": 36, "20240124": 40}
+    synth = make_pipeline_root(base, experiments, seed=3)
+    make_legacy_model(synth.data_root / "models" / "legacy" / QC_MODEL, latent_dim=16, n_out_channels=4,
+                      layout="final_model", seed=7)
+    last = list(experiments)[-1]
+    spoiled: dict[str, BadSnip] = {}
+    for i, how in QC_SPOILED:
+        snip = synth.snips[last][i]
+        spoil_snip(synth.snip_path(last, snip), how, seed=i)
+        spoiled[snip] = how
+    return synth, spoiled

@@ -130,7 +130,7 @@ def test_generation_writes_the_contract_and_the_same_df03(tmp_path, cli):
     from morphseq_build06.testing import make_pipeline_root
     from morphseq_legacy.testing import make_legacy_model
 
-    report = ["--report"] if importlib.util.find_spec("matplotlib") else []
+    report = ["--report"] if importlib.util.find_spec("plotly") else []
     runs = {}
     for fmt in ("csv", "parquet"):
         s = make_pipeline_root(tmp_path / fmt, {"20231207": 5, "20240509_18ss": 4}, seed=3, size=(64, 144))
