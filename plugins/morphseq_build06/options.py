@@ -93,7 +93,7 @@ class Build06Options:
         help="also write typed Parquet and/or AnnData beside each CSV output (csv is always written)")
     report: bool = option(type=bool, group="merge and outputs", help="write embryo_metadata_df03_report.html beside df03")
     report_color_by: tuple[str, ...] = option(
-        type=list, default=(), group="merge and outputs", metavar="COLUMN", converter=_names,
+        type=list, default=None, group="merge and outputs", metavar="COLUMN", converter=_names,
         help="also colour the report's projection by these df02 columns, e.g. predicted_stage_hpf,genotype "
              "(numeric columns on a continuous scale); implies --report")
     overwrite: bool = option(
