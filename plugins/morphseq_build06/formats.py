@@ -287,6 +287,8 @@ def _write_report(plan: Build06Plan, merged: MergeResult, path: Path, provenance
         provenance = {k: v for k, v in recorded.items() if k not in ("files", "outputs")}
         note = "df03 was not rewritten by this run (it is current); its provenance as its sidecar records it."
     entry = plan.records.get("df03", {}).get("files", {}).get(df03.path.name) if df03.action == "skip" else None
-    made[path] = file_state(staged_path(df03.path), entry if isinstance(entry, dict) else None)
+    # named: unlike a typed copy, the report is not made from the CSV of its own name
+    made[path] = {**file_state(staged_path(df03.path), entry if isinstance(entry, dict) else None),
+                  "name": df03.path.name}
     made_with[path] = report_made_with(plan.options.report_color_by)
     return write_report(path, plan, merged, provenance, note)

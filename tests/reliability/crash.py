@@ -163,7 +163,9 @@ def _check_records(work: Path, state: dict[str, str], journals: set[str], tally:
             elif entry.get("sha256") != state[member]:
                 tally.failures.append(f"{key}: its sha256 of {name} is not the file's")
             made_from = entry.get("made_from")
-            csv = f"{folder}/{Path(name).with_suffix('.csv')}"
+            # a typed copy is made from the CSV of its name; the report names the CSV it describes (df03)
+            source = made_from.get("name") if isinstance(made_from, dict) else None
+            csv = f"{folder}/{source or Path(name).with_suffix('.csv')}"
             if isinstance(made_from, dict) and made_from.get("sha256") != state.get(csv):
                 tally.failures.append(f"{key}: {name} was not made from the {Path(csv).name} beside it")
 
@@ -317,7 +319,7 @@ def crash_test(kills: int, *, merge_only: bool, chain: int = 5, seed: int = 0, f
         from morphseq_stages.cli import main  # noqa: F401
         if variant == "every-output":
             import anndata  # noqa: F401
-            import matplotlib.pyplot  # noqa: F401
+            import plotly.graph_objects  # noqa: F401
 
             from morphseq_build06 import formats, report  # noqa: F401
         if not merge_only:

@@ -21,7 +21,7 @@ def test_ten_sigkills_leave_every_output_old_or_new_and_the_rerun_recovers(tmp_p
 def test_sigkills_of_runs_writing_every_kind_of_output_leave_each_folder_whole(tmp_path):
     """The training join, typed copies (Parquet, h5ad) of every CSV and the report as well."""
     pytest.importorskip("anndata")
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("plotly")
     tally = crash_test(3, merge_only=True, chain=3, seed=5, fork=True, base=tmp_path, variant="every-output")
     assert tally.failures == []
     assert tally.kills == 3 and tally.reruns == 1 and tally.files_checked >= 3 * 20
