@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from .world import (
-    REPORT,
     UNEMBEDDED,
     Expected,
     RunResult,
@@ -274,9 +273,6 @@ def check_rerun(first: RunResult, before: Snapshot, after: Snapshot, rerun: RunR
         # --overwrite rewrites them; until that is fixed, their CSVs must keep their bytes
         # and only what records a run (sidecars, manifest, typed copies, report) may differ
         touched = {p for p in touched if p.endswith(".csv") and p in before.changed(after)}
-    if first.options.report:
-        # issue 16 item 3 (report helper): the page is rewritten on every run, only run_id/created_at differing
-        touched = {p for p in touched if not p.endswith((REPORT.name, REPORT.with_suffix(".json").name))}
     if touched:
         fail(rerun, f"an identical rerun rewrote files: {sorted(touched)}")
 

@@ -151,10 +151,10 @@ def write_report(path: Path, plan: Build06Plan, merged: MergeResult, provenance:
     hover_names = list(dict.fromkeys([*color_by, *(c for c in HOVER_COLUMNS if c in plan.df02.names)]))
     meta = read_columns(plan.df02, hover_names) if hover_names else {}
     values = {c: np.asarray(meta[c].to_pylist(), dtype=object)[emb[drawn]] for c in hover_names}
-    ids = np.asarray(plan.snip_ids.take(np.asarray(emb[drawn])).to_pylist(), dtype=object)
-    ids = np.where(ids == None, "", ids)  # noqa: E711 (an element-wise comparison)
+    ids = [s or "" for s in plan.snip_ids.take(np.asarray(emb[drawn])).to_pylist()]
     hover = [[ids[i], labels[drawn][i], *(str(values[c][i] or "") for c in hover_names)] for i in range(len(drawn))]
-    snips = [[hover_img[i], ids[i], labels[drawn][i],
+    # the hover panel sets them as HTML: escaped here
+    snips = [[hover_img[i], page.e(ids[i]), page.e(str(labels[drawn][i])),
               "".join(f"<div>{page.e(c)}: {page.e(str(values[c][i] or ''))}</div>" for c in hover_names)]
              for i in range(len(drawn))]
 
