@@ -37,7 +37,7 @@ from .latents import parse_z
 from .merge import MergeResult
 from .outputs import OutputPlan
 from .plan import Build06Plan, recorded_coverage
-from .provenance import run_facts, versions
+from .provenance import plain, run_facts, versions
 
 log = structlog.get_logger()
 
@@ -215,7 +215,7 @@ def _latent_files(plan: Build06Plan, only: set[str] | None = None) -> dict[str, 
 
 def _provenance(plan: Build06Plan, merged: MergeResult, only: set[str] | None = None) -> dict[str, Any]:
     opts, gen = plan.options, merged.generated
-    return {
+    return plain({
         "stage": "build06",
         **run_facts(opts.root),
         "versions": versions(),
@@ -231,8 +231,8 @@ def _provenance(plan: Build06Plan, merged: MergeResult, only: set[str] | None = 
                   **({"error": plan.model_error} if plan.model_error else {})},
         "latent_files": _latent_files(plan, only),
         "z": _z(merged, opts.z_schema),
-        "options": {f.name: _jsonable(getattr(opts, f.name)) for f in opts.__attrs_attrs__},
-    }
+        "options": {f.name: getattr(opts, f.name) for f in opts.__attrs_attrs__},
+    })
 
 
 def _df03_record(plan: Build06Plan, merged: MergeResult, inputs: list[dict[str, str]]) -> dict[str, Any]:
@@ -299,10 +299,3 @@ def _write_training_sidecar(plan: Build06Plan, merged: MergeResult, train: Outpu
     run.written.append(str(path))
     log.info("write.staged", path=str(path), what="training join sidecar")
 
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, tuple):
-        return list(v)
-    if v is None or isinstance(v, bool | int | float | str | list):
-        return v
-    return str(v)

@@ -21,6 +21,7 @@ from . import declared, manifest, parquet_store
 from .csvtext import read_text_table
 from .latents import ID_COLUMNS, read_latent_header, write_latents
 from .plan import GENERATING, Build06Plan, ExperimentPlan, strict_failure
+from .provenance import plain
 
 if TYPE_CHECKING:
     import numpy as np
@@ -118,7 +119,7 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
     finally:
         executor.close()
     return GenerateReport(written=tuple(written), embedded=embedded, unreadable_images=tuple(unreadable),
-                          skipped=tuple(skipped), embedder=embedder.describe(),
+                          skipped=tuple(skipped), embedder=plain(embedder.describe()),
                           seconds=round(time.monotonic() - start, 3), manifest=bool(written) or noted)
 
 
@@ -203,5 +204,5 @@ def _stage(plan: Build06Plan, exp: ExperimentPlan, embedder: Embedder, snip_ids:
 
 def _backend(embedder: Embedder) -> dict[str, Any]:
     """The inference runtime and its version, for embedders that say (the manifest records them)."""
-    info = embedder.describe()
+    info = plain(embedder.describe())
     return {k: info[k] for k in ("backend", "backend_version") if k in info}

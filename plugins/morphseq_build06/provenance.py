@@ -7,10 +7,12 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 
 from morphseq_stages import __version__
@@ -45,6 +47,26 @@ def run_facts(root: Path) -> dict[str, Any]:
         "host": socket.gethostname(),
         "pipeline_root_git_commit": git_commit(root),
     }
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain JSON types (dict, list, str, int, float, bool, None), so that every
+    writer of provenance (JSON sidecar, Parquet metadata, h5ad ``uns``) takes it. An
+    embedder's facts may hold subclasses (``torch.__version__`` is a ``TorchVersion``),
+    numpy scalars, paths or tuples; anything else becomes its text."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value)
+    return str(value)
 
 
 def versions() -> dict[str, str | None]:
