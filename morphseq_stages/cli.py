@@ -143,14 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     run_id = uuid.uuid4().hex[:12]
     try:
-        return _main(argv, run_id)
+        code = _main(argv, run_id)
+        sys.stdout.flush()  # a reader gone (`| head`) is met here, not in the flush at exit (exit 120)
+        return code
     except UserError as exc:
         return _failed(argv, run_id, str(exc), exc.exit_code, "error")
     except KeyboardInterrupt:
         return _failed(argv, run_id, "interrupted; outputs are either unchanged or complete", 130, None)
     except BrokenPipeError:
-        # stdout's reader left (`| head`): nothing more can be printed there, nor flushed at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_gone()
         print("morphseq-stages: standard output closed by its reader; outputs are either unchanged or complete",
               file=sys.stderr)
         return 128 + signal.SIGPIPE
@@ -161,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _failed(argv, run_id, _os_error(exc), 2, "error")
         message = f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
         return _failed(argv, run_id, message, 70, "internal error")
+
+
+def _stdout_gone() -> None:
+    """stdout's reader left (`| head`): nothing more can be printed there, nor flushed at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _failed(argv: list[str], run_id: str, message: str, code: int, kind: str | None) -> int:
@@ -174,7 +180,10 @@ def _failed(argv: list[str], run_id: str, message: str, code: int, kind: str | N
                                  **({} if as_json else {logs.FILE_ONLY: True}))
     print(f"morphseq-stages: {kind + ': ' if kind else ''}{message}", file=sys.stderr)
     if as_json:
-        print(json.dumps({"error": message, "exit_code": code, "run_id": run_id}, indent=2))
+        try:
+            print(json.dumps({"error": message, "exit_code": code, "run_id": run_id}, indent=2), flush=True)
+        except BrokenPipeError:  # the reader left: the line on stderr says it all
+            _stdout_gone()
     return code
 
 

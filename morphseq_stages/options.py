@@ -174,6 +174,8 @@ def _convert(o: Option, value: Any) -> Any:
             raise _refuse(o, "a number", value) from None
     if t is Path:
         if isinstance(value, str | os.PathLike):
+            if not os.fspath(value).strip():  # Path("") is the current folder: never what was meant
+                raise UserError(f"{o.flag} is empty: pass a folder (an empty path would mean the current folder)")
             return Path(value).expanduser()
         raise _refuse(o, "a path", value)
     if t is list:

@@ -75,7 +75,8 @@ def run_stage(
     dry_run: bool = False,
     run_id: str | None = None,
 ) -> RunResult:
-    """Run ``stage``; with ``dry_run`` stop after the plan (nothing is written).
+    """Run ``stage``; with ``dry_run`` (the argument, or ``"dry_run": True`` among the
+    options, as ``--dry-run`` on the command line) stop after the plan (nothing is written).
 
     ``options`` are checked against the stage's option schema first (unknown keys,
     types, choices, bounds: a :class:`UserError` naming the option), as the CLI's are.
@@ -90,6 +91,12 @@ def run_stage(
     """
     logs.library_default()
     schema = host.registry.stage(stage).options  # an unknown stage is a clear error
+    options = dict(options)
+    if "dry_run" in options:  # the CLI's --dry-run, passed among the options as a notebook user would
+        asked = options.pop("dry_run")
+        if not isinstance(asked, bool):
+            raise UserError(f"dry_run must be True or False, got {asked!r}")
+        dry_run = dry_run or asked
     checked = validate(schema, options, stage) if schema is not None else dict(options)
     run_id = run_id or uuid.uuid4().hex[:12]
     context = StageContext(run_id=run_id, stage=stage, options=checked, registry=host.registry)

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OutputExists",
+    "PlannedRun",
     "build_df03_with_embeddings",
     "declared_files",
     "ensure_latents_for_experiments",
@@ -60,6 +62,24 @@ __all__ = [
 STAGE = "build06"
 log = structlog.get_logger()
 PathLike = str | os.PathLike
+
+
+class PlannedRun(dict[str, Any]):
+    """What a run would do, from ``dry_run=True``: the dict ``--dry-run --json`` prints
+    (``df03``, ``df03_status``, ``experiments``, ``outputs``, ``reads``, ``writes``,
+    ``warnings``, ...), shown in a notebook or by ``print`` as the console's plan table."""
+
+    def __init__(self, plan: Build06Plan) -> None:
+        super().__init__(json.loads(json.dumps(plan.as_dict(), default=str)))
+        self.text = plan.render()
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = __repr__
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython and Jupyter
+        printer.text(self.text)
 
 
 class OutputExists(UserError):
@@ -109,7 +129,16 @@ def _path(value: PathLike | None, what: str) -> Path | None:
         return None
     if not isinstance(value, str | os.PathLike):
         raise UserError(f"{what} must be a path, got {value!r}")
+    if not os.fspath(value).strip():  # Path("") is the current folder: never what was meant
+        raise UserError(f"{what} is empty: pass a folder (an empty path would mean the current folder)")
     return Path(value).expanduser()
+
+
+def _model(value: Any) -> str:
+    """A model name is text: ``5`` would silently name the folder ``5``."""
+    if not isinstance(value, str):
+        raise UserError(f"model_name must be text (a model folder's name), got {value!r}")
+    return check_safe_id(value, "model name")
 
 
 def _data_root(value: PathLike | None) -> Path:
@@ -148,9 +177,9 @@ def resolve_model_dir(data_root: PathLike | None, model_name: str = DEFAULT_MODE
 
     logs.library_default()
     root = _data_root(data_root)
-    check_safe_id(str(model_name), "model name")
+    name = _model(model_name)
     # through the registry, as a stage meets any embedder: the legacy embedder's describe finds the folder
-    info = _host().registry.describe_model("legacy", EmbedderRequest(model_name=str(model_name), data_root=root))
+    info = _host().registry.describe_model("legacy", EmbedderRequest(model_name=name, data_root=root))
     return Path(str(info.location))
 
 
@@ -183,6 +212,7 @@ def ensure_latents_for_experiments(
         afterwards (an experiment still without a file is absent, and logged).
     """
     logs.library_default()
+    model_name = _model(model_name)
     names = _names(experiments)
     if root is None:
         if generate_missing:
@@ -414,9 +444,9 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
             copy before any is written, so then none is.
     """
     logs.library_default()
-    check_safe_id(str(model_name), "model name")
-    folder = paths.analysis_dir(_data_root(data_root), str(model_name))
-    copies = {folder / paths.analysis_copy(Path(), str(model_name), check_safe_id(exp, "experiment")).name: write
+    model_name = _model(model_name)
+    folder = paths.analysis_dir(_data_root(data_root), model_name)
+    copies = {folder / paths.analysis_copy(Path(), model_name, check_safe_id(exp, "experiment")).name: write
               for exp, write in _by_experiment(df03).items()}
     with exclusive_lock(*paths.copies_lock(folder)):  # checked and written with no other run in between
         todo = dict(copies)
@@ -431,22 +461,34 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
 
 
 def _by_experiment(df03: Any) -> dict[str, Any]:
-    """experiment -> a writer of its rows (raw records for a file, CSV text for a DataFrame)."""
+    """experiment -> a writer of its rows (raw records for a file, CSV text for a DataFrame);
+    a row's experiment as the stage derives it (``keys.row_experiments``)."""
     import pandas as pd
 
     if isinstance(df03, pd.DataFrame):
         if "snip_id" not in df03.columns:
             raise UserError("df03 must have a snip_id column")
-        exp = _experiments_of(df03["experiment_date"].astype(str).tolist() if "experiment_date" in df03
-                              else None, df03["snip_id"].astype(str).tolist())
+        dates = pa.array([_date_text(v) for v in df03["experiment_date"]], pa.string()) if "experiment_date" in df03 else None
+        exp = keys.row_experiments(pa.array([_date_text(v) for v in df03["snip_id"]], pa.string()), dates)
         return {e: functools.partial(_write_frame, df03[exp == e]) for e in dict.fromkeys(exp) if e}
     table = read_text_table(_path(df03, "df03"), what="df03")
     if "snip_id" not in table.names:
         raise UserError(f"df03 {table.path} has no snip_id column")
     cols = read_columns(table, [c for c in ("snip_id", "experiment_date") if c in table.names])
-    exp = _experiments_of(cols["experiment_date"].to_pylist() if "experiment_date" in cols else None,
-                          cols["snip_id"].to_pylist())
+    exp = keys.row_experiments(cols["snip_id"], cols.get("experiment_date"))
     return {e: functools.partial(_write_records, table, np.flatnonzero(exp == e)) for e in dict.fromkeys(exp) if e}
+
+
+def _date_text(value: Any) -> str | None:
+    """A cell of a DataFrame read by pandas as the CSV's text: an empty cell is NaN (and makes
+    a column of dates float: 20231207.0)."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _write_frame(rows: Any, fh: Any) -> None:
@@ -457,11 +499,20 @@ def _write_records(table: TextTable, rows: np.ndarray, fh: Any) -> None:
     write_rows(fh, table.header, table.records.take(pa.array(rows, pa.int64())), table.newline)
 
 
-def _experiments_of(dates: list[str] | None, snip_ids: list[str]) -> np.ndarray:
-    # as the plan does: experiment_date, else the experiment named by the snip id
-    dates = dates or [""] * len(snip_ids)
-    return np.array([(d or "").strip() or keys.experiment_of(s) for d, s in zip(dates, snip_ids, strict=True)],
-                    dtype=object)
+@overload
+def build_df03_with_embeddings(
+    root: PathLike, data_root: PathLike | None = ..., model_name: str = ...,
+    experiments: str | Sequence[str] | None = ..., generate_missing: bool = ..., export_analysis: bool = ...,
+    train_name: str | None = ..., overwrite: bool = ..., *, dry_run: Literal[True], z_schema: str = ...,
+    **options: Any) -> PlannedRun: ...
+
+
+@overload
+def build_df03_with_embeddings(
+    root: PathLike, data_root: PathLike | None = ..., model_name: str = ...,
+    experiments: str | Sequence[str] | None = ..., generate_missing: bool = ..., export_analysis: bool = ...,
+    train_name: str | None = ..., overwrite: bool = ..., dry_run: Literal[False] = ..., z_schema: str = ...,
+    **options: Any) -> Path: ...
 
 
 def build_df03_with_embeddings(
@@ -476,7 +527,7 @@ def build_df03_with_embeddings(
     dry_run: bool = False,
     z_schema: str = "auto",
     **options: Any,
-) -> Path:
+) -> Path | PlannedRun:
     """Run Build06 end to end, exactly as ``morphseq-stages build06`` does.
 
     Parameters:
@@ -489,7 +540,7 @@ def build_df03_with_embeddings(
         export_analysis: write the per-experiment copies (``--export-analysis-copies``).
         train_name: also join ``training_data/<train_name>/embryo_metadata_df_train.csv``.
         overwrite: replace existing outputs (never re-embeds).
-        dry_run: plan only; nothing is written.
+        dry_run: plan only; nothing is written, and the plan is returned.
         z_schema: ``auto``, ``flat`` or ``bio_nuisance``.
         **options: any other Build06 option by its Python name (``min_coverage``,
             ``strict``, ``formats``, ``batch_size``, ...), checked like the CLI's; a
@@ -497,7 +548,9 @@ def build_df03_with_embeddings(
 
     Returns:
         The path of df03 (byte-identical to the CLI's for the same inputs), written by
-        this call or already current (or, with ``dry_run``, the path it would have). The
+        this call or already current. With ``dry_run``: a :class:`PlannedRun`, the dict
+        ``--dry-run --json`` prints (``["df03"]`` is df03's path), shown as the console's
+        plan table. The
         full run summary is logged as ``build06.summary``; use
         :func:`morphseq_stages.run_stage` to get it as a value.
 
@@ -509,11 +562,13 @@ def build_df03_with_embeddings(
             to merge: check ``model_name`` and ``data_root``).
     """
     logs.library_default()
-    run = {"root": _path(root, "root"), "data_root": _path(data_root, "data_root"), "model_name": model_name,
+    run = {"root": _path(root, "root"), "data_root": _path(data_root, "data_root"), "model_name": _model(model_name),
            "experiments": _names(experiments), "generate_missing_latents": generate_missing,
            "export_analysis_copies": export_analysis, "train_name": train_name, "overwrite": overwrite,
            "z_schema": z_schema, **options}
     result = _run(run, dry_run=dry_run)
+    if dry_run:
+        return PlannedRun(_plan_of(result))
     path = Path(_plan_of(result).df03_path)
     df03 = result.summary.get("df03")  # absent with generate_only: no df03 is asked for
     if not dry_run and df03 and not df03.get("written") and df03.get("status") != "current":

@@ -53,6 +53,20 @@ def experiment_of(snip_id: str) -> str:
     return m.group(1) if m else ""
 
 
+def row_experiments(snip_ids: pa.Array, dates: pa.Array | None) -> np.ndarray:
+    """Each row's experiment: its ``experiment_date`` (trimmed), else the one its snip id
+    names; the one rule for df02, df03, the training metadata and the analysis copies."""
+    if dates is None:
+        out = np.array([""] * len(snip_ids), dtype=object)
+    else:
+        out = pc.fill_null(pc.utf8_trim_whitespace(pc.cast(dates, pa.string())), "").to_numpy(
+            zero_copy_only=False).astype(object)
+    blank = np.flatnonzero(out == "")
+    if len(blank):
+        out[blank] = [experiment_of(s or "") for s in snip_ids.take(pa.array(blank, pa.int64())).to_pylist()]
+    return out
+
+
 def first_of(keys: pa.Array) -> np.ndarray:
     """For each key, the position of its first occurrence (hash based, no sorting)."""
     return pc.index_in(keys, value_set=keys).to_numpy(zero_copy_only=False)

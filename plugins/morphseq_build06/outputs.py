@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -79,6 +79,7 @@ class InputsNow:
     _parts: dict | None = None
     _df02_state: dict | None = None
     _rows: dict = attrs.Factory(dict)
+    _held: dict = attrs.Factory(dict)
 
     def rows_of(self, experiments: Sequence[str]) -> dict[str, list[tuple[str, bytes]]]:
         """These experiments' df02 rows as (snip_id, record bytes); each read once, when asked."""
@@ -99,6 +100,15 @@ class InputsNow:
             self._parts = df02_parts(self.df02, self.row_codes, [e.experiment for e in self.experiments])
         return self._parts
 
+    def held_by(self, training: Path) -> frozenset[str]:
+        """The experiments of a training set's rows (read once): its join is built from
+        their latent files only, so another experiment's file leaves it current."""
+        if training not in self._held:
+            _, cols = read_table_columns(training, ["snip_id", "experiment_date"], what="training metadata")
+            self._held[training] = (frozenset(keys.row_experiments(cols["snip_id"], cols.get("experiment_date")))
+                                    if "snip_id" in cols else frozenset())
+        return self._held[training]
+
     def record(self, recorded: Mapping[str, Any] | None = None, *, only: str | None = None,
                training: Path | ReadFile | None = None) -> dict[str, Any]:
         """``built_from`` of an output made from these inputs, each as read: df02 and the
@@ -113,9 +123,13 @@ class InputsNow:
             train_state: dict[str, Any] | None = file_state(training, recorded.get("training"))
         else:
             train_state = training.state() if training is not None else None
+        latents = self.read.identities()
+        if training is not None:  # a training join: only the latent files of the experiments it holds
+            held = self.held_by(training if isinstance(training, Path) else training.path)
+            latents = {e: v for e, v in latents.items() if e in held}
         return built_from(
             df02={k: self._df02_state[k] for k in ("sha256", "size", "mtime_ns")}, parts=self.parts(),
-            latents=self.read.identities(), fingerprint=self.model.fingerprint,
+            latents=latents, fingerprint=self.model.fingerprint,
             options=content_options(self.opts, self.model.name), only=only, training=train_state)
 
 
@@ -139,11 +153,17 @@ def nothing_to_merge(experiments: Sequence[ExperimentPlan]) -> bool:
 
 
 def _fresh(path: Path, sidecar: Path, data: Mapping[str, Any], current: Callable[[Mapping], dict],
-           changing: Mapping[str, str], now: InputsNow | None = None) -> Freshness:
+           changing: Mapping[str, str], now: InputsNow | None = None, held: Collection[str] | None = None
+           ) -> Freshness:
     """``now``: for an output whose records are df02's (df03, an analysis copy), to count
-    the df02 rows changed since it was built."""
+    the df02 rows changed since it was built; ``held``: the only experiments whose latent
+    files the output is built from (a record that lists others was made before that rule)."""
     entry = data.get("files", {}).get(path.name)
     recorded = entry.get("built_from") if isinstance(entry, dict) else None
+    if held is not None and isinstance(recorded, dict) and isinstance(recorded.get("latents"), dict):
+        recorded = {**recorded, "latents": {e: v for e, v in recorded["latents"].items() if e in held}}
+        entry = {**entry, "built_from": recorded}
+        changing = {e: how for e, how in changing.items() if e in held}
     qc = (recorded or {}).get("options", {}).get("qc_filter")
     counter = None if now is None or qc else functools.partial(row_changes, path, now)
     return status(path, sidecar, entry, lambda: current(recorded or {}), changing, counter)
@@ -217,6 +237,8 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
         copies, warning = _copies(opts, now, records, changing)
         outputs += copies
         warnings.append(warning)
+    else:
+        warnings.append(_stale_copies(opts, now, changing))
     if opts.report:
         from .report import check_color_by
 
@@ -270,7 +292,8 @@ def _training(opts: Build06Options, now: InputsNow, records: dict[str, Any],
                 f"training metadata not found: {train_in}")
     side = paths.sidecar(train_out)
     records["training"] = load_sidecar(side)
-    fresh = _fresh(train_out, side, records["training"], lambda rec: now.record(rec, training=train_in), changing)
+    fresh = _fresh(train_out, side, records["training"], lambda rec: now.record(rec, training=train_in), changing,
+                   held=now.held_by(train_in))
     out = decide("training", train_out, fresh, opts.overwrite)
     skipped = out.action == "skip" and fresh.status != "current"
     return out, f"training join {train_out} is {fresh.describe()}; not updated: {UPDATE_HINT}" if skipped else ""
@@ -294,3 +317,24 @@ def _copies(opts: Build06Options, now: InputsNow, records: dict[str, Any],
     warning = (f"{len(stale)} analysis cop{'y is' if len(stale) == 1 else 'ies are'} out of date or not written by "
                f"this tool ({', '.join(stale)}); not updated: pass --overwrite to update them" if stale else "")
     return out, warning
+
+
+def _stale_copies(opts: Build06Options, now: InputsNow, changing: Mapping[str, str]) -> str:
+    """A run without --export-analysis-copies still says which copies written before no
+    longer match what df03 holds (or will hold after this run), so that none goes stale unsaid."""
+    folder = paths.analysis_dir(opts.data_root, now.model.name)
+    side = folder / paths.COPIES_SIDECAR
+    data = load_sidecar(side)
+    stale = []
+    for e in now.experiments:
+        path = paths.analysis_copy(opts.data_root, now.model.name, e.experiment)
+        if path.name not in data.get("files", {}):
+            continue
+        mine = {e.experiment: changing[e.experiment]} if e.experiment in changing else {}
+        if _fresh(path, side, data, functools.partial(now.record, only=e.experiment), mine).status == "out-of-date":
+            stale.append(e.experiment)
+    if not stale:
+        return ""
+    return (f"{len(stale)} analysis cop{'y is' if len(stale) == 1 else 'ies are'} out of date in {folder} "
+            f"({', '.join(stale)}): not built from df02 and the latent files as they are now; pass "
+            "--export-analysis-copies --overwrite to update them")

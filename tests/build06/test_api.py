@@ -32,6 +32,7 @@ def _df03(synth):
 
 
 def _model(synth):
+    pytest.importorskip("torch", reason="a legacy model is built with torch")
     from morphseq_legacy.testing import make_legacy_model
 
     return make_legacy_model(synth.data_root / "models" / "legacy" / MODEL, latent_dim=8, n_out_channels=2,
@@ -108,7 +109,7 @@ def test_build_raises_when_an_out_of_date_df03_is_kept(tmp_path, cli):
                                                "overwrite=True to replace it$"):
         api.build_df03_with_embeddings(synth.root, synth.data_root, MODEL)
     assert _df03(synth).read_bytes() == before
-    assert api.build_df03_with_embeddings(synth.root, synth.data_root, MODEL, dry_run=True) == _df03(synth)
+    assert api.build_df03_with_embeddings(synth.root, synth.data_root, MODEL, dry_run=True)["df03"] == str(_df03(synth))
     assert api.build_df03_with_embeddings(synth.root, synth.data_root, MODEL, overwrite=True) == _df03(synth)
     assert _df03(synth).read_bytes() != before
 
@@ -171,8 +172,8 @@ def test_bare_string_experiment_in_a_dry_run(tmp_path, monkeypatch):
     synth = _layout(tmp_path, latent_for=())
     monkeypatch.setenv("MORPHSEQ_DATA_ROOT", str(synth.data_root))
     before = tree_digest(tmp_path)
-    path = api.build_df03_with_embeddings(synth.root, model_name=MODEL, experiments="20231207", dry_run=True)
-    assert path == synth.df02.with_name("embryo_metadata_df03.csv") and not path.exists()
+    plan = api.build_df03_with_embeddings(synth.root, model_name=MODEL, experiments="20231207", dry_run=True)
+    assert plan["df03"] == str(synth.df02.with_name("embryo_metadata_df03.csv")) and not _df03(synth).exists()
     assert tree_digest(tmp_path) == before
     assert api.ensure_latents_for_experiments(synth.data_root, MODEL, "20231207") == {}
 

@@ -94,18 +94,18 @@ def test_an_unknown_experiment_is_an_error_naming_the_closest(stored, cli):
     assert tree_digest(stored.root.parent) == before
 
 
-def test_a_misspelled_model_name_is_a_warning_in_a_dry_run(stored, cli):
+def test_a_misspelled_model_name_with_no_store_is_exit_2_with_did_you_mean(stored, cli):
     (stored.data_root / "models" / "legacy" / MODEL).mkdir(parents=True)
-    code, out, _ = cli("build06", "--root", stored.root, "--data-root", stored.data_root, "--model-name", "tinyy",
-                       "--dry-run", "--log-format", "json")
-    assert code == 0
-    warning = next(ln for ln in out.splitlines() if ln.startswith("warning: model folder not found"))
-    assert "did you mean tiny?" in warning and "no latent store at" in warning
-    assert "(model folder not found)" in out
-    store = stored.data_root / "analysis" / "latent_embeddings" / "legacy" / "tinyy"
-    assert f"latent store: {store} -- no latent files exist for model 'tinyy' (the folder does not exist)" in out
-    missing = next(ln for ln in out.splitlines() if ln.startswith("warning: no latent file for"))
-    assert missing.endswith("nothing to merge")  # not "df03 will lack their embeddings": df03 is kept
+    before = tree_digest(stored.root.parent)
+    for extra in (("--dry-run",), ()):
+        code, out, err = cli("build06", "--root", stored.root, "--data-root", stored.data_root, "--model-name",
+                             "tinyy", "--log-format", "json", *extra)
+        plain = [line for line in err.splitlines() if not line.startswith("{")]
+        assert code == 2 and len(plain) == 1, err
+        store = stored.data_root / "analysis" / "latent_embeddings" / "legacy" / "tinyy"
+        assert "model folder not found" in plain[0] and "did you mean tiny?" in plain[0], plain
+        assert f"no latent store at {store}" in plain[0], plain
+    assert tree_digest(stored.root.parent) == before
 
 
 def test_another_model_name_is_one_reason(stored, cli):

@@ -1,0 +1,198 @@
+"""Features that work alone, combined the way an operator and a notebook user combine them
+(issue #16 items 4-7 and 9): the training join, --generate-only, a misspelt model, the
+Python dry run, analysis copies left behind, empty paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from morphseq_build06 import api
+from morphseq_build06.testing import make_pipeline_root, write_latent_file
+from morphseq_stages import UserError, get_host, run_stage
+
+from conftest import tree_digest
+
+MODEL = "tiny"
+EXPS = {"20231207": 4, "20240509_18ss": 3, "20250612_30hpf_ctrl_atf6": 2}
+
+
+@pytest.fixture
+def synth(tmp_path):
+    s = make_pipeline_root(tmp_path, EXPS, seed=4, size=(64, 144))
+    for i, exp in enumerate(EXPS):
+        write_latent_file(s.latent_dir(MODEL), exp, s.snips[exp], latent_dim=6, seed=i)
+    return s
+
+
+def build06(cli, s, *extra):
+    return cli("build06", "--root", s.root, "--data-root", s.data_root, "--model-name", MODEL,
+               "--log-format", "json", *extra)
+
+
+def plain_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if not line.startswith("{")]
+
+
+def df03(s) -> Path:
+    return s.df02.with_name("embryo_metadata_df03.csv")
+
+
+def training_set(s, experiments=("20231207",)) -> Path:
+    """A training set holding only the rows of ``experiments``."""
+    lines = s.df02.read_text().splitlines()
+    folder = s.root / "training_data" / "t1"
+    folder.mkdir(parents=True)
+    path = folder / "embryo_metadata_df_train.csv"
+    path.write_text("\n".join([lines[0], *[ln for ln in lines[1:] if ln.split(",")[4] in experiments]]) + "\n")
+    return folder / "embryo_metadata_with_embeddings.csv"
+
+
+def test_training_join_stays_current_when_another_experiments_latents_change(synth, cli):
+    join = training_set(synth)
+    code, _, err = build06(cli, synth, "--train-name", "t1")
+    assert code == 0, err
+    before = tree_digest(join.parent)
+    stamp = join.stat().st_mtime_ns
+    # a latent file changes (re-embedded elsewhere) for an experiment the training set does not hold
+    write_latent_file(synth.latent_dir(MODEL), "20240509_18ss", synth.snips["20240509_18ss"], latent_dim=6, seed=9)
+    code, out, err = build06(cli, synth, "--train-name", "t1", "--dry-run", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert not any("training join" in w for w in plan["warnings"]), plan["warnings"]
+    train = next(o for o in plan["outputs"] if o["path"] == str(join))
+    assert train["action"] == "skip" and train["status"] == "current", train
+    code, out, err = build06(cli, synth, "--train-name", "t1", "--overwrite", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert str(join) not in summary["written"] and str(df03(synth)) in summary["written"]
+    assert tree_digest(join.parent) == before and join.stat().st_mtime_ns == stamp
+    # a latent file of an experiment it holds does make it out of date
+    write_latent_file(synth.latent_dir(MODEL), "20231207", synth.snips["20231207"], latent_dim=6, seed=8)
+    code, out, err = build06(cli, synth, "--train-name", "t1", "--dry-run", "--json")
+    train = next(o for o in json.loads(out)["outputs"] if o["path"] == str(join))
+    assert train["status"] == "out-of-date" and "latent file for 20231207 changed" in train["status_reasons"], train
+
+
+def test_generate_only_does_not_warn_about_df03(synth, cli):
+    (synth.latent_dir(MODEL) / "morph_latents_20250612_30hpf_ctrl_atf6.csv").unlink()
+    code, out, err = build06(cli, synth, "--generate-only", "--experiments", "20231207")
+    assert code == 0, err
+    text = "\n".join(plain_lines(out + err))
+    assert "df03 will lack" not in text and "20250612_30hpf_ctrl_atf6" not in text, text
+    # a plain run still says what df03 lacks
+    code, out, err = build06(cli, synth, "--dry-run")
+    assert "no latent file for 20250612_30hpf_ctrl_atf6" in out and "df03 will lack their embeddings" in out
+
+
+def test_api_model_name_must_be_text(synth):
+    before = tree_digest(synth.root.parent)
+    for call in (lambda: api.build_df03_with_embeddings(synth.root, synth.data_root, model_name=5),
+                 lambda: api.ensure_latents_for_experiments(synth.data_root, 5, "20231207"),
+                 lambda: api.resolve_model_dir(synth.data_root, 5),
+                 lambda: api.export_df03_copies_by_experiment(df03(synth), synth.data_root, 5)):
+        with pytest.raises(UserError, match="model_name must be text .* got 5$"):
+            call()
+    assert tree_digest(synth.root.parent) == before
+
+
+def test_python_dry_run_returns_the_plan(synth, capsys):
+    before = tree_digest(synth.root.parent)
+    plan = api.build_df03_with_embeddings(synth.root, synth.data_root, model_name=MODEL, dry_run=True)
+    assert isinstance(plan, dict) and plan["df03"] == str(df03(synth))
+    assert plan["df03_status"]["status"] == "new" and {e["experiment"] for e in plan["experiments"]} == set(EXPS)
+    assert json.loads(json.dumps(plan)) == plan  # plain JSON, as --dry-run --json prints it
+    assert repr(plan).startswith("Build06 plan: ") and "df03: not there yet -> write" in repr(plan)
+    print(plan)
+    assert "Build06 plan: " in capsys.readouterr().out
+    result = run_stage(get_host(), "build06", {"root": synth.root, "data_root": synth.data_root,
+                                               "model_name": MODEL, "dry_run": True})
+    assert result.dry_run and result.plan.as_dict()["df03"] == str(df03(synth))
+    with pytest.raises(UserError, match="dry_run must be True or False"):
+        run_stage(get_host(), "build06", {"root": synth.root, "data_root": synth.data_root, "dry_run": "yes"})
+    assert tree_digest(synth.root.parent) == before
+
+
+def test_stale_analysis_copies_are_mentioned_on_every_run(synth, cli):
+    code, _, err = build06(cli, synth, "--export-analysis-copies")
+    assert code == 0, err
+    write_latent_file(synth.latent_dir(MODEL), "20240509_18ss", synth.snips["20240509_18ss"], latent_dim=6, seed=7)
+    for extra in (("--overwrite",), ()):  # the run that updates df03, and every later one
+        code, out, err = build06(cli, synth, *extra)
+        assert code == 0, err
+        notice = [ln for ln in out.splitlines() if ln.startswith("warning: 1 analysis copy is out of date")]
+        assert len(notice) == 1 and "(20240509_18ss)" in notice[0], out
+        assert "--export-analysis-copies --overwrite" in notice[0]
+    code, out, err = build06(cli, synth, "--strict")
+    assert code == 3  # a skipped out-of-date output is a --strict error, as everywhere
+    code, out, err = build06(cli, synth, "--export-analysis-copies", "--overwrite")
+    assert code == 0, err
+    code, out, err = build06(cli, synth)
+    assert "analysis cop" not in out, out
+
+
+def test_copies_of_a_dataframe_with_an_empty_experiment_date(synth, cli):
+    code, _, err = build06(cli, synth)
+    assert code == 0, err
+    frame = pd.read_csv(df03(synth))
+    frame.loc[1, "experiment_date"] = np.nan  # the cell left empty: pandas reads it as NaN (the column as float)
+    written = api.export_df03_copies_by_experiment(frame, synth.data_root, MODEL)
+    assert sorted(p.name for p in written) == [f"df03_{e}.csv" for e in sorted(EXPS)]
+    folder = written[0].parent
+    assert not (folder / "df03_nan.csv").exists() and not list(folder.glob("*.0.csv"))
+    first = pd.read_csv(folder / "df03_20231207.csv")
+    assert len(first) == EXPS["20231207"] and first["snip_id"].iloc[1] == frame["snip_id"].iloc[1]
+
+
+@pytest.mark.parametrize("key", ["latents_root", "data_root", "model_dir"])
+def test_an_empty_path_is_refused(synth, key):
+    before = tree_digest(synth.root.parent)
+    options = {"root": synth.root, "data_root": synth.data_root, "model_name": MODEL, key: ""}
+    with pytest.raises(UserError, match=r"is empty: pass a folder"):
+        run_stage(get_host(), "build06", options, dry_run=True)
+    with pytest.raises(UserError, match=r"is empty: pass a folder"):
+        api.build_df03_with_embeddings(**{**options, "model_name": MODEL})
+    assert tree_digest(synth.root.parent) == before
+
+
+def test_an_empty_latents_root_on_the_command_line(synth, cli):
+    code, _, err = build06(cli, synth, "--latents-root", "")
+    assert code == 2 and plain_lines(err) == ["morphseq-stages: error: --latents-root is empty: pass a folder "
+                                              "(an empty path would mean the current folder)"], err
+
+
+
+
+def test_an_error_with_json_to_a_closed_stdout_is_still_one_line(synth):
+    # `morphseq-stages build06 ... --json | head`: the error's JSON has no reader; its line on stderr stays
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "morphseq_stages", "build06", "--root", str(synth.root),
+                             "--data-root", str(synth.data_root), "--experiments", "nope", "--dry-run", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait() == 2, err
+    plain = plain_lines(err)
+    assert len(plain) == 1 and plain[0].startswith("morphseq-stages: error: --experiments nope"), err
+
+
+def test_a_dry_run_json_to_a_closed_stdout_exits_141_with_one_line(synth):
+    # `morphseq-stages build06 ... --dry-run --json | head -c 100` on every Python (3.10, 3.12, 3.13 met the
+    # closed pipe only in the interpreter's flush at exit: exit 120 and a traceback)
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "morphseq_stages", "build06", "--root", str(synth.root),
+                             "--data-root", str(synth.data_root), "--model-name", MODEL, "--dry-run", "--json",
+                             "--log-format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait() == 141, err
+    assert plain_lines(err) == ["morphseq-stages: standard output closed by its reader; outputs are either "
+                                "unchanged or complete"]
