@@ -35,6 +35,7 @@ from morphseq_stages.files import atomic_write, check_safe_id, exclusive_lock
 
 from . import keys, paths
 from .csvtext import TextTable, float_text, header_with, read_columns, read_text_table, write_rows
+from .frames import stamp, store_table
 from .latents import select_z_columns
 from .options import DATA_ROOT_ENV, DEFAULT_MODEL, Build06Options
 
@@ -296,7 +297,9 @@ def load_latents(latent_paths: Mapping[str, PathLike], z_schema: str = "auto") -
     picked = ids.take(pa.array(index.rows, pa.int64())).to_pylist()
     frame = pd.DataFrame({"snip_id": pd.Series(picked, dtype=object)})
     values = _z_values(index.lines.take(pa.array(index.rows, pa.int64())), len(index.columns))
-    return pd.concat([frame, pd.DataFrame(values, columns=list(index.columns))], axis=1)
+    table = pd.concat([frame, pd.DataFrame(values, columns=list(index.columns))], axis=1)
+    stamp(table, paths, z_schema)  # what it was read from: df03 can then be the stage's own
+    return table
 
 
 def _z_values(lines: pa.Array, width: int) -> np.ndarray:
@@ -372,27 +375,69 @@ def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwri
                                out_name: str = "embryo_metadata_df03.csv") -> Path:
     """Join df02 with a latents table on the normalised ``snip_id``, written beside df02.
 
+    df03 itself (the default ``out_name``) is Build06's own output: it is written by the
+    stage, with its sidecar and unembedded list, exactly as ``morphseq-stages build06``
+    writes it, from a table :func:`load_latents` read from a latent store (every latent
+    file of df02's experiments there, each unchanged since). Any other table (filtered,
+    edited, built by hand) is joined only into a file of your own (``out_name``): no
+    sidecar, never taken for df03.
+
     Parameters:
         root: the pipeline root holding ``metadata/combined_metadata_files/embryo_metadata_df02.csv``.
         latents_df: ``snip_id`` + z columns, e.g. from :func:`load_latents`.
-        overwrite: replace the output if it exists (otherwise it is kept and the skip logged).
+        overwrite: replace the output if it exists and is out of date (otherwise it is kept).
         out_name: the output's file name in df02's folder.
 
     Returns:
         The path of the output: every df02 row and column, bytes unchanged, then the z
-        columns (empty where a row has no embedding); written, or already identical.
+        columns (empty where a row has no embedding); written, or already current.
 
     Raises:
         OutputExists: the output exists, differs, and ``overwrite`` is off (it is kept).
+        UserError: df03 asked for from a table that is not a latent store's files as they
+            are (the message says why).
     """
     logs.library_default()
-    df02 = paths.df02(_path(root, "root"))
+    base = _path(root, "root")
+    df02 = paths.df02(base)
     check_safe_id(str(out_name), "output name")
     if out_name == df02.name:
         raise UserError("out_name must not be df02 itself")
     out = df02.with_name(str(out_name))
-    _join(read_text_table(df02, what="df02"), _index_of_frame(latents_df), out, overwrite, "df03")
-    return out
+    index = _index_of_frame(latents_df)  # the table's own checks, whichever file it goes to
+    if out != paths.df03(base):  # a file of the caller's own: df02 plus the table's z cells
+        _join(read_text_table(df02, what="df02"), index, out, overwrite, "df03")
+        return out
+    source, why = store_table(latents_df)
+    if source is None:
+        raise UserError(f"df03 {out} is Build06's own output: it is written from load_latents' table of a latent "
+                        f"store's files as they are, and this table {why}; pass out_name= to join it into a file "
+                        "of your own")
+    run = {"root": base, "data_root": source.data_root, "model_name": source.model_name,
+           "embedder": source.embedder, "z_schema": source.z_schema, "latent_format": source.latent_format,
+           "overwrite": overwrite}
+    plan = _plan_of(_run(run, dry_run=True))
+    read = {e.experiment: e.latent_path.resolve() for e in plan.experiments if e.latent_path.exists()}
+    held = {e: p for e, p in source.files.items() if e in {x.experiment for x in plan.experiments}}
+    if read != held:
+        lacking = sorted(e for e in read if held.get(e) != read[e])
+        raise UserError(f"df03 {out} holds every embedding of the store {plan.store}, and this table lacks the latent "
+                        f"file(s) of {', '.join(lacking) or 'none'} (it has {', '.join(sorted(held)) or 'none'}); "
+                        "load every experiment of df02, or pass out_name= to join it into a file of your own")
+    return _df03_of(_run(run), overwrite)
+
+
+def _df03_of(result: RunResult, overwrite: bool) -> Path:
+    """df03's path after a run; :class:`OutputExists` (or, with ``overwrite``, a
+    :class:`UserError`) when the run kept a df03 that is not current."""
+    path = Path(_plan_of(result).df03_path)
+    df03 = result.summary.get("df03")  # absent with generate_only: no df03 is asked for
+    if df03 and not df03.get("written") and df03.get("status") != "current":
+        state = str(df03.get("reason", "")).split("; pass --overwrite")[0]
+        if overwrite:
+            raise UserError(f"df03 {path} kept: {state}")
+        raise OutputExists(f"df03 {path} is {state}: kept; pass overwrite=True to replace it")
+    return path
 
 
 def merge_train_with_embeddings(root: PathLike, train_name: str, latents_df: pd.DataFrame,
@@ -569,14 +614,7 @@ def build_df03_with_embeddings(
     result = _run(run, dry_run=dry_run)
     if dry_run:
         return PlannedRun(_plan_of(result))
-    path = Path(_plan_of(result).df03_path)
-    df03 = result.summary.get("df03")  # absent with generate_only: no df03 is asked for
-    if not dry_run and df03 and not df03.get("written") and df03.get("status") != "current":
-        state = str(df03.get("reason", "")).split("; pass --overwrite")[0]
-        if overwrite:
-            raise UserError(f"df03 {path} kept: {state}")
-        raise OutputExists(f"df03 {path} is {state}: kept; pass overwrite=True to replace it")
-    return path
+    return _df03_of(result, overwrite)
 
 
 def declared_files(root: PathLike, data_root: PathLike | None = None, **options: Any) -> dict[str, Any]:

@@ -86,7 +86,8 @@ def test_the_step_functions_give_the_cli_outputs(tmp_path, cli):
     before = tree_digest(synth.root, synth.data_root)
     assert api.merge_df02_with_embeddings(synth.root, latents) == out
     assert api.export_df03_copies_by_experiment(out, synth.data_root, MODEL) == copies
-    with pytest.raises(api.OutputExists, match=f"^df03 {out} exists and differs .*; pass overwrite=True to replace it$"):
+    with pytest.raises(UserError, match=f"^df03 {out} is Build06's own output: .* this table was changed since "
+                                        "load_latents made it; pass out_name="):
         api.merge_df02_with_embeddings(synth.root, latents.iloc[:2])
     with pytest.raises(api.OutputExists, match="overwrite=True"):
         api.merge_train_with_embeddings(synth.root, "t1", latents.iloc[2:])
@@ -94,8 +95,8 @@ def test_the_step_functions_give_the_cli_outputs(tmp_path, cli):
         api.export_df03_copies_by_experiment(ref.root / "metadata" / "combined_metadata_files" /
                                              "embryo_metadata_df02.csv", synth.data_root, MODEL)
     assert tree_digest(synth.root, synth.data_root) == before
-    api.merge_df02_with_embeddings(synth.root, latents.iloc[:2], overwrite=True)
-    assert sum(1 for r in read_rows(out)[1] if r[-1]) == 2
+    mine = api.merge_df02_with_embeddings(synth.root, latents.iloc[:2], out_name="mine.csv")
+    assert sum(1 for r in read_rows(mine)[1] if r[-1]) == 2
 
 
 def test_build_raises_when_an_out_of_date_df03_is_kept(tmp_path, cli):
@@ -170,6 +171,7 @@ def test_misspelled_option_is_refused_and_nothing_written(tmp_path):
 
 def test_bare_string_experiment_in_a_dry_run(tmp_path, monkeypatch):
     synth = _layout(tmp_path, latent_for=())
+    synth.latent_dir(MODEL).mkdir(parents=True)  # an empty store: neither model nor store would be exit 2
     monkeypatch.setenv("MORPHSEQ_DATA_ROOT", str(synth.data_root))
     before = tree_digest(tmp_path)
     plan = api.build_df03_with_embeddings(synth.root, model_name=MODEL, experiments="20231207", dry_run=True)

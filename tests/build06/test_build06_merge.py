@@ -304,7 +304,7 @@ BAD_INPUTS = {
     "no df02": (lambda root, data, df02: df02.unlink(), (), "df02 not found"),
     "latent file without z columns": (_latents_without_z, (), "has no z columns"),
     "a file where an output folder goes": (
-        lambda root, data, df02: (data / "metadata").write_text("not a folder"),
+        lambda root, data, df02: (store(data).mkdir(parents=True), (data / "metadata").write_text("not a folder")),
         ("--export-analysis-copies",), "is a file, not a folder"),
 }
 

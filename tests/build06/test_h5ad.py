@@ -192,3 +192,13 @@ def test_a_full_disk_while_writing_the_h5ad_is_exit_2_and_nothing_half_written(s
     code, _, err = build06(cli, synth, "--formats", "csv,h5ad")
     assert code == 0, err
     assert anndata.read_h5ad(df03(synth.root).with_suffix(".h5ad")).n_obs == 7
+
+
+def test_the_readme_says_the_anndata_extra_downgrades_pandas_3():
+    from importlib.metadata import requires
+
+    pins = [r for r in requires("anndata") or [] if r.replace(" ", "").startswith("pandas") and "<3" in r]
+    if not pins:
+        pytest.skip("this anndata does not pin pandas below 3")
+    text = " ".join(README.read_text().split())
+    assert "The `anndata` extra installs pandas 2: anndata (0.12) requires `pandas<3`, so pip downgrades" in text

@@ -196,3 +196,49 @@ def test_a_dry_run_json_to_a_closed_stdout_exits_141_with_one_line(synth):
     assert proc.wait() == 141, err
     assert plain_lines(err) == ["morphseq-stages: standard output closed by its reader; outputs are either "
                                 "unchanged or complete"]
+
+
+def test_the_api_df03_is_the_stages_own(synth, cli):
+    code, _, err = build06(cli, synth, "--formats", "csv,parquet")
+    assert code == 0, err
+    listing = df03(synth).with_name("embryo_metadata_df03_unembedded.csv")
+    # the store changes: one experiment re-embedded elsewhere, one snip without a latent row
+    write_latent_file(synth.latent_dir(MODEL), "20240509_18ss", synth.snips["20240509_18ss"][1:], latent_dim=6, seed=5)
+    found = api.ensure_latents_for_experiments(synth.data_root, MODEL, list(EXPS))
+    z = api.load_latents(found)
+    out = api.merge_df02_with_embeddings(synth.root, z, overwrite=True)
+    assert out == df03(synth)
+    sidecar = json.loads(df03(synth).with_suffix(".json").read_text())
+    import hashlib
+
+    assert sidecar["files"][out.name]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert synth.snips["20240509_18ss"][0] in listing.read_text()  # the unembedded list moved with df03
+    # the user's natural next step: the one-shot build finds df03 current (no OutputExists)
+    assert api.build_df03_with_embeddings(synth.root, synth.data_root, model_name=MODEL) == out
+    code, text, err = build06(cli, synth, "--dry-run", "--json")
+    plan = json.loads(text)
+    assert plan["df03_status"]["status"] == "current", plan["df03_status"]
+    parquet = str(df03(synth).with_suffix(".parquet"))
+    assert any(w.startswith(f"{parquet} is out of date") for w in plan["warnings"]), plan["warnings"]
+    # and it is the CLI's df03, byte for byte
+    before = out.read_bytes()
+    code, _, err = build06(cli, synth, "--overwrite", "--formats", "csv,parquet")
+    assert code == 0 and out.read_bytes() == before, err
+
+
+def test_the_api_refuses_to_pass_another_table_off_as_df03(synth, cli):
+    code, _, err = build06(cli, synth)
+    assert code == 0, err
+    before = tree_digest(synth.root.parent)
+    z = api.load_latents(api.ensure_latents_for_experiments(synth.data_root, MODEL, list(EXPS)))
+    with pytest.raises(UserError, match="this table was changed since load_latents made it; pass out_name="):
+        api.merge_df02_with_embeddings(synth.root, z[z["snip_id"] != synth.snips["20231207"][0]], overwrite=True)
+    some = api.load_latents(api.ensure_latents_for_experiments(synth.data_root, MODEL, ["20231207"]))
+    with pytest.raises(UserError, match="this table lacks the latent file.s. of 20240509_18ss, 20250612"):
+        api.merge_df02_with_embeddings(synth.root, some, overwrite=True)
+    hand = pd.DataFrame({"snip_id": list(synth.snips["20231207"]), "z_mu_00": 1.0})
+    with pytest.raises(UserError, match="this table was not made by load_latents"):
+        api.merge_df02_with_embeddings(synth.root, hand, overwrite=True)
+    assert tree_digest(synth.root.parent) == before
+    mine = api.merge_df02_with_embeddings(synth.root, hand, out_name="mine.csv")
+    assert mine.name == "mine.csv" and not mine.with_suffix(".json").exists()

@@ -110,6 +110,7 @@ def test_a_misspelled_model_name_with_no_store_is_exit_2_with_did_you_mean(store
 
 def test_another_model_name_is_one_reason(stored, cli):
     assert run(cli, stored)[0] == 0
+    (stored.data_root / "analysis" / "latent_embeddings" / "legacy" / "other").mkdir()
     code, out, _ = cli("build06", "--root", stored.root, "--data-root", stored.data_root, "--model-name", "other",
                        "--dry-run", "--json", "--log-format", "json")
     assert json.loads(out)["df03_status"]["reasons"] == ["df03 was built with model 'tiny'; this run uses 'other'"]
@@ -299,6 +300,7 @@ def test_the_plan_names_what_changed(stored, cli):
 def test_overwrite_with_no_latent_file_keeps_df03(stored, cli):
     assert run(cli, stored)[0] == 0
     before = df03_of(stored).read_bytes()
+    (stored.data_root / "analysis" / "latent_embeddings" / "legacy" / "tinny").mkdir()  # a store with no file
     code, out, err = cli("build06", "--root", stored.root, "--data-root", stored.data_root, "--model-name", "tinny",
                          "--overwrite", "--log-format", "json")
     assert code == 0 and df03_of(stored).read_bytes() == before
@@ -414,7 +416,8 @@ def test_coverage_of_a_df03_not_rewritten_is_the_file_on_disk(stored, cli):
     assert not any(w.startswith("coverage ") for w in warnings)
     code, out, _ = run(cli, s, "--dry-run")
     assert "warning: predicted, if df03 were rewritten (--overwrite), its coverage 68.8% is below" in out
-    # a wrong --model-name: no latent file to merge, df03 kept; no "coverage 0.0%"
+    # a model whose store holds no latent file: nothing to merge, df03 kept; no "coverage 0.0%"
+    (s.data_root / "analysis" / "latent_embeddings" / "legacy" / "tinny").mkdir()
     code, out, err = cli("build06", "--root", s.root, "--data-root", s.data_root, "--model-name", "tinny",
                          "--log-format", "json", "--json")
     warnings = json.loads(out)["warnings"]
