@@ -160,6 +160,7 @@ def test_report_names_every_experiment_and_flags_drift(tmp_path, cli):
 def test_typed_outputs_without_any_latents(tmp_path, cli):
     anndata = pytest.importorskip("anndata")
     root, data, _ = make_root(tmp_path)
+    store(data).mkdir(parents=True)  # a store with no file yet (no store and no model at all: exit 2)
     code, _, err = cli("build06", "--root", root, "--data-root", data, "--formats", "parquet,h5ad")
     assert code == 0, err
     schema = pq.read_schema(df03_path(root).with_suffix(".parquet"))
