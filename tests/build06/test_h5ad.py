@@ -200,5 +200,5 @@ def test_the_readme_says_the_anndata_extra_downgrades_pandas_3():
     pins = [r for r in requires("anndata") or [] if r.replace(" ", "").startswith("pandas") and "<3" in r]
     if not pins:
         pytest.skip("this anndata does not pin pandas below 3")
-    text = " ".join(README.read_text().split())
+    text = " ".join(FORMATS_DOC.read_text().split())
     assert "The `anndata` extra installs pandas 2: anndata (0.12) requires `pandas<3`, so pip downgrades" in text
