@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -37,6 +38,11 @@ from morphseq_stages.cli import main
 from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write_json
 from morphseq_stages.options import option
+
+#: a test that runs the echo stage's generate phase: the host's embed_images runs on torch,
+#: which the tox envs other than py311 do not install
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                 reason="the host's embed_images runs on torch")
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "upstream"
 FIXTURES = Path(__file__).resolve().parent / "data"

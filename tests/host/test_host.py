@@ -23,6 +23,7 @@ from conftest import (
     install_fake_distribution,
     load_json_lines,
     make_echo_root,
+    needs_torch,
     run_without_torch,
 )
 
@@ -50,6 +51,7 @@ def test_a_plugin_from_a_distribution_is_listed_with_it(fake_plugin, cli):
     assert rows[("embedder", "fake")]["plugin"] == "fakes" and rows[("embedder", "fake")]["version"] == "1.0"
 
 
+@needs_torch
 def test_broken_plugin_is_reported_and_the_rest_still_works(tmp_path, cli, monkeypatch, fake_plugin):
     install_fake_distribution(
         tmp_path, monkeypatch, "broken-embedder",
@@ -106,6 +108,7 @@ def test_register_refuses_the_wrong_type():
     assert "takes a Stage" in host.registry.failures[0].error
 
 
+@needs_torch
 def test_a_second_plugin_can_wrap_a_stage_phase(tmp_path):
     seen = []
 

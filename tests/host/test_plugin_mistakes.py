@@ -9,7 +9,13 @@ import json
 
 import pytest
 
-from conftest import install_fake_distribution, load_json_lines, make_echo_root, tree_digest
+from conftest import (
+    install_fake_distribution,
+    load_json_lines,
+    make_echo_root,
+    needs_torch,
+    tree_digest,
+)
 
 COLLIDING = """
     from morphseq_stages import EmbedderSpec, hookimpl
@@ -112,6 +118,7 @@ def _model_of(root) -> dict:
     return json.loads((root / "out" / "echo.json").read_text())["model"]
 
 
+@needs_torch
 def test_an_entry_point_named_like_a_first_party_plugin_is_a_recorded_collision(tmp_path, monkeypatch, cli,
                                                                                    fake_plugin):
     install_fake_distribution(
@@ -143,6 +150,7 @@ def test_a_misspelled_unmarked_hook_is_named_too(tmp_path, monkeypatch, cli):
     assert failure["plugin"] == "unmarked" and "'morphseq_register_embeders' is not a hook" in failure["error"]
 
 
+@needs_torch
 def test_a_misspelled_hook_unregisters_only_that_plugin(tmp_path, monkeypatch, cli, fake_plugin):
     install_fake_distribution(
         tmp_path, monkeypatch, "morphseq-typo",

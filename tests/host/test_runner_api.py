@@ -16,7 +16,14 @@ from morphseq_stages import UserError, get_host, run_stage
 from morphseq_stages.options import add_arguments, describe, option, options_of, validate
 from morphseq_stages.runner import SUMMARY_KEYS
 
-from conftest import EchoOptions, FakePlugin, load_json_lines, make_echo_root, tree_digest
+from conftest import (
+    EchoOptions,
+    FakePlugin,
+    load_json_lines,
+    make_echo_root,
+    needs_torch,
+    tree_digest,
+)
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -126,6 +133,7 @@ def test_a_new_option_is_one_field(tmp_path):
 # ---------------------------------------------------------------- the run summary
 
 
+@needs_torch
 def test_run_result_carries_a_versioned_summary(host, root, cli, fake_plugin):
     result = run_stage(host, "echo", {"root": root})
     s = result.summary
@@ -152,6 +160,7 @@ def test_failed_run_with_json_prints_the_error_on_stdout(tmp_path, cli, fake_plu
     assert "_file_only" not in failed[0]
 
 
+@needs_torch
 def test_library_use_writes_nothing_on_stdout(root):
     # a fresh interpreter in which nobody configured logging; one image asked for is missing
     code = (f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nfrom conftest import FakePlugin\n"
@@ -167,6 +176,7 @@ def test_library_use_writes_nothing_on_stdout(root):
     assert any("no image named img7.png" in e.get("message", "") for e in events)
 
 
+@needs_torch
 def test_quiet_keeps_warnings_on_stderr_and_everything_in_the_log_file(root, tmp_path, cli, fake_plugin):
     log_file = tmp_path / "run.jsonl"
     code, out, err = cli("echo", "--root", root, "--names", "img0.png", "img7.png", "--quiet",

@@ -51,9 +51,6 @@ FORMATS = ((), ("parquet",), ("h5ad",), ("parquet", "h5ad"))
 def known_defects(opts: Options, world: World | None = None) -> Options:
     """The combinations other helpers are fixing now, left out precisely (drop each line
     once its fix is on main)."""
-    if "h5ad" in opts.formats and opts.generates and opts.backend == "torch":
-        # issue 16 item 1 (seams): h5ad beside torch-made latents exits 70 (TorchVersion in uns)
-        opts = attrs.evolve(opts, formats=tuple(f for f in opts.formats if f != "h5ad"))
     if world is not None and opts.generate_only and opts.overwrite_latents:
         # found by this model, reported (declared.store_write, the reads helper's area): a
         # --generate-only --overwrite-latents job re-embedding into the other --latent-format

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
@@ -9,6 +10,7 @@ from .machine import OperatorLoop
 
 
 def test_operator_loop_small_profile():
+    pytest.importorskip("torch", reason="the model's world embeds with a legacy model (torch)")
     # derandomized: the normal test run tries the same 10 sequences every time
     run_state_machine_as_test(OperatorLoop, settings=settings(
         max_examples=10, stateful_step_count=5, deadline=None, derandomize=True, database=None,

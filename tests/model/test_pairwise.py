@@ -21,6 +21,7 @@ def test_the_rows_cover_every_pair_of_option_values():
 def world(tmp_path):
     """Two experiments, one with a partial latent file from elsewhere, one with a snip
     image missing; a training set; nothing built yet."""
+    pytest.importorskip("torch", reason="the model's world embeds with a legacy model (torch)")
     w = World(tmp_path, seed=16)
     w.append_experiment("20231207", 3)
     w.append_experiment("20240509_18ss", 3, images=2)
