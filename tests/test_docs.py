@@ -120,6 +120,7 @@ def _bash_blocks(page: Path, heading: str) -> list[str]:
 def test_the_demo_update_of_the_operator_guide_brings_every_output_up_to_date(tmp_path):
     """The guide's commands, as a newcomer pastes them: demo, add an experiment, update;
     then every output the demo wrote is current and df03 holds the new rows."""
+    pytest.importorskip("torch", reason="the demo builds a legacy model with torch")
     demo = tmp_path / "morphseq-demo"
     add, update = _bash_blocks(DOCS / "operator-guide.md", "## Try it on the demo")
     assert update.rstrip().endswith("--dry-run")

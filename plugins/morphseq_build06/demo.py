@@ -16,6 +16,10 @@ EXPERIMENTS = {"20231207": 8, "20240509_18ss": 6, "20250612_30hpf_ctrl_atf6": 6}
 
 def build_demo(folder: Path) -> list[str]:
     """Lay out the demo under ``folder``; return the build06 arguments that run it on it."""
+    try:  # before anything is laid out: the demo's tiny model is built and run with torch
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"the demo needs torch ({exc}): pip install torch==2.13.0") from None
     from morphseq_legacy.testing import make_legacy_model
 
     from .testing import make_pipeline_root

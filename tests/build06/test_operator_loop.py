@@ -242,3 +242,17 @@ def test_the_api_refuses_to_pass_another_table_off_as_df03(synth, cli):
     assert tree_digest(synth.root.parent) == before
     mine = api.merge_df02_with_embeddings(synth.root, hand, out_name="mine.csv")
     assert mine.name == "mine.csv" and not mine.with_suffix(".json").exists()
+
+
+def test_the_demo_without_torch_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nsys.modules['torch'] = None  # as if torch were not installed\n"
+            "from morphseq_stages.cli import main\n"
+            f"sys.exit(main(['demo', {str(tmp_path / 'demo')!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    plain = [ln for ln in proc.stderr.splitlines() if not ln.startswith("{")]
+    assert proc.returncode == 2 and len(plain) == 1, proc.stderr
+    assert "the demo needs torch" in plain[0] and "pip install torch==2.13.0" in plain[0], plain
+    assert not (tmp_path / "demo").exists()  # nothing laid out
