@@ -258,21 +258,16 @@ def _same(got: Any, want: float) -> bool:
 
 def check_rerun(first: RunResult, before: Snapshot, after: Snapshot, rerun: RunResult) -> None:
     """An identical rerun after a completed run changes no file."""
-    # found by this model, reported (plan.settle, the reads helper's area): a run whose
-    # --overwrite-latents re-embedding gives the same bytes still calls df03 "out of date:
-    # latent file re-embedded by this run" (the next plan calls it current), so without
-    # --overwrite the rerun warns, --strict exits 3 and the API raises OutputExists
-    reembedded = first.options.overwrite_latents and not first.options.overwrite and (rerun.code == 3 or rerun.kept)
-    if (rerun.code != first.code or rerun.kept != first.kept) and not reembedded:
+    if rerun.code != first.code or rerun.kept != first.kept:
         fail(rerun, f"an identical rerun exited {rerun.code}, the run {first.code}")
     touched = before.changed(after, rewrites=True)
     if first.options.overwrite_latents:
         # --overwrite-latents re-embeds the selected experiments on every run (the upstream
-        # flag): the same model on the same images gives the same bytes. Found by this model,
-        # reported (plan.settle, reads): outputs are then judged out of date all the same and
-        # --overwrite rewrites them; until that is fixed, their CSVs must keep their bytes
-        # and only what records a run (sidecars, manifest, typed copies, report) may differ
-        touched = {p for p in touched if p.endswith(".csv") and p in before.changed(after)}
+        # flag): the same model on the same images gives the same bytes; only the manifest's
+        # written_at may differ
+        other_bytes = before.changed(after)
+        touched = {p for p in touched if p in other_bytes or not (Path(p).name.startswith("morph_latents_")
+                                                           or Path(p).name == "manifest.json")}
     if touched:
         fail(rerun, f"an identical rerun rewrote files: {sorted(touched)}")
 

@@ -48,19 +48,9 @@ STATS = Stats()
 FORMATS = ((), ("parquet",), ("h5ad",), ("parquet", "h5ad"))
 
 
-def known_defects(opts: Options, world: World | None = None) -> Options:
+def known_defects(opts: Options) -> Options:
     """The combinations other helpers are fixing now, left out precisely (drop each line
     once its fix is on main)."""
-    if world is not None and opts.generate_only and opts.overwrite_latents:
-        # found by this model, reported (declared.store_write, the reads helper's area): a
-        # --generate-only --overwrite-latents job re-embedding into the other --latent-format
-        # compares the new file's stamp with the old file's, warns "another run wrote it
-        # after this one planned" and writes nothing
-        other = "parquet" if opts.latent_format == "csv" else "csv"
-        selected = opts.experiments or tuple(world.experiments())
-        if any((world.store / f"morph_latents_{e}.{other}").is_file() and
-               not (world.store / f"morph_latents_{e}.{opts.latent_format}").is_file() for e in selected):
-            opts = attrs.evolve(opts, latent_format=other)
     return opts
 
 
@@ -184,7 +174,7 @@ class OperatorLoop(RuleBasedStateMachine):
     # -- Build06 ---------------------------------------------------------------------------
     @rule(data=st.data())
     def build06(self, data: st.DataObject) -> None:
-        opts = known_defects(data.draw(run_options(self.world.experiments())), self.world)
+        opts = data.draw(run_options(self.world.experiments()))
         # issue 16 item 7 (seams): the API's dry run shows nothing, so dry runs go through the CLI
         api = data.draw(st.sampled_from((False, False, False, True))) and not opts.dry_run
         self.step(f"build06({opts!r}, api={api})")

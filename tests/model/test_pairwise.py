@@ -32,9 +32,9 @@ def world(tmp_path):
 
 @pytest.mark.parametrize("row", ROWS, ids=[f"row{i:02}" for i in range(len(ROWS))])
 def test_option_pairs(world, row):
-    opts = known_defects(options_of(row), world)
+    opts = known_defects(options_of(row))
     first = run_checked(world, opts)
     assert first.code in (0, 2, 3), first.stderr
     # then the operator's next step: the same options once more after a new experiment
     world.append_experiment("20250612_30hpf_ctrl_atf6", 2)
-    run_checked(world, known_defects(opts, world))
+    run_checked(world, opts)
