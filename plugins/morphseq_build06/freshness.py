@@ -32,6 +32,9 @@ log = structlog.get_logger()
 Status = Literal["new", "current", "out-of-date", "foreign"]
 #: the options that change what df03 and its copies hold
 CONTENT_OPTIONS = ("embedder", "model_name", "z_schema", "include_sigma", "qc_filter")
+#: in ``built_from`` since latent cells are checked one by one: per experiment, the latent
+#: rows left out for a cell that is not one number
+CELLS_CHECKED = "latent_rows_not_one_number"
 
 
 @attrs.frozen(kw_only=True)
@@ -137,6 +140,7 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[st
         reasons += _df02_reasons(old.get("df02", {}), new["df02"], row_changes)
     if not other_model:
         reasons += _latent_reasons(old.get("latents", {}), new.get("latents", {}), changing)
+        reasons += _unchecked_cells(old, new)
     if "training" in new and old.get("training", {}).get("sha256") != new["training"].get("sha256"):
         reasons.append("training metadata changed")
     return reasons
@@ -194,6 +198,17 @@ def _latent_reasons(old: Mapping[str, Any], new: Mapping[str, Any], changing: Ma
     return out
 
 
+def _unchecked_cells(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """An output built before latent cells were checked one by one holds the text of the
+    cells that are not one number (a quoted ``"0,5"`` is two cells there): out of date
+    when its latent files hold such cells, although they have not changed since."""
+    odd = new.get(CELLS_CHECKED) or {}
+    if CELLS_CHECKED in old or not odd:
+        return []
+    return [f"built by an earlier version that copied latent cells that are not one number into it "
+            f"({', '.join(f'{n} row(s) of {e}' for e, n in odd.items())})"]
+
+
 def content_options(opts: Any, model_name: str) -> dict[str, Any]:
     """The options that change an output's content; ``model_name`` as the embedder resolved
     it (``--model-name`` may be unset, or stand beside a ``--model-dir`` that names the model)."""
@@ -202,17 +217,22 @@ def content_options(opts: Any, model_name: str) -> dict[str, Any]:
 
 def built_from(*, df02: Mapping[str, Any], parts: Mapping[str, list], latents: Mapping[str, Mapping[str, Any]],
                fingerprint: str | None, options: Mapping[str, Any], only: str | None = None,
-               training: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What an output is built from; ``only``: the one experiment of an analysis copy."""
+               training: Mapping[str, Any] | None = None, odd_rows: Mapping[str, int] | None = None
+               ) -> dict[str, Any]:
+    """What an output is built from; ``only``: the one experiment of an analysis copy;
+    ``odd_rows``: per experiment, its latent rows holding a cell that is not one number."""
+    odd = {e: int(n) for e, n in (odd_rows or {}).items() if n}
     if only is not None:
         parts = {only: parts[only]} if only in parts else {}
         df02 = {"sha256": parts[only][1] if only in parts else ""}
         latents = {only: latents[only]} if only in latents else {}
+        odd = {only: odd[only]} if only in odd else {}
     record: dict[str, Any] = {
         "df02": {**df02, "experiments": dict(parts)},
         "latents": {e: dict(s) for e, s in latents.items()},
         "model_fingerprint": fingerprint,
         "options": dict(options),
+        CELLS_CHECKED: odd,
     }
     if training is not None:  # a training join is built from its own metadata, not from df02
         record["training"] = dict(training)

@@ -20,6 +20,10 @@ from .store import StoreRead
 
 log = structlog.get_logger()
 EXAMPLES = 5
+NON_FINITE, ODD = 1, 2  # why a key's latent rows are all unusable
+#: the reason each code gives a df02 row in the unembedded list
+UNUSABLE = {NON_FINITE: "non-finite latent values",
+            ODD: "latent row holds a cell that is not one number (text, a comma, a line break)"}
 
 
 @attrs.frozen(kw_only=True)
@@ -32,16 +36,21 @@ class LatentIndex:
     index: pa.Array  # unique normalised keys
     channel_index: pa.Array
     channel_rows: np.ndarray
-    bad_keys: pa.Array  # keys whose only latent rows are non-finite
+    bad_keys: pa.Array  # keys whose only latent rows are non-finite or hold a cell that is not one number
+    odd_keys: pa.Array = pa.array([], pa.string())  # those of ``bad_keys`` with a cell that is not one number
 
     def match(self, snip_ids: pa.Array) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
-        """(latent row per id or -1, rules that fired, whether the id's rows are all non-finite)."""
+        """(latent row per id or -1, rules that fired, why the id's rows are all unusable:
+        ``UNUSABLE`` codes, 0 when they are not)."""
         return self.match_keys(*keys.normalise(snip_ids))
 
     def match_keys(self, k: pa.Array, rules: dict[str, int]) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
         """The same for ids already normalised (``rules``: the rules that fired on them)."""
         pos, by_channel = keys.match(k, self.index, self.channel_index, self.channel_rows)
-        return pos, {**rules, "channel_token": by_channel}, pc.is_in(k, value_set=self.bad_keys).to_numpy(zero_copy_only=False)
+        unusable = pc.is_in(k, value_set=self.bad_keys).to_numpy(zero_copy_only=False).astype(np.int8)
+        if len(self.odd_keys) and unusable.any():
+            unusable[pc.is_in(k, value_set=self.odd_keys).to_numpy(zero_copy_only=False)] = ODD
+        return pos, {**rules, "channel_token": by_channel}, unusable
 
     def cells(self, take: np.ndarray) -> list[pa.Array]:
         """The z cells for rows ``take`` (-1: empty cells), as one text column to append."""
@@ -64,37 +73,39 @@ class LatentMatch:
     info: dict[str, Any]  # counts for the report: files, rows, hygiene, duplicates, key rules
     take: np.ndarray
     rules: dict[str, int]
-    non_finite: np.ndarray
+    unusable: np.ndarray  # per df02 row: an ``UNUSABLE`` code, 0 when its latent rows are not all unusable
 
 
 def index_latents(read: StoreRead, experiments: Sequence[str]) -> tuple[LatentIndex, dict[str, Any]]:
     """The index of the files of ``experiments`` (those that exist), with its counts."""
     files = [read.rows[e] for e in experiments if e in read.rows]
-    hygiene: dict[str, Any] = {"rows_with_nan": 0, "rows_with_inf": 0, "unparseable_cells": 0, "examples": []}
+    hygiene: dict[str, Any] = {"rows_with_nan": 0, "rows_with_inf": 0, "rows_not_one_number": 0, "examples": []}
     rules: dict[str, int] = {}
     for t in files:
-        bad = t.nan_rows | t.inf_rows
         hygiene["rows_with_nan"] += int(t.nan_rows.sum())
         hygiene["rows_with_inf"] += int(t.inf_rows.sum())
-        hygiene["unparseable_cells"] += t.unparseable
+        hygiene["rows_not_one_number"] += int(t.odd_rows.sum())
         room = EXAMPLES - len(hygiene["examples"])
-        hygiene["examples"] += [{"file": t.path.name, "snip_id": t.snip_ids[int(i)].as_py()}
-                                for i in np.flatnonzero(bad)[:room]]
+        hygiene["examples"] += [{"file": t.path.name, "snip_id": t.snip_ids[int(i)].as_py(),
+                                 **({"cell": t.odd_cells[int(i)]} if int(i) in t.odd_cells else {})}
+                                for i in np.flatnonzero(t.unusable)[:room]]
     for e in experiments:
         for r, c in read.keys[e][1].items() if e in read.keys else ():
             rules[r] = rules.get(r, 0) + c
     all_keys = pa.concat_arrays([read.keys[e][0] for e in experiments if e in read.rows]) if files \
         else pa.array([], pa.string())
-    finite = np.concatenate([~(t.nan_rows | t.inf_rows) for t in files]) if files else np.empty(0, bool)
+    finite = np.concatenate([~t.unusable for t in files]) if files else np.empty(0, bool)
+    odd = np.concatenate([t.odd_rows for t in files]) if files else np.empty(0, bool)
     good = np.flatnonzero(finite)
     good_keys = all_keys.take(pa.array(good, pa.int64()))
     first, dups = _duplicates(good_keys, read.lines, good)
     bad_keys = pc.unique(all_keys.filter(pa.array(~finite)))
     bad_keys = bad_keys.filter(pc.invert(pc.is_in(bad_keys, value_set=good_keys)))
+    odd_keys = pc.unique(all_keys.filter(pa.array(odd))) if odd.any() else pa.array([], pa.string())
     idx_keys = good_keys.filter(pa.array(first))
     channel_index, channel_rows = keys.channel_free_index(idx_keys)
     index = LatentIndex(columns=read.columns, lines=read.lines, rows=good[first], index=idx_keys,
-                        channel_index=channel_index, channel_rows=channel_rows, bad_keys=bad_keys)
+                        channel_index=channel_index, channel_rows=channel_rows, bad_keys=bad_keys, odd_keys=odd_keys)
     info = {"files": len(files), "latent_rows": int(len(all_keys)), "z_columns": len(read.columns),
             "hygiene": hygiene, "duplicates": dups, "key_rules_latents": rules}
     return index, info
@@ -142,9 +153,16 @@ def log_index(read: StoreRead, experiments: Sequence[str], info: dict[str, Any],
             t = read.rows[e]
             log.info("latents.stale" if e in stale else "latents.found", path=str(t.path), experiment=e,
                      rows=len(t.snip_ids), z_columns=len(t.columns))
-            bad_rows += int((t.nan_rows | t.inf_rows).sum())
+            bad_rows += int(t.unusable.sum())
     if bad_rows:
         log.warning("hygiene.non_finite", rows=bad_rows, **info["hygiene"])
     dups = info["duplicates"]
     if dups["identical_dropped"] or dups["conflicting_keys"]:
         (log.warning if dups["conflicting_keys"] else log.info)("latents.duplicates", **dups)
+
+
+def odd_rows_warning(hygiene: dict[str, Any], outcome: str) -> str:
+    """The warning about latent rows holding a cell that is not one number, with examples."""
+    cells = [f"{e['file']} {e['snip_id']}: {e['cell']}" for e in hygiene["examples"] if "cell" in e]
+    return (f"{hygiene['rows_not_one_number']} latent row(s) hold a cell that is not one number and {outcome}"
+            + (f", e.g. {'; '.join(cells[:3])}" if cells else ""))

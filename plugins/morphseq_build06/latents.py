@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 
 from morphseq_stages.errors import UserError
 
-from .csvtext import parse_header, write_string_table
+from .csvtext import float_text, int64_array, parse_header, write_string_table
 from .inputs import ReadFile, read_file
 
 ID_COLUMNS = ("experiment_date", "embryo_id", "snip_id")
@@ -34,6 +34,11 @@ _Z = re.compile(r"^z_(mu|sigma)_(?:([bn])_)?(\d+)$")
 _TIME = re.compile(r"_[ts](\d{4})$")
 # a decimal number too short to overflow: always finite, whatever parses it
 _FINITE = r"-?[0-9]{1,30}(?:\.[0-9]{1,30})?(?:[eE][-+]?[0-9]{1,2})?"
+# one number, as Arrow, pandas and the csv module all read it (no blanks: see _cell_values)
+_NUMBER = r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$"
+_SPECIAL = r"^[-+]?(?:nan|inf|infinity)$"
+#: the examples of cells that are not one number kept per file
+EXAMPLES = 5
 _FINITE_ROW = f"^{_FINITE}(?:,{_FINITE})*$"
 
 
@@ -98,7 +103,8 @@ class LatentRows:
 
     ``lines`` holds each row's z cells joined by commas, in the caller's column order
     (empty cells where this file lacks a column), exactly as the file wrote them; the
-    masks say which rows hold NaN (or empty, or unparseable) and which hold ±Inf.
+    masks say which rows hold NaN (or empty cells) and which hold ±Inf, and which hold a
+    cell that is not one number (``odd_cells``: a few of them, by row, for the messages).
     """
 
     path: Path
@@ -107,8 +113,13 @@ class LatentRows:
     lines: pa.Array
     nan_rows: np.ndarray
     inf_rows: np.ndarray
-    unparseable: int = 0
+    odd_rows: np.ndarray
+    odd_cells: Mapping[int, str] = attrs.field(factory=dict)
     sources: tuple[ReadFile, ...] = attrs.field(default=(), repr=False, eq=False)  # the files read, as read
+
+    @property
+    def unusable(self) -> np.ndarray:
+        return self.nan_rows | self.inf_rows | self.odd_rows
 
 
 def read_latent_header(path: Path) -> tuple[str, ...]:
@@ -146,33 +157,41 @@ def latent_z_columns(path: Path, schema: str = "auto", include_sigma: bool = Fal
     return tuple(zcols)
 
 
-def _as_float(text: pa.Array) -> tuple[np.ndarray, int]:
-    """Values of a text column (NaN where empty); how many cells were not numbers.
+def _vouched(lines: pa.Array, cells: int, *, quoted: bool) -> np.ndarray:
+    """The rows that hold exactly ``cells`` finite numbers, seen from their joined text.
 
-    Each cell reads the same whatever its neighbours: Arrow's parse when every cell
-    takes it, else pandas' (which also takes a number with spaces around it), with an
-    overflowing exponent read as ±Inf as Arrow reads it, and a NaN spelling (``nan``,
-    ``NaN``) as NaN, not as a cell that is not a number.
+    Only a quoted cell can hold a comma (``"0,5"``, as ``to_csv(decimal=",")`` writes it),
+    which the pattern would read as two numbers: in a file with quotes, the commas of each
+    row are counted too.
     """
-    try:
-        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False), 0
-    except pa.ArrowInvalid:
-        import pandas as pd
+    ok = pc.match_substring_regex(lines, _FINITE_ROW)
+    if quoted:
+        ok = pc.and_(ok, pc.equal(pc.count_substring(lines, ","), cells - 1))
+    return ok.to_numpy(zero_copy_only=False)
 
-        raw = pd.Series(text.to_numpy(zero_copy_only=False), dtype=object)
-        num = np.array(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)  # a copy: pandas 3 lends read-only
-        bad = 0
-        for i in np.flatnonzero(np.isnan(num) & (raw.str.strip() != "").to_numpy()):
-            try:
-                value = float(raw[i])
-            except ValueError:
-                bad += 1
-                continue
-            if np.isinf(value):
-                num[i] = value
-            elif not np.isnan(value):  # "1_0", "\uff11": numbers to Python only, to no CSV reader
-                bad += 1
-        return num, bad
+
+def _cell_values(text: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array | None]:
+    """Each cell of a text column read as one number: (values, NaN where empty or not a
+    number; which cells are not one number; the cells as df03 must hold them, or None when
+    that is ``text`` itself).
+
+    A cell is one number when, blanks (spaces, tabs) around it aside, it is a plain decimal
+    or a NaN/Inf spelling; a cell with blanks around it reaches df03 as the shortest text of
+    its value. Anything else (``0,5``, ``0.5\\n``, ``0x1p4``, ``1;2``, ``1_0``) is not a
+    number: its text must never reach df03.
+    """
+    trimmed = pc.utf8_trim(text, " \t")
+    number = pc.match_substring_regex(trimmed, _NUMBER)
+    special = pc.match_substring_regex(trimmed, _SPECIAL, ignore_case=True)
+    empty = pc.equal(pc.binary_length(trimmed), 0)
+    odd = pc.invert(pc.or_(pc.or_(number, special), empty))
+    usable = pc.if_else(pc.or_(number, special), trimmed, pa.scalar(None, pa.string()))
+    values = pc.cast(usable, pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+    padded = pc.and_(number, pc.not_equal(trimmed, text))
+    fixed = None
+    if pc.any(padded).as_py():
+        fixed = pc.if_else(padded, pc.cast(float_text(values), pa.string()), text)
+    return values, odd.to_numpy(zero_copy_only=False), fixed
 
 
 def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -> LatentRows:
@@ -204,25 +223,39 @@ def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -
     empty = pa.repeat(pa.scalar(b"", pa.binary()), n)
     cells = [table.column(names[c]).combine_chunks() if c in names else empty for c in order]
     lines = pc.binary_join_element_wise(*cells, b",") if cells else empty
-    nan_rows, inf_rows, unparseable = np.zeros(n, bool), np.zeros(n, bool), 0
-    # one pattern over each row's text instead of a float parse of every cell; the rows
-    # it does not vouch for (NaN, Inf, empty, anything odd) are parsed cell by cell
+    nan_rows, inf_rows, odd_rows = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+    odd_cells: dict[int, str] = {}
+    # one pattern over each row's text instead of a float parse of every cell; the rows it
+    # does not vouch for are parsed cell by cell
     unsure = np.arange(n) if len(names) < len(order) or not n else \
-        np.flatnonzero(~pc.match_substring_regex(lines, _FINITE_ROW).to_numpy(zero_copy_only=False))
+        np.flatnonzero(~_vouched(lines, len(order), quoted=b'"' in data))
     if len(unsure):
-        picked = table.take(pa.array(unsure, pa.int64())) if len(unsure) < n else table
+        picked = table.take(int64_array(unsure)) if len(unsure) < n else table
+        fixed: dict[str, pa.Array] = {}
         for c in columns:
             try:
                 text = pc.cast(picked.column(c).combine_chunks(), pa.string())
             except pa.ArrowInvalid as exc:
                 raise UserError(f"cannot parse latent file {path}: column {c!r}: {exc}") from None
-            values, bad = _as_float(text)
-            nan_rows[unsure] |= np.isnan(values)
+            values, odd, now = _cell_values(text)
+            nan_rows[unsure] |= np.isnan(values) & ~odd
             inf_rows[unsure] |= np.isinf(values)
-            unparseable += bad
+            odd_rows[unsure] |= odd
+            for i in np.flatnonzero(odd)[: max(0, EXAMPLES - len(odd_cells))]:
+                odd_cells.setdefault(int(unsure[i]), f"{c} = {text[int(i)].as_py()!r}")
+            if now is not None:
+                fixed[c] = now
+        if fixed:  # the rows whose cells df03 holds as the shortest text of their values
+            redone = [pc.cast(fixed[names[c]], pa.binary()) if c in names and names[c] in fixed
+                      else picked.column(names[c]).combine_chunks() if c in names
+                      else pa.repeat(pa.scalar(b"", pa.binary()), len(unsure)) for c in order]
+            mask = np.zeros(n, bool)
+            mask[unsure] = True
+            lines = pc.replace_with_mask(lines, pa.array(mask), pc.binary_join_element_wise(*redone, b","))
     return LatentRows(
         path=path, snip_ids=table.column("snip_id").combine_chunks(), columns=tuple(columns),
-        lines=lines, nan_rows=nan_rows, inf_rows=inf_rows, unparseable=unparseable, sources=(source,),
+        lines=lines, nan_rows=nan_rows & ~odd_rows, inf_rows=inf_rows & ~odd_rows, odd_rows=odd_rows,
+        odd_cells=odd_cells, sources=(source,),
     )
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import structlog
 
 from .generate import GenerateReport
-from .index import LatentIndex, index_latents, log_index
+from .index import UNUSABLE, LatentIndex, index_latents, log_index, odd_rows_warning
 from .plan import (
     Build06Plan,
     as_generated,
@@ -60,7 +60,7 @@ def load_latents(plan: Build06Plan) -> tuple[StoreRead, LatentIndex, dict[str, A
     return read, index, info
 
 
-def row_reasons(plan: Build06Plan, take: np.ndarray, non_finite: np.ndarray, generated: GenerateReport) -> np.ndarray:
+def row_reasons(plan: Build06Plan, take: np.ndarray, unusable: np.ndarray, generated: GenerateReport) -> np.ndarray:
     """Per df02 row, why df03 holds no embedding for it ("" when it does)."""
     reasons = np.full(len(plan.df02), "", dtype=object)
     with_file = set(plan.latents.rows)  # as the merge read them
@@ -72,8 +72,8 @@ def row_reasons(plan: Build06Plan, take: np.ndarray, non_finite: np.ndarray, gen
         exp = plan.row_experiments[i]
         if not exp:
             reasons[i] = "no experiment (empty experiment_date, and the snip_id names none)"
-        elif non_finite[i]:
-            reasons[i] = "non-finite latent values"
+        elif unusable[i]:
+            reasons[i] = UNUSABLE[int(unusable[i])]
         elif not plan.has_image[i]:
             reasons[i] = f"no image at {folders[exp] / (key + '.jpg')}"
         elif key in unreadable:
@@ -100,9 +100,12 @@ def _findings(info: dict[str, Any]) -> list[str]:
     if info["duplicates"]["conflicting_keys"]:
         warnings.append(f"{info['duplicates']['conflicting_keys']} snip_id(s) have conflicting latent rows "
                         f"(first kept), e.g. {', '.join(info['duplicates']['examples'])}")
-    bad_rows = info["hygiene"]["rows_with_nan"] + info["hygiene"]["rows_with_inf"]
+    hygiene = info["hygiene"]
+    bad_rows = hygiene["rows_with_nan"] + hygiene["rows_with_inf"]
     if bad_rows:
         warnings.append(f"{bad_rows} latent row(s) hold NaN or Inf and were treated as missing")
+    if hygiene["rows_not_one_number"]:
+        warnings.append(odd_rows_warning(hygiene, "were left unembedded"))
     return warnings
 
 
@@ -128,9 +131,9 @@ def merge(plan: Build06Plan, generated: GenerateReport | None = None) -> MergeRe
     if generated.written:
         plan = as_generated(plan)
     matching = plan.matching
-    take, rules, non_finite = (matching.take, matching.rules, matching.non_finite) if latents is matching.index \
+    take, rules, unusable = (matching.take, matching.rules, matching.unusable) if latents is matching.index \
         else latents.match_keys(plan.row_keys, plan.key_rules)
-    reasons = row_reasons(plan, take, non_finite, generated)
+    reasons = row_reasons(plan, take, unusable, generated)
     cov = coverage(take >= 0, plan.keep, plan.row_codes, [e.experiment for e in plan.experiments],
                    set(plan.selected))
     log.info("coverage", coverage=cov["overall"], coverage_selected=cov["selected"], rows=cov["rows"],

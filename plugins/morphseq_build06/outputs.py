@@ -130,7 +130,8 @@ class InputsNow:
         return built_from(
             df02={k: self._df02_state[k] for k in ("sha256", "size", "mtime_ns")}, parts=self.parts(),
             latents=latents, fingerprint=self.model.fingerprint,
-            options=content_options(self.opts, self.model.name), only=only, training=train_state)
+            options=content_options(self.opts, self.model.name), only=only, training=train_state,
+            odd_rows={e: int(r.odd_rows.sum()) for e, r in self.read.rows.items() if e in latents})
 
 
 def decide(kind: Any, path: Path, fresh: Freshness, overwrite: bool, experiment: str | None = None) -> OutputPlan:

@@ -197,7 +197,7 @@ def read_rows(path: Path, columns: Sequence[str], order: Sequence[str], names: d
     lines = pc.binary_join_element_wise(*cells, ",") if cells else empty
     return LatentRows(path=path, snip_ids=table.column("snip_id").combine_chunks().cast(pa.string()),
                       columns=tuple(columns), lines=pc.cast(lines, pa.binary()), nan_rows=nan_rows,
-                      inf_rows=inf_rows, sources=tuple(s for _, s in read))
+                      inf_rows=inf_rows, odd_rows=np.zeros(n, bool), sources=tuple(s for _, s in read))
 
 
 def latent_table(snip_ids: Sequence[str], mu: np.ndarray, logvar: np.ndarray | None, mu_columns: Sequence[str],

@@ -33,7 +33,7 @@ from morphseq_stages.stages import StagePlan
 
 from . import declared, keys, manifest, parquet_store, paths
 from .csvtext import TextTable, read_table_columns
-from .index import LatentMatch, index_latents
+from .index import LatentMatch, index_latents, odd_rows_warning
 from .latents import LATENT_FORMATS, latent_file_name, parse_z
 from .options import Build06Options
 from .outputs import InputsNow, OutputPlan, nothing_to_merge, plan_outputs
@@ -365,8 +365,8 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     sources = {e: parquet_store.locate(store, e, opts.latent_format, opts.latents_root) for e in in_df02}
     latents = read_store({e: sources[e].path for e in in_df02}, opts.z_schema, opts.include_sigma)
     index, index_info = index_latents(latents, in_df02)
-    take, rules, non_finite = index.match_keys(row_keys, key_rules)
-    matching = LatentMatch(index=index, info=index_info, take=take, rules=rules, non_finite=non_finite)
+    take, rules, unusable = index.match_keys(row_keys, key_rules)
+    matching = LatentMatch(index=index, info=index_info, take=take, rules=rules, unusable=unusable)
     matched = matching.take >= 0
     found = {e: _images(opts, e) for e in in_df02}
     has_image = _has_image(row_keys, codes, [found[e][2] for e in in_df02])
@@ -398,6 +398,8 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     bad_rows = sum(int((r.nan_rows | r.inf_rows).sum()) for r in latents.rows.values())
     if bad_rows:
         predicted.append(f"{bad_rows} latent row(s) hold NaN or Inf and will be treated as missing")
+    if index_info["hygiene"]["rows_not_one_number"]:
+        predicted.append(odd_rows_warning(index_info["hygiene"], "will be left unembedded"))
     if opts.generate_only:  # no df03: what would be said of it does not apply
         outputs, out_warnings, predicted = declared.restrict(outputs), [], []
     for path in [o.path for o in outputs if o.action != "skip"] + [p.latent_path for p in exp_plans

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 
 import numpy as np
@@ -140,16 +141,29 @@ def test_other_libraries_warnings_and_log_records_become_json_events(capsys):
 
 CELLS = ["0.5", "-1.25e-05", "3E+07", "007", "-0", "nan", "NaN", "inf", "-inf", "Infinity", "", " 1", "1 ",
          "+1", ".5", "5.", "1.2.3", "1e", "e5", "--1", "-", "1e999", "1" * 40, "0x10", "1_0", "abc", "\uff11",
-         " inf", "-Infinity ", "\tnan"]
+         " inf", "-Infinity ", "\tnan", "0,5", "0.5\n", "\r1", "1;2", "0x1p4", "0.5\u00a0"]
 
 
-def _cell_by_cell(cells: list[str]) -> tuple[bool, bool, int]:
-    """(NaN row, Inf row, unparseable cells) of one latent row, each cell parsed on its own."""
-    from morphseq_build06.latents import _as_float
+def _cell_by_cell(cells: list[str]) -> tuple[bool, bool, bool, list[str]]:
+    """(NaN row, Inf row, a cell that is not one number, the cells df03 would hold) of one
+    latent row, each cell read on its own: a plain decimal or a NaN/Inf spelling, blanks
+    around it aside (then written as its shortest text)."""
+    import re
 
-    parsed = [_as_float(pa.array([c], pa.string())) for c in cells]
-    return (any(np.isnan(v[0]) for v, _ in parsed), any(np.isinf(v[0]) for v, _ in parsed),
-            sum(bad for _, bad in parsed))
+    from morphseq_build06.csvtext import float_text
+
+    values, odd, text = [], False, []
+    for c in cells:
+        s = c.strip(" \t")
+        number = re.fullmatch(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", s)
+        if s == "" or number or re.fullmatch(r"[-+]?(?:nan|inf|infinity)", s, re.IGNORECASE):
+            values.append(float(s) if s else math.nan)
+            text.append(float_text(np.array([float(s)])).to_pylist()[0].decode() if number and s != c else c)
+        else:
+            odd = True
+            text.append(c)
+    nan = any(math.isnan(v) for v in values)
+    return nan and not odd, any(math.isinf(v) for v in values) and not odd, odd, text
 
 
 def test_latent_rows_are_classified_as_a_cell_by_cell_parse_would(tmp_path):
@@ -159,15 +173,19 @@ def test_latent_rows_are_classified_as_a_cell_by_cell_parse_would(tmp_path):
     rows = [["0.1", "2.5", "-3e-4"]] + [[c, "1.0", "2"] for c in CELLS] + \
         [list(rng.choice(CELLS, 3)) for _ in range(200)]
     path = tmp_path / "morph_latents_x.csv"
-    quoted = [[f'"{c}"' if c != c.strip() else c for c in r] for r in rows]
-    path.write_text("snip_id,z_mu_00,z_mu_01,z_mu_02\n" + "".join(f"s{i},{','.join(r)}\n" for i, r in enumerate(quoted)))
+    quoted = [['"' + c + '"' if c != c.strip() or "," in c else c for c in r] for r in rows]
+    path.write_text("snip_id,z_mu_00,z_mu_01,z_mu_02\n" + "".join(f"s{i},{','.join(r)}\n" for i, r in enumerate(quoted)),
+                    newline="")
     cols = ("z_mu_00", "z_mu_01", "z_mu_02")
     got = read_latent_rows(path, cols, cols)
     want = [_cell_by_cell(r) for r in rows]
     assert got.nan_rows.tolist() == [w[0] for w in want]
     assert got.inf_rows.tolist() == [w[1] for w in want]
-    assert got.unparseable == sum(w[2] for w in want) > 0
-    assert got.lines.to_pylist() == [",".join(r).encode() for r in rows]  # the text as written
+    assert got.odd_rows.tolist() == [w[2] for w in want]
+    assert got.odd_rows.sum() > 0
+    usable = ~got.unusable
+    assert [ln for ln, u in zip(got.lines.to_pylist(), usable, strict=True) if u] == \
+        [",".join(w[3]).encode() for w, u in zip(want, usable, strict=True) if u]  # the text as written, or shortest
     assert not got.nan_rows[0] and not got.inf_rows[0]
 
 
