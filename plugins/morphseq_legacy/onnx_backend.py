@@ -1,17 +1,17 @@
 """Running the encoder through ONNX Runtime: exported once per model, cached, checked against torch.
 
-The export goes to ``$XDG_CACHE_HOME/morphseq-stages/onnx/<fingerprint>.onnx`` (default
-``~/.cache``), never beside the model. What the file was exported from (architecture,
-torch version, export format) is kept in its metadata: a file from another export is
-replaced. torch's latents on a fixed probe batch are kept there too, and every load checks
-ONNX Runtime's against them (a cached file that no longer gives them is exported again);
-a model that cannot be exported, or whose ONNX latents differ, runs on torch instead with
-the reason logged.
+The export goes to ``$XDG_CACHE_HOME/morphseq-stages/onnx/<weights sha256>.onnx`` (default
+``~/.cache``), never beside the model. What the file was exported from (the weights'
+sha256, architecture, torch version, export format) is kept in its metadata: a file from
+another export is replaced. Nothing in the cached file vouches for itself, though (anyone
+who can write the cache folder can put another model's export there, metadata and all):
+every load runs the model on torch and on ONNX Runtime over a probe batch drawn afresh,
+and a cached file whose latents differ from torch's is exported again. A model that cannot
+be exported, or whose ONNX latents differ, runs on torch instead with the reason logged.
 """
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import io
 import os
@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # both are imported when an export or a session is made
 log = structlog.get_logger()
 EXPORT_FORMAT = 1
 IDENTITY_KEY = "morphseq_export"
-PROBE_KEY = "morphseq_torch_probe"
 #: ONNX latents must equal torch's within this (absolute and relative) on the probe batch
 TOLERANCE = 1e-5
 
@@ -42,9 +41,9 @@ class ExportFailed(Exception):
     """The model cannot run on ONNX Runtime; the message says why."""
 
 
-def cache_path(fingerprint: str) -> Path:
+def cache_path(weights_sha256: str) -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "morphseq-stages" / "onnx" / f"{fingerprint}.onnx"
+    return Path(base) / "morphseq-stages" / "onnx" / f"{weights_sha256}.onnx"
 
 
 def choose_backend(asked: str, device: str) -> tuple[str, str]:
@@ -84,7 +83,6 @@ class OnnxEncoder:
         meta = session.get_modelmeta().custom_metadata_map
         self._idle[1].put(session)
         self.identity = meta.get(IDENTITY_KEY)
-        self.expected = meta.get(PROBE_KEY)
 
     def _session(self, threads: int) -> onnxruntime.InferenceSession:
         try:
@@ -109,32 +107,35 @@ class OnnxEncoder:
 
 
 def _probe(input_size: tuple[int, int, int]) -> np.ndarray:
-    return np.random.default_rng(0).random((2, *input_size), dtype=np.float32)
+    """Two images drawn afresh for each check: a cached file cannot be made to give the
+    right latents on a batch known in advance only."""
+    return np.random.default_rng().random((2, *input_size), dtype=np.float32)
 
 
-def _torch_probe(module: nn.Module, input_size: tuple[int, int, int]) -> str:
-    """torch's latents on the probe batch, as the text kept in the export's metadata."""
+def _torch_latents(module: nn.Module, images: np.ndarray) -> np.ndarray:
     import torch
 
     with torch.inference_mode():
-        mu, logvar = module(torch.from_numpy(_probe(input_size)))
-    return base64.b64encode(np.concatenate([mu.float().numpy(), logvar.float().numpy()], axis=1).tobytes()).decode()
+        mu, logvar = module(torch.from_numpy(images))
+    return np.concatenate([mu.float().numpy(), logvar.float().numpy()], axis=1)
 
 
-def _difference(encoder: OnnxEncoder, input_size: tuple[int, int, int]) -> float:
-    """Largest difference between ONNX Runtime's probe latents and torch's kept in the export,
-    scaled as ``TOLERANCE`` is (absolute near zero, relative above one)."""
-    got = np.concatenate(encoder(_probe(input_size), threads=1), axis=1)
-    want = np.frombuffer(base64.b64decode(encoder.expected or ""), np.float32)
-    if want.size != got.size:
+def _difference(encoder: OnnxEncoder, module: nn.Module, input_size: tuple[int, int, int]) -> float:
+    """Largest difference between ONNX Runtime's latents and torch's, computed now on a probe
+    batch, scaled as ``TOLERANCE`` is (absolute near zero, relative above one)."""
+    images = _probe(input_size)
+    try:
+        got = np.concatenate(encoder(images, threads=1), axis=1)
+    except Exception:  # a graph of another shape (another model's export) does not even run
         return float("inf")
-    want = want.reshape(got.shape)
+    want = _torch_latents(module, images)
+    if want.shape != got.shape:
+        return float("inf")
     return float(np.max(np.abs(got - want) / (1 + np.abs(want))))
 
 
 def export(module: nn.Module, input_size: tuple[int, int, int], identity: str) -> bytes:
-    """The module as ONNX bytes, batch size free, with ``identity`` and torch's probe latents
-    in its metadata.
+    """The module as ONNX bytes, batch size free, with ``identity`` in its metadata.
 
     The TorchScript exporter (``dynamo=False``) needs only the ``onnx`` package; torch's
     default dynamo exporter would also need onnxscript, for the same graph here.
@@ -159,12 +160,13 @@ def export(module: nn.Module, input_size: tuple[int, int, int], identity: str) -
     except Exception as exc:  # any exporter failure means: run on torch
         raise ExportFailed(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc)[:300]}") from None
     model = onnx.load_from_string(buf.getvalue())
-    onnx.helper.set_model_props(model, {IDENTITY_KEY: identity, PROBE_KEY: _torch_probe(module, input_size)})
+    onnx.helper.set_model_props(model, {IDENTITY_KEY: identity})
     return model.SerializeToString()
 
 
-def _cached(path: Path, identity: str, input_size: tuple[int, int, int]) -> OnnxEncoder | None:
-    """The cached export when it is from this model and exporter and still gives torch's probe latents."""
+def _cached(path: Path, identity: str, module: nn.Module, input_size: tuple[int, int, int]) -> OnnxEncoder | None:
+    """The cached export when it says it is from these weights and exporter, and gives torch's
+    latents on a probe batch now."""
     try:
         encoder = OnnxEncoder(path.read_bytes())
     except FileNotFoundError:
@@ -172,25 +174,31 @@ def _cached(path: Path, identity: str, input_size: tuple[int, int, int]) -> Onnx
     except Exception as exc:  # an unreadable or truncated cache file is exported again
         log.info("onnx.cache_unusable", path=str(path), error=f"{type(exc).__name__}: {str(exc)[:200]}")
         return None
-    if encoder.identity != identity or not _difference(encoder, input_size) <= TOLERANCE:
-        log.info("onnx.cache_unusable", path=str(path), error="exported from another model or exporter, or changed since")
+    if encoder.identity != identity:
+        log.info("onnx.cache_unusable", path=str(path), error="exported from other weights or by another exporter")
+        return None
+    diff = _difference(encoder, module, input_size)
+    if not diff <= TOLERANCE:
+        log.warning("onnx.cache_unusable", path=str(path),
+                    error=f"its latents differ from torch's by {diff:.1e}: not an export of these weights; exported again")
         return None
     return encoder
 
 
-def prepare(module: nn.Module, input_size: tuple[int, int, int], fingerprint: str, identity: str) -> OnnxEncoder:
-    """The ONNX encoder for ``module``: from the cache, else exported (and cached), checked
-    against torch on a fixed probe batch.
+def prepare(module: nn.Module, input_size: tuple[int, int, int], weights_sha256: str, identity: str) -> OnnxEncoder:
+    """The ONNX encoder for ``module`` (whose weights' sha256 is ``weights_sha256``): from the
+    cache, else exported (and cached), checked against torch on a probe batch either way.
 
     Raises :class:`ExportFailed` when the module cannot run on ONNX Runtime as it does on torch.
     """
-    path = cache_path(fingerprint)
-    encoder = _cached(path, identity, input_size)
+    path = cache_path(weights_sha256)
+    identity = f"weights sha256 {weights_sha256}; {identity}"
+    encoder = _cached(path, identity, module, input_size)
     if encoder is not None:
         return encoder
     data = export(module, input_size, identity)
     encoder = OnnxEncoder(data)
-    diff = _difference(encoder, input_size)
+    diff = _difference(encoder, module, input_size)
     if not diff <= TOLERANCE:
         raise ExportFailed(f"ONNX Runtime's latents differ from torch's by {diff:.1e} (more than {TOLERANCE:g})")
     try:
