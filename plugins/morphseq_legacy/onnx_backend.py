@@ -113,10 +113,17 @@ def _probe(input_size: tuple[int, int, int]) -> np.ndarray:
 
 
 def _torch_latents(module: nn.Module, images: np.ndarray) -> np.ndarray:
+    """torch's latents of the probe batch, on one thread: a run forked from a process whose
+    torch had started its thread pool hangs in a parallel region, and two images need none."""
     import torch
 
-    with torch.inference_mode():
-        mu, logvar = module(torch.from_numpy(images))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            mu, logvar = module(torch.from_numpy(images))
+    finally:
+        torch.set_num_threads(threads)
     return np.concatenate([mu.float().numpy(), logvar.float().numpy()], axis=1)
 
 
