@@ -9,6 +9,7 @@ from .world import Options, World
 
 @pytest.fixture
 def world(tmp_path):
+    pytest.importorskip("torch", reason="the model's world embeds with a legacy model (torch)")
     w = World(tmp_path, seed=16)
     w.append_experiment("20231207", 3)
     return w
