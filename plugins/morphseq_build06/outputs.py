@@ -263,8 +263,9 @@ def _sibling_of(outputs: list[OutputPlan]) -> Callable[..., OutputPlan]:
              made_with: Mapping[str, Any] | None = None) -> OutputPlan:
         base = "df03" if kind == "report" else kind.partition(".")[0]
         csv = next(o for o in outputs if o.kind == base and o.experiment == experiment)
-        if kind == "report" and csv.action == "skip" and csv.freshness.status != "current":
-            # the report describes df03 on disk, which this run's merge does not hold
+        if csv.action == "skip" and csv.freshness.status != "current":
+            # the CSV is kept as it is, and this run's merge does not hold its rows: a typed copy
+            # made from the merge would not match it, nor would a report describe df03 on disk
             return OutputPlan(kind=kind, path=path, action="skip", experiment=experiment, freshness=csv.freshness,
                               reason=f"kept with {csv.path.name}, which is {csv.freshness.describe().split(':')[0]}")
         if not path.exists():

@@ -38,8 +38,6 @@ def test_a_reembedding_into_the_same_bytes_leaves_df03_current(world):
     assert again.json["df03"]["status"] == "current", again.json["df03"]["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="formats.write_extras writes the typed copy from this run's merge beside a "
-                   "CSV kept out of date, and records it as made from that CSV: reported to seams")
 def test_a_typed_copy_beside_a_kept_df03_holds_its_rows(world):
     # found by the model: build06; remove a df02 row; build06 --formats csv,parquet (no
     # --overwrite): df03.csv is kept (out of date) but df03.parquet is written from the new
