@@ -36,7 +36,7 @@ from .inputs import ReadFile
 from .latents import parse_z
 from .merge import MergeResult
 from .outputs import OutputPlan
-from .plan import Build06Plan, recorded_coverage
+from .plan import Build06Plan, ExperimentPlan, recorded_coverage
 from .provenance import plain, run_facts, versions
 
 log = structlog.get_logger()
@@ -209,8 +209,17 @@ def _latent_files(plan: Build06Plan, only: set[str] | None = None) -> dict[str, 
                 "path": str(e.latent_path.resolve()), **read[e.experiment],
                 "model_fingerprint": entry.get("model_fingerprint") if entry else None,
                 "model_name": entry.get("model_name") if entry else None,
-                "origin": "manifest" if entry else "unknown origin (no manifest entry)"}
+                "origin": _origin(e, entry)}
     return out
+
+
+def _origin(experiment: ExperimentPlan, entry: dict[str, Any] | None) -> str:
+    """Where the model of a latent file is known from (see sources)."""
+    if experiment.left_out:
+        return f"not merged: {experiment.left_out}"
+    if experiment.changed_since_recorded:
+        return f"unknown origin (changed since {manifest.MANIFEST_NAME} recorded it)"
+    return "manifest" if entry else "unknown origin (no manifest entry)"
 
 
 def _provenance(plan: Build06Plan, merged: MergeResult, only: set[str] | None = None) -> dict[str, Any]:

@@ -147,6 +147,9 @@ def latent_z_columns(path: Path, schema: str = "auto", include_sigma: bool = Fal
     odd = [n for n in names if n.startswith(("z_mu_", "z_sigma_")) and parse_z(n) is None]
     if odd:
         raise UserError(f"latent file {path}: column {odd[0]!r} maps to no latent dimension")
+    repeated = [n for n in names if parse_z(n) and names.count(n) > 1]
+    if repeated:
+        raise UserError(f"latent file {path} repeats column {repeated[0]!r}")
     zcols = select_z_columns(names, schema, include_sigma)
     if not zcols:
         raise UserError(f"latent file {path} has no z columns for --z-schema {schema} (columns: {', '.join(names[:8])}...)")

@@ -50,8 +50,8 @@ def load_latents(plan: Build06Plan) -> tuple[StoreRead, LatentIndex, dict[str, A
     for exp in plan.experiments:
         if not exp.latent_path.exists():
             log.warning("latents.missing", path=str(exp.latent_path), experiment=exp.experiment)
-    read = read_store({e.experiment: e.latent_path for e in plan.experiments}, opts.z_schema, opts.include_sigma,
-                      previous=plan.latents)
+    read = read_store({e.experiment: e.latent_path for e in plan.experiments if not e.left_out}, opts.z_schema,
+                      opts.include_sigma, previous=plan.latents)
     index, info = plan.matching.index, plan.matching.info
     if read is not plan.latents:
         index, info = index_latents(read, [e.experiment for e in plan.experiments])
@@ -65,6 +65,7 @@ def row_reasons(plan: Build06Plan, take: np.ndarray, unusable: np.ndarray, gener
     reasons = np.full(len(plan.df02), "", dtype=object)
     with_file = set(plan.latents.rows)  # as the merge read them
     folders = {e.experiment: e.image_dir for e in plan.experiments}
+    left_out = {e.experiment: e.left_out for e in plan.experiments if e.left_out}
     recorded = [(str(p), err) for e in plan.experiments for p, err in e.unreadable]
     unreadable = {Path(p).stem: p for p, _ in [*recorded, *generated.unreadable_images]}
     missing = np.flatnonzero(take < 0)
@@ -78,6 +79,8 @@ def row_reasons(plan: Build06Plan, take: np.ndarray, unusable: np.ndarray, gener
             reasons[i] = f"no image at {folders[exp] / (key + '.jpg')}"
         elif key in unreadable:
             reasons[i] = f"unreadable image {unreadable[key]}"
+        elif exp in left_out:
+            reasons[i] = left_out[exp]
         elif exp not in with_file:
             reasons[i] = "no latent file"
         else:

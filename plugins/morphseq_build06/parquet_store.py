@@ -93,18 +93,39 @@ def check_names(names: Sequence[str], path: Path) -> None:
     odd = [n for n in names if n.startswith(("z_mu_", "z_sigma_")) and parse_z(n) is None]
     if odd:
         raise UserError(f"latent file {path}: column {odd[0]!r} maps to no latent dimension")
+    twice = [n for n in names if names.count(n) > 1]
+    if twice:
+        raise UserError(f"latent file {path} repeats column {twice[0]!r}")
     if not any(n.startswith("z_mu_") for n in names):
         raise UserError(f"latent file {path} has no z_mu_* columns")
 
 
 def header(path: Path) -> tuple[str, ...]:
-    """The columns of a Parquet latent file, or of the first readable shard of a folder."""
+    """The columns of a Parquet latent file, or of the first shard of a folder, whose every
+    shard must have the same z columns (else which one counts would depend on their order)."""
     files, _ = shards(path)
     if not files:
         raise UserError(f"no validated *{SHARD_SUFFIX} shard in {path}")
-    names = tuple(_schema(files[0]).names)
-    check_names(names, files[0])
-    return names
+    first: tuple[str, ...] = ()
+    for f in files:
+        names = tuple(_schema(f).names)
+        check_names(names, f)
+        if not first:
+            first = names
+        elif _z_names(names) != _z_names(first):
+            a, b = _z_names(first), _z_names(names)
+            raise UserError(f"the shards in {path} differ in their z columns: {files[0].relative_to(path)} has "
+                            f"{len(a)} ({_differ(a, b)}), {f.relative_to(path)} has {len(b)} ({_differ(b, a)})")
+    return first
+
+
+def _z_names(names: Sequence[str]) -> set[str]:
+    return {n for n in names if n.startswith(("z_mu_", "z_sigma_"))}
+
+
+def _differ(mine: set[str], theirs: set[str]) -> str:
+    only = sorted(mine - theirs)
+    return f"{', '.join(only[:3])}{' ...' if len(only) > 3 else ''} only there" if only else "no others"
 
 
 def _read(path: Path, columns: Sequence[str]) -> tuple[pa.Table | None, ReadFile]:
@@ -132,20 +153,21 @@ def _read(path: Path, columns: Sequence[str]) -> tuple[pa.Table | None, ReadFile
     return table.select(["snip_id", *columns]), source
 
 
-def models_in(path: Path) -> list[str]:
-    """The model names a Parquet latent file (or folder of shards) records in its rows; []
-    for a CSV file, which records none."""
+def models_by_file(path: Path) -> dict[Path, list[str]]:
+    """The model names each Parquet latent file (each shard of a folder) records in its
+    rows; {} for a CSV file, which records none."""
     import pyarrow.parquet as pq
 
     if not is_parquet(path):
-        return []
-    names: set[str] = set()
+        return {}
+    found = {}
     for f in shards(path)[0]:
         try:
-            names.update(str(v) for v in pc.unique(pq.read_table(f, columns=[MODEL_COLUMN]).column(0)).to_pylist())
+            column = pq.read_table(f, columns=[MODEL_COLUMN]).column(0)
         except (OSError, KeyError, pa.ArrowInvalid):
             continue  # reading the file for the merge names what is wrong with it
-    return sorted(names)
+        found[f] = sorted(str(v) for v in pc.unique(column).drop_null().to_pylist())
+    return found
 
 
 def validate(table: pa.Table, path: Path) -> None:

@@ -27,7 +27,7 @@ import structlog
 
 from morphseq_stages.embedders import EmbedderRequest, ModelInfo, ModelUnavailable
 from morphseq_stages.errors import StrictFailure, UserError
-from morphseq_stages.files import JOURNAL, check_safe_id, check_writable, sha256_file
+from morphseq_stages.files import JOURNAL, check_safe_id, check_writable
 from morphseq_stages.registry import Provider, Registry
 from morphseq_stages.stages import StagePlan
 
@@ -37,6 +37,7 @@ from .index import LatentMatch, index_latents, odd_rows_warning
 from .latents import LATENT_FORMATS, latent_file_name, parse_z
 from .options import Build06Options
 from .outputs import InputsNow, OutputPlan, nothing_to_merge, plan_outputs
+from .sources import changed_since_recorded, check_sources
 from .store import StoreRead, read_store
 
 log = structlog.get_logger()
@@ -69,6 +70,8 @@ class ExperimentPlan:
     action: ExperimentAction
     reason: str
     source_note: str = ""  # which latent file is read and why, when there was a choice
+    left_out: str = ""  # why its latent file is not merged (another model's, other z columns; see sources)
+    changed_since_recorded: bool = False  # a store file whose sha256 is not the manifest's
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,7 +83,7 @@ class ExperimentPlan:
             "images_unreadable": len(self.unreadable),
             "recorded_model": self.recorded_model, "recorded_model_name": self.recorded_name,
             "unknown_origin": self.unknown_origin, "stale": self.stale, "action": self.action,
-            "reason": self.reason, "source": self.source_note,
+            "reason": self.reason, "source": self.source_note, "left_out": self.left_out or None,
         }
 
 
@@ -363,19 +366,24 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     store = paths.store(opts.data_root, opts.embedder, model.name)
     row_keys, key_rules = keys.normalise(cols["snip_id"])
     sources = {e: parquet_store.locate(store, e, opts.latent_format, opts.latents_root) for e in in_df02}
-    latents = read_store({e: sources[e].path for e in in_df02}, opts.z_schema, opts.include_sigma)
+    store_record, broken = manifest.read(store / manifest.MANIFEST_NAME)
+    recorded = store_record["files"]
+    check = check_sources(sources, recorded, model.name, model.fingerprint, opts.z_schema, opts.include_sigma)
+    latents = read_store({e: sources[e].path for e in in_df02 if e not in check.left_out}, opts.z_schema,
+                         opts.include_sigma)
+    changed = changed_since_recorded(sources, recorded, latents)
     index, index_info = index_latents(latents, in_df02)
     take, rules, unusable = index.match_keys(row_keys, key_rules)
     matching = LatentMatch(index=index, info=index_info, take=take, rules=rules, unusable=unusable)
     matched = matching.take >= 0
     found = {e: _images(opts, e) for e in in_df02}
     has_image = _has_image(row_keys, codes, [found[e][2] for e in in_df02])
-    store_record, broken = manifest.read(store / manifest.MANIFEST_NAME)
-    recorded = store_record["files"]
     exp_plans = [
-        _plan_experiment(opts, e, e in selected, sources[e], found[e], recorded.get(sources[e].path.name), model,
-                         latents.keys[e][0] if e in latents.keys else None, codes == k, matched, has_image,
-                         manifest.unreadable(store_record, e))
+        attrs.evolve(
+            _plan_experiment(opts, e, e in selected, sources[e], found[e], recorded.get(sources[e].path.name), model,
+                             latents.keys[e][0] if e in latents.keys else None, codes == k, matched, has_image,
+                             manifest.unreadable(store_record, e), check.left_out.get(e, "")),
+            changed_since_recorded=e in changed)
         for k, e in enumerate(in_df02)
     ]
     unreadable_rows = _has_image(row_keys, codes, [[p for p, _ in e.unreadable] for e in exp_plans]) & ~matched
@@ -386,7 +394,8 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
                         "unknown origin, and the next run that writes the store starts a new manifest")
     warnings += _model_warnings(model_error, store, any(p.action in GENERATING for p in exp_plans),
                                opts.latents_root)
-    warnings += _experiment_warnings(opts, exp_plans, model.name)
+    warnings += list(check.warnings) + [changed[e] for e in in_df02 if e in changed]
+    warnings += _experiment_warnings(opts, exp_plans)
     warnings += [parquet_store.skip_reason(p) or f"{p} skipped" for src in sources.values() for p in src.skipped]
     if unknown_flags:
         warnings.append(f"{unknown_flags} use_embryo_flag value(s) are not true/false; treated as false")
@@ -429,9 +438,13 @@ def _note_interrupted_commits(folders: Collection[Path]) -> None:
 
 
 def settle(plan: Build06Plan, written: Collection[str]) -> Build06Plan:
-    """The plan as generation left the disk: an experiment whose latent file this run meant
-    to write but did not (no image could be read, a refused top-up) is read as it is, and
-    every output is judged again from the files on disk, not from what the run meant to do."""
+    """The plan as generation left the disk: a latent file this run wrote is this model's
+    (merged, whatever the file it replaced was); an experiment whose latent file this run
+    meant to write but did not (no image could be read, a refused top-up) is read as it is,
+    and every output is judged again from the files on disk, not from what the run meant to do."""
+    if any(e.left_out and str(e.latent_path) in written for e in plan.experiments):
+        plan = attrs.evolve(plan, experiments=tuple(
+            attrs.evolve(e, left_out="") if str(e.latent_path) in written else e for e in plan.experiments))
     missed = {e.experiment for e in plan.experiments if e.action in GENERATING and str(e.latent_path) not in written}
     if not missed:
         return plan
@@ -462,7 +475,7 @@ def _judged(plan: Build06Plan, exps: tuple[ExperimentPlan, ...]) -> Build06Plan:
                         warnings=tuple(kept + out_warnings), output_warnings=tuple(out_warnings))
 
 
-def _experiment_warnings(opts: Build06Options, plans: list[ExperimentPlan], model_name: str) -> list[str]:
+def _experiment_warnings(opts: Build06Options, plans: list[ExperimentPlan]) -> list[str]:
     warnings = []
     missing = [p for p in plans if p.action == "missing"]
     if opts.generate_only:  # no df03 is written; the other experiments are other jobs' work
@@ -476,27 +489,18 @@ def _experiment_warnings(opts: Build06Options, plans: list[ExperimentPlan], mode
         consequence = ("none generated by this run (--generate-only)" if opts.generate_only
                        else "nothing to merge" if nothing_to_merge(plans) else "df03 will lack their embeddings")
         warnings.append(f"no latent file for {names}; {consequence}")
-    for p in plans:
-        if p.stale:
-            warnings.append(f"{p.latent_path.name} was written by another model ({p.recorded_name or p.recorded_model})"
-                            "; pass --overwrite-latents to re-embed it with this one")
-    return warnings + _unknown_origin(plans, model_name)
+    _log_unknown_origin(plans)
+    return warnings
 
 
-def _unknown_origin(plans: list[ExperimentPlan], model_name: str) -> list[str]:
+def _log_unknown_origin(plans: list[ExperimentPlan]) -> None:
     """Latent files with no manifest entry (a store written before the manifest, or by hand)
-    are merged, and logged once; a warning only for those whose rows name another model."""
-    unknown = [p for p in plans if p.unknown_origin]
-    others = {p.latent_path.name: [m for m in parquet_store.models_in(p.latent_path) if m != model_name]
-              for p in unknown}
-    origin = [p.latent_path.name for p in unknown if not others[p.latent_path.name]]
+    whose rows name no other model (see sources) are merged, and logged once."""
+    origin = [p.latent_path.name for p in plans if p.unknown_origin and not p.left_out]
     if origin:
         log.warning("latents.unknown_origin", files=origin,
                     message=f"{len(origin)} latent file(s) of unknown origin (no entry in {manifest.MANIFEST_NAME}), "
                             f"merged as this model's: {', '.join(origin[:10])}{' ...' if len(origin) > 10 else ''}")
-    return [f"{name} has no entry in {manifest.MANIFEST_NAME} and its rows name model {' and '.join(map(repr, names))}, "
-            f"not {model_name!r}; pass --overwrite-latents to re-embed it with this one"
-            for name, names in others.items() if names]
 
 
 def _why_missing(p: ExperimentPlan) -> str:
@@ -587,23 +591,21 @@ def predict(opts: Build06Options, plans: list[ExperimentPlan], codes: np.ndarray
 def _plan_experiment(opts: Build06Options, experiment: str, selected: bool, source: parquet_store.LatentSource,
                      found: tuple[Path | None, Path, list[Path]], record: dict[str, Any] | None,
                      model: ModelInfo | MissingModel, file_keys: pa.Array | None, rows_mask: np.ndarray,
-                     matched: np.ndarray, has_image: np.ndarray, known_bad: dict[str, dict[str, Any]]
-                     ) -> ExperimentPlan:
+                     matched: np.ndarray, has_image: np.ndarray, known_bad: dict[str, dict[str, Any]],
+                     left_out: str = "") -> ExperimentPlan:
     snip_dir, image_dir, all_images = found
     bad = tuple((p, str(known_bad[p.name].get("error", ""))) for p in all_images
                 if manifest.still_unreadable(p, known_bad.get(p.name)))
     bad_paths = {p for p, _ in bad}
     images = [p for p in all_images if p not in bad_paths]
     latent_path = source.path
-    exists = file_keys is not None
+    exists = file_keys is not None or bool(left_out)
     latent_keys = set(file_keys.to_pylist()) if file_keys is not None else set()
     image_keys = keys.normalise(pa.array([p.name for p in images], pa.string()))[0].to_pylist()
     new_images = tuple(p for p, k in zip(images, image_keys, strict=True) if k not in latent_keys)
     recorded_model = record.get("model_fingerprint") if record else None
     stale = bool(exists and recorded_model and model.fingerprint and recorded_model != model.fingerprint)
-    if record and exists and latent_path.is_file() and record.get("sha256") and record["sha256"] != sha256_file(latent_path):
-        log.warning("latents.changed_since_recorded", experiment=experiment, path=str(latent_path))
-    action, reason, todo = _action(opts, selected, source.writable, exists, stale, images, new_images)
+    action, reason, todo = _action(opts, selected, source.writable, exists, left_out, images, new_images)
     if bad:
         reason = reason.removesuffix(" and no snip images") + (f"; {len(bad)} snip image(s) could not be read by an earlier run (listed in "
                    f"{manifest.MANIFEST_NAME}), not tried again until they change")
@@ -615,6 +617,7 @@ def _plan_experiment(opts: Build06Options, experiment: str, selected: bool, sour
     return ExperimentPlan(
         experiment=experiment, selected=selected, df02_rows=int(rows_mask.sum()), latent_path=latent_path,
         latent_exists=exists, latent_rows=len(file_keys) if file_keys is not None else None, snip_dir=snip_dir,
+        left_out=left_out,
         image_dir=image_dir, snip_images=len(all_images) if snip_dir else None,
         rows_without_latent=int((rows_mask & ~matched).sum()), rows_without_image=int((rows_mask & ~has_image).sum()),
         to_embed=todo, unreadable=bad, recorded_model=recorded_model, recorded_name=record.get("model_name") if record else None,
@@ -622,9 +625,10 @@ def _plan_experiment(opts: Build06Options, experiment: str, selected: bool, sour
     )
 
 
-def _action(opts: Build06Options, selected: bool, writable: bool, exists: bool, stale: bool, images: list[Path],
+def _action(opts: Build06Options, selected: bool, writable: bool, exists: bool, left_out: str, images: list[Path],
             new_images: tuple[Path, ...]) -> tuple[ExperimentAction, str, tuple[Path, ...]]:
-    """What to do with one experiment's latent file; only a selected one in the store is ever written."""
+    """What to do with one experiment's latent file; only a selected one in the store is ever
+    written, and one left out of the merge (another model's) only re-embedded, never topped up."""
     gen = selected and writable and (opts.generate_missing_latents or opts.overwrite_latents)
     aside = "" if selected else " (not selected by --experiments)"
     if not exists:
@@ -633,8 +637,9 @@ def _action(opts: Build06Options, selected: bool, writable: bool, exists: bool, 
         return "missing", "no latent file" + (" and no snip images" if gen else aside), ()
     if gen and opts.overwrite_latents and images:
         return "regenerate", "--overwrite-latents", tuple(images)
-    if stale:
-        return "read", "written by another model; pass --overwrite-latents to re-embed it", ()
+    if left_out:
+        hint = "; pass --overwrite-latents to re-embed it" if writable else ""
+        return "read", f"not merged: {left_out}{hint}", ()
     if new_images and gen:
         return "top-up", f"{len(new_images)} snip(s) without a latent row", new_images
     if new_images:

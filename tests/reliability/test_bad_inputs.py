@@ -167,6 +167,7 @@ def args(*extra: str) -> Callable:
 
 DF = ("root", "metadata", "combined_metadata_files")
 LONG = "2024" + "x" * 240
+Z4 = b"snip_id,z_mu_00,z_mu_01,z_mu_02,z_mu_03\n"  # the scenario's dimensions: the file is read, not left out
 CASES = [
     # df02
     Case("df02 missing", lambda s, _: s.df02.unlink(), "df02 not found"),
@@ -202,11 +203,11 @@ CASES = [
     Case("latent file without snip_id", latent_bytes(b"id,z_mu_00\nx,1\n"), "has no snip_id column"),
     Case("latent file without z columns", latent_bytes(b"snip_id,foo\n20231207_A01_e00_t0000,1\n"), "has no z columns"),
     Case("latent file empty", latent_bytes(b""), "is empty"),
-    Case("latent file ragged", latent_bytes(b"snip_id,z_mu_00\n20231207_A01_e00_t0000,1,2,3\n"),
+    Case("latent file ragged", latent_bytes(Z4 + b"20231207_A01_e00_t0000,1,2,3,4,5\n"),
          "cannot parse latent file"),
-    Case("latent z cell not utf-8", latent_bytes(b"snip_id,z_mu_00\n20231207_A01_e00_t0000,1.\xff5\n"),
+    Case("latent z cell not utf-8", latent_bytes(Z4 + b"20231207_A01_e00_t0000,1,2,3,1.\xff5\n"),
          "cannot parse latent file"),
-    Case("latent snip_id not utf-8", latent_bytes(b"snip_id,z_mu_00\n20231207_A01_e00_t\xff000,1.5\n"),
+    Case("latent snip_id not utf-8", latent_bytes(Z4 + b"20231207_A01_e00_t\xff000,1,2,3,1.5\n"),
          "cannot parse latent file"),
     Case("latent z column that maps to no dimension", latent_bytes(b"snip_id,z_mu_x\nx,1\n"), "maps to no latent dimension"),
     Case("latent file is a fifo", latent_special("fifo"), "morph_latents_20231207.csv"),

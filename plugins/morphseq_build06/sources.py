@@ -1,0 +1,113 @@
+"""One check of every latent source before it is merged: the model that wrote it, and its
+z columns (SPEC §12, "one model per df03").
+
+A source is a store file (CSV or Parquet), a lab merged file or a folder of lab shards.
+Its model is what the manifest records for it (store files: the model's fingerprint, and
+the sha256 of the file it recorded) and what its rows name (each Parquet file's
+``embedding_model_name``); its z schema is the set of dimensions its z columns name. A
+source of another model, or with other dimensions than the run's (those most sources
+share), is left out of the merge: a warning names it, and its rows stay unembedded with
+the reason. A store file changed since the manifest recorded it is named in a warning and
+read as of unknown origin.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from morphseq_stages.files import sha256_file
+
+from . import manifest, parquet_store
+from .latents import dimension_key, latent_z_columns
+from .store import StoreRead
+
+OVERWRITE_HINT = "pass --overwrite-latents to re-embed it with this one"
+
+
+@attrs.frozen(kw_only=True)
+class SourceCheck:
+    left_out: Mapping[str, str]  # experiment -> why its latent file is not merged (its rows' reason)
+    warnings: tuple[str, ...]
+
+
+def check_sources(sources: Mapping[str, parquet_store.LatentSource], records: Mapping[str, Any],
+                  model_name: str, fingerprint: str | None, schema: str, include_sigma: bool) -> SourceCheck:
+    """Check the model and the z columns of the sources that exist (before they are read);
+    ``records``: the manifest's entries by file name."""
+    left_out: dict[str, str] = {}
+    warnings: list[str] = []
+    present = {e: s for e, s in sources.items() if s.path.is_file() or s.path.is_dir()}
+    for e, source in present.items():
+        record = records.get(source.path.name) if source.writable else None
+        why = _other_model(source, record, model_name, fingerprint)
+        if why:
+            left_out[e] = f"latent file of another model ({why[0]})"
+            hint = f"; {OVERWRITE_HINT}" if source.writable else ""
+            warnings.append(f"{source.path} {why[1]}, not this run's {model_name!r}{_fp(fingerprint)}: "
+                            f"its rows are not merged{hint}")
+    dims = {e: frozenset(dimension_key(c) for c in latent_z_columns(s.path, schema, include_sigma))
+            for e, s in present.items() if e not in left_out}
+    if len(set(dims.values())) > 1:
+        counts = Counter(dims.values())
+        run = max(counts, key=lambda d: (counts[d], -list(dims.values()).index(d)))
+        for e, d in dims.items():
+            if d != run:
+                left_out[e] = f"latent file with other z columns than the run's ({_describe(d)})"
+                warnings.append(f"{present[e].path} has z columns for {_describe(d)}, where the other latent files "
+                                f"have {_describe(run)}: its rows are not merged")
+    return SourceCheck(left_out=left_out, warnings=tuple(warnings))
+
+
+def changed_since_recorded(sources: Mapping[str, parquet_store.LatentSource], records: Mapping[str, Any],
+                           read: StoreRead) -> dict[str, str]:
+    """experiment -> a warning, for each store file read whose sha256 (of the bytes read) is
+    not the one its manifest entry records."""
+    out = {}
+    for e, source in sources.items():
+        record = records.get(source.path.name) if source.writable else None
+        if e not in read.rows or not record or not record.get("sha256") or not source.path.is_file():
+            continue
+        files = read.rows[e].sources
+        sha = files[0].sha256 if len(files) == 1 else sha256_file(source.path)
+        if record["sha256"] != sha:
+            out[e] = (f"{source.path} changed since {manifest.MANIFEST_NAME} recorded it (its sha256 differs): "
+                      "merged as of unknown origin")
+    return out
+
+
+def _fp(fingerprint: str | None) -> str:
+    return f" (weights {fingerprint[:12]})" if fingerprint else ""
+
+
+def _other_model(source: parquet_store.LatentSource, record: Mapping[str, Any] | None, model_name: str,
+                 fingerprint: str | None) -> tuple[str, str] | None:
+    """(the other model, in a few words; what says so) when the source is another model's."""
+    recorded = record.get("model_fingerprint") if record else None
+    if record and recorded and fingerprint and recorded != fingerprint:
+        who = record.get("model_name") or "unnamed"
+        return (f"{who!r}, weights {str(recorded)[:12]}",
+                f"was written by another model, {who!r} (weights {str(recorded)[:12]}, says {manifest.MANIFEST_NAME})")
+    for path, names in parquet_store.models_by_file(source.path).items():
+        others = [n for n in names if n != model_name]
+        if others:
+            where = "" if path == source.path else f" (shard {path.name})"
+            shown = " and ".join(map(repr, others))
+            return shown, f"names another model, {shown}, in its rows{where}"
+    return None
+
+
+def _describe(dims: frozenset[tuple[str, int] | None]) -> str:
+    """``{("mu", 0), ..., ("sigma", 3)}`` -> "4 dimensions (mu 0-3, sigma 0-3)"."""
+    parts = []
+    for kind in ("mu", "sigma"):
+        found = sorted(d[1] for d in dims if d is not None and d[0] == kind)
+        if found:
+            span = f"{found[0]}-{found[-1]}" if found == list(range(found[0], found[-1] + 1)) else \
+                ",".join(map(str, found[:6])) + ("..." if len(found) > 6 else "")
+            parts.append(f"{kind} {span}")
+    n = len({d[1] for d in dims if d is not None})
+    return f"{n} dimension{'s' * (n != 1)} ({', '.join(parts)})"
