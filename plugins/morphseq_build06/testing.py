@@ -120,7 +120,7 @@ def spoil_snip(path: Path, how: BadSnip, seed: int = 0) -> None:
         atomic_write(path, lambda fh: fh.write(data[: len(data) // 3]))
         return
     if how == "off-centre":
-        corner = (rng.choice([0.08, 0.92]), rng.choice([0.1, 0.9]))
+        corner = (float(rng.choice([0.08, 0.92])), float(rng.choice([0.1, 0.9])))
         img = snip_image(seed, size, centre=corner)
     elif how == "noise":
         img = Image.fromarray(rng.integers(0, 256, (size[1], size[0]), dtype=np.uint8), mode="L")
