@@ -7,14 +7,18 @@ because a first-party plugin changed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +102,46 @@ def tree_digest(*folders: Path) -> dict[str, str]:
         for p in sorted(Path(folder).rglob("*")):
             out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
     return out
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """``folder`` on a size-limited tmpfs of its own, holding what it held (a full disk to
+    test against); skips where a tmpfs cannot be mounted (not root, not Linux)."""
+    if os.geteuid() != 0 or sys.platform != "linux":
+        pytest.skip("mounting a size-limited tmpfs needs root on Linux")
+    folder.mkdir(parents=True, exist_ok=True)
+    aside = folder.with_name(folder.name + ".aside")
+    shutil.move(folder, aside)
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        shutil.rmtree(folder)
+        shutil.move(aside, folder)
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        for f in aside.iterdir():
+            shutil.copy2(f, folder / f.name)
+        shutil.rmtree(aside)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill_disk(folder: Path, leave_pages: int) -> Path:
+    """Fill ``folder``'s disk, then free ``leave_pages`` pages of 4 KiB; returns the filler file."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    os.truncate(filler, (filler.stat().st_size // 4096 - leave_pages) * 4096)
+    return filler
 
 
 def run_without_torch(body: str) -> subprocess.CompletedProcess:

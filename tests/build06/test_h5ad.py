@@ -3,12 +3,7 @@ a full disk, and the rows scanpy can use (issue #16 items 1 and 8, #17 item 6)."
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import shutil
-import subprocess
-import sys
 import types
 from pathlib import Path
 
@@ -16,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tree_digest
+from conftest import fill_disk, small_tmpfs, tree_digest
 
 anndata = pytest.importorskip("anndata", reason="the h5ad output needs the [anndata] extra")
 
@@ -144,24 +139,8 @@ def test_obs_marks_embedded_rows_and_the_readme_lines_select_them(synth, cli, mo
 @pytest.fixture
 def small_disk(synth):
     """df03's folder on a 1 MB tmpfs of its own."""
-    if os.geteuid() != 0 or sys.platform != "linux":
-        pytest.skip("mounting a size-limited tmpfs needs root on Linux")
-    folder = synth.df02.parent
-    aside = folder.with_name("aside")
-    shutil.move(folder, aside)
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        shutil.rmtree(folder)
-        shutil.move(aside, folder)
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        for f in aside.iterdir():
-            shutil.copy2(f, folder / f.name)
+    with small_tmpfs(synth.df02.parent, "1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_a_full_disk_while_writing_the_h5ad_is_exit_2_and_nothing_half_written(synth, cli, small_disk):
@@ -171,17 +150,8 @@ def test_a_full_disk_while_writing_the_h5ad_is_exit_2_and_nothing_half_written(s
     code, _, err = build06(cli, synth)  # df03.csv alone, to know its size
     assert code == 0, err
     room = df03(synth.root).stat().st_size
-    filler = small_disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
     # room for the new df03.csv and its small companions, not for the h5ad (about as big)
-    os.truncate(filler, filler.stat().st_size - (room // 4096 + 12) * 4096)
+    filler = fill_disk(small_disk, leave_pages=room // 4096 + 12)
     before = tree_digest(synth.root)
     code, _, err = build06(cli, synth, "--formats", "csv,h5ad")
     lines = [line for line in err.splitlines() if not line.startswith("{")]

@@ -3,61 +3,27 @@
 
 from __future__ import annotations
 
-import errno
-import os
-import shutil
 import subprocess
 
 import pytest
 
 from . import scenario
-from conftest import tree_digest
+from conftest import fill_disk, small_tmpfs, tree_digest
 
 
 @pytest.fixture
 def df03_disk(tmp_path):
     """A root whose df03 folder is a 1 MB tmpfs of its own, holding a previous run's outputs."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-limited tmpfs needs root")
     synth = scenario.merge_root(tmp_path)
-    folder = synth.df02.parent
     assert scenario.run_cli(scenario.args(synth, "--export-analysis-copies")).returncode == 0
     scenario.add_rows(synth, latents=True, images=False)  # the next run's outputs all differ
-    aside = tmp_path / "aside"
-    shutil.move(folder, aside)
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        shutil.rmtree(folder)
-        shutil.move(aside, folder)
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        for f in aside.iterdir():
-            shutil.copy2(f, folder / f.name)
-        shutil.rmtree(aside)
+    with small_tmpfs(synth.df02.parent, "1m") as folder:
         yield synth, folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def _fill(folder, leave_pages: int) -> None:
-    """Fill the disk, then free ``leave_pages`` pages: room for the lock, not for df03."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    os.truncate(filler, (filler.stat().st_size // 4096 - leave_pages) * 4096)
 
 
 def test_a_full_disk_under_df03_is_one_line_and_changes_nothing(df03_disk, tmp_path, cli):
     synth, folder = df03_disk
-    _fill(folder, leave_pages=2)
+    fill_disk(folder, leave_pages=2)
     before = tree_digest(tmp_path)
     code, _, err = cli(*scenario.args(synth, "--overwrite", "--export-analysis-copies"))
     plain = [line for line in err.splitlines() if not line.startswith("{")]

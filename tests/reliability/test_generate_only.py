@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import subprocess
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +12,7 @@ from morphseq_build06 import declared
 from morphseq_build06 import generate as generate_mod
 
 from . import scenario
-from conftest import read_rows, tree_digest
+from conftest import fill_disk, read_rows, small_tmpfs, tree_digest
 
 EXP = "20231207"
 
@@ -104,32 +101,9 @@ def test_a_zero_row_parquet_shard_is_named_not_misread(tmp_path, cli):
 def store_disk(tmp_path):
     """A model root whose latent store is a small tmpfs of its own."""
     pytest.importorskip("torch")
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-limited tmpfs needs root")
     synth = scenario.model_root(tmp_path)
-    store = synth.latent_dir(scenario.MODEL)
-    store.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(store)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(synth.latent_dir(scenario.MODEL), "64k") as store:
         yield synth, store
-    finally:
-        subprocess.run(["umount", "-l", str(store)], check=False)
-
-
-def _fill(folder, leave_pages: int) -> None:
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    os.truncate(filler, (filler.stat().st_size // 4096 - leave_pages) * 4096)
 
 
 def test_a_full_disk_while_generating_names_the_file_and_writes_nothing_half(store_disk, tmp_path, cli):
@@ -137,7 +111,7 @@ def test_a_full_disk_while_generating_names_the_file_and_writes_nothing_half(sto
     argv = scenario.args(synth, "--generate-only", "--generate-missing-latents", "--experiments", EXP,
                          "--workers", "1")
     for leave in range(5):  # room for less and less of the set: the lock, the latent file, the manifest, its journal
-        _fill(store, leave)
+        fill_disk(store, leave)
         before = tree_digest(tmp_path)
         code, _, err = cli(*argv)
         plain = [line for line in err.splitlines() if not line.startswith("{")]
