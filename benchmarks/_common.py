@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 
 def peak_rss_mb() -> float:
@@ -32,3 +35,13 @@ def table(rows: list[tuple], header: tuple) -> str:
     cells = [header, *rows]
     widths = [max(len(str(r[i])) for r in cells) for i in range(len(header))]
     return "\n".join("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
+
+
+def workload_args(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark shares: the merge benchmark's pipeline root, and how often to run."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--rows", type=int, default=200_000)
+    p.add_argument("--experiments", type=int, default=40)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "morphseq-bench-merge")
+    return p

@@ -12,14 +12,12 @@ with each format's time as a ratio of the CSV's.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from ._common import median, peak_rss_mb, run_child, table
+from ._common import median, peak_rss_mb, run_child, table, workload_args
 from .merge import build
 
 FORMATS = ("csv", "parquet", "h5ad")
@@ -58,11 +56,7 @@ def child(fmt: str, base: Path) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=200_000)
-    p.add_argument("--experiments", type=int, default=40)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "morphseq-bench-merge")
+    p = workload_args(__doc__)
     p.add_argument("--child", choices=FORMATS)
     a = p.parse_args()
     base = a.dir / f"rows{a.rows}"

@@ -13,7 +13,6 @@ the same values.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import median, peak_rss_mb, run_child, table
+from ._common import median, peak_rss_mb, run_child, table, workload_args
 
 MODEL = "20241107_ds_sweep01_optimum"
 
@@ -141,11 +140,7 @@ def check_same(base: Path) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=200_000)
-    p.add_argument("--experiments", type=int, default=40)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "morphseq-bench-merge")
+    p = workload_args(__doc__)
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--child", choices=("baseline", "ours"))
     a = p.parse_args()

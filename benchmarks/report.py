@@ -16,14 +16,13 @@ Target: under 30 s on a 2-core machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from ._common import median, peak_rss_mb, run_child, table
+from ._common import median, peak_rss_mb, run_child, table, workload_args
 from .merge import MODEL, build
 
 REPORT = "embryo_metadata_df03_report.html"
@@ -81,11 +80,7 @@ def child(which: str, base: Path) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=200_000)
-    p.add_argument("--experiments", type=int, default=40)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "morphseq-bench-merge")
+    p = workload_args(__doc__)
     p.add_argument("--child", choices=("df03", "plain", "report"))
     a = p.parse_args()
     base = a.dir / f"rows{a.rows}"
