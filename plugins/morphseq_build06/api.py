@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 
     from morphseq_stages import Host, RunResult
 
+    from .declared import Build06StagePlan
     from .index import LatentIndex
-    from .plan import Build06Plan
 
 __all__ = [
     "OutputExists",
@@ -70,7 +70,7 @@ class PlannedRun(dict[str, Any]):
     (``df03``, ``df03_status``, ``experiments``, ``outputs``, ``reads``, ``writes``,
     ``warnings``, ...), shown in a notebook or by ``print`` as the console's plan table."""
 
-    def __init__(self, plan: Build06Plan) -> None:
+    def __init__(self, plan: Build06StagePlan) -> None:
         super().__init__(json.loads(json.dumps(plan.as_dict(), default=str)))
         self.text = plan.render()
 
@@ -109,10 +109,10 @@ def _run(options: Mapping[str, Any], *, dry_run: bool = False) -> RunResult:
     return run_stage(_host(), STAGE, {k: v for k, v in options.items() if v is not None}, dry_run=dry_run)
 
 
-def _plan_of(result: RunResult) -> Build06Plan:
-    from .plan import Build06Plan
+def _plan_of(result: RunResult) -> Build06StagePlan:
+    from .declared import Build06StagePlan
 
-    if not isinstance(result.plan, Build06Plan):
+    if not isinstance(result.plan, Build06StagePlan):
         raise TypeError(f"the build06 plan phase returned a {type(result.plan).__name__}")
     return result.plan
 

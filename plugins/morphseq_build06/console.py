@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .plan import GENERATING, in_memory_prefix
-
-if TYPE_CHECKING:
-    from .plan import Build06Plan
+from .coverage import in_memory_prefix
+from .plan import Build06Plan
 
 
 def _pct(v: float | None) -> str:
@@ -27,7 +25,7 @@ def render_plan(plan: Build06Plan) -> str:
                      "-" if e.snip_images is None else str(e.snip_images), str(e.rows_without_image),
                      "-" if e.latent_rows is None else str(e.latent_rows), str(len(e.to_embed)), e.action, e.reason))
     selected = "all" if len(plan.selected) == len(plan.experiments) else ", ".join(plan.selected)
-    df03 = plan.output("df03")
+    df03 = plan.df03
     lines = [f"Build06 plan: {plan.df02_path} ({len(plan.df02)} rows, {len(plan.experiments)} experiments; "
              f"selected: {selected})",
              f"model: {plan.model.name} via embedder {plan.options.embedder!r}"
@@ -41,7 +39,7 @@ def render_plan(plan: Build06Plan) -> str:
              _predicted(plan),
              "", "outputs:"]
     for e in plan.experiments:
-        if e.action in GENERATING:
+        if e.generating:
             lines.append(f"  {e.action:<9} {e.latent_path}  ({len(e.to_embed)} image(s) to embed: {e.reason})")
     for o in plan.outputs:
         lines.append(f"  {o.action:<9} {o.path}" + (f"  ({o.reason})" if o.reason else ""))
@@ -50,7 +48,7 @@ def render_plan(plan: Build06Plan) -> str:
 
 
 def _predicted(plan: Build06Plan) -> str:
-    p, which = plan.prediction, in_memory_prefix(plan.output("df03"), plan.experiments)
+    p, which = plan.prediction, in_memory_prefix(plan.df03, plan.experiments)
     if plan.options.generate_only:
         return "df03 after this run: unchanged (--generate-only)"
     if which is None:

@@ -1,6 +1,5 @@
-"""What a Build06 run reads and writes, declared by its plan (for Make/Snakemake-style
-tools), and the ``--generate-only`` mode that lets per-experiment embedding jobs run side
-by side before one merge.
+"""A Build06 plan as the host shows it: the console's table, and the JSON of ``--dry-run
+--json`` with what the run reads and writes (for Make/Snakemake-style tools).
 
 ``reads``: ``{"kind", "path", "action": "read", "experiment"?}``; ``writes``:
 ``{"kind", "path", "action", "reason", "experiment"?}`` with ``action`` one of
@@ -12,30 +11,16 @@ says why).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
-import structlog
 
-from morphseq_stages.files import LockBusy, exclusive_lock
+from morphseq_stages.stages import StagePlan
 
-from . import paths
-from .latents import LATENT_FORMATS, latent_file_name
-
-if TYPE_CHECKING:
-    from .generate import GenerateReport
-    from .outputs import OutputPlan
-    from .plan import Build06Plan, ExperimentPlan
-
-log = structlog.get_logger()
-GENERATE_ONLY_REASON = "--generate-only: only latent files and the manifest are written"
-#: how long a --generate-only job waits for another job writing to the same latent store
-STORE_WAIT_S = 600.0
+from .console import render_plan
+from .plan import Build06Plan
+from .records import OutputKind
 
 
 def _entry(kind: str, path: Path | str, action: str, **extra: Any) -> dict[str, Any]:
@@ -54,8 +39,8 @@ def reads(plan: Build06Plan) -> list[dict[str, Any]]:
     # every snip folder is listed (the plan counts its images); ``images``: those to embed
     out += [_entry("snips", e.snip_dir, "read", experiment=e.experiment, images=len(e.to_embed))
             for e in plan.experiments if e.snip_dir is not None]
-    train = plan.output("training")
-    if train is not None and train.action != "skip":
+    train = plan.output(OutputKind.TRAINING)
+    if train is not None and train.writes:
         out.append(_entry("training_metadata", train.path.with_name("embryo_metadata_df_train.csv"), "read"))
     return out
 
@@ -74,86 +59,45 @@ def model_files(plan: Build06Plan) -> list[tuple[str, Path]]:
 def writes(plan: Build06Plan) -> list[dict[str, Any]]:
     """Every file the run writes or replaces (latent files and the manifest included), and
     every output it leaves as it is (``skip``)."""
-    from .plan import GENERATING
-
     out = [_entry("latents", e.latent_path, e.action, reason=e.reason, experiment=e.experiment)
-           for e in plan.experiments if e.action in GENERATING]
-    out += [_entry(str(o.kind), o.path, o.action, reason=o.reason, experiment=o.experiment) for o in plan.outputs]
+           for e in plan.experiments if e.generating]
+    out += [_entry(o.name, o.path, o.action, reason=o.reason, experiment=o.experiment) for o in plan.outputs]
     return out
 
 
 def as_dict(plan: Build06Plan) -> dict[str, Any]:
-    return {"generate_only": plan.options.generate_only, "reads": reads(plan), "writes": writes(plan)}
-
-
-# ---------------------------------------------------------------- --generate-only
-
-
-def restrict(outputs: Sequence[OutputPlan]) -> list[OutputPlan]:
-    """With --generate-only every output but the manifest is skipped."""
-    return [o if o.kind == "manifest" else attrs.evolve(o, action="skip", reason=GENERATE_ONLY_REASON)
-            for o in outputs]
-
-
-@contextlib.contextmanager
-def store_write(plan: Build06Plan, exp: ExperimentPlan) -> Iterator[bool]:
-    """Around writing one experiment's latent file and the manifest.
-
-    A normal run already holds the store lock (see ``Build06Plan.locks``). A
-    --generate-only job takes it here, only while it writes, waiting for another job that
-    holds it; it yields False (nothing to write) if the file changed since the plan.
-    """
-    if not plan.options.generate_only:
-        yield True
-        return
-    deadline = time.monotonic() + STORE_WAIT_S
-    with contextlib.ExitStack() as held:
-        while True:
-            try:
-                held.enter_context(exclusive_lock(*paths.store_lock(plan.store)))
-                break
-            except LockBusy:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        other = written_meanwhile(plan, exp)
-        # the file the plan read (a re-embedding may write the other --latent-format beside it)
-        read = plan.latents.rows[exp.experiment].path if exp.experiment in plan.latents.rows else exp.latent_path
-        current = other is None and _stamp(read) == plan.latents.stamps.get(exp.experiment)
-        if not current:
-            log.warning("latents.changed_meanwhile", path=str(other or exp.latent_path),
-                        reason="another run wrote it after this one planned; left as it is")
-        yield current
-
-
-def written_meanwhile(plan: Build06Plan, exp: ExperimentPlan) -> Path | None:
-    """A latent file of ``exp`` that another job wrote since the plan, when this run means
-    to write a new one: in either format (two jobs asked for different --latent-format
-    must not leave both a CSV and a Parquet file for one experiment)."""
-    if exp.action != "generate":
-        return None
-    return next((p for p in (plan.store / latent_file_name(exp.experiment, f) for f in LATENT_FORMATS)
-                 if os.path.lexists(p)), None)
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
-
-
-def summary(plan: Build06Plan, generated: GenerateReport) -> dict[str, Any]:
-    """The run summary of a --generate-only run."""
-    written = list(generated.written)
-    if generated.manifest:
-        written.append(str(plan.manifest_path))
+    """The plan as ``--dry-run --json`` prints it."""
+    df03 = plan.df03
     return {
-        "stage": "build06", "generate_only": True,
-        "generated": {"files": list(generated.written), "rows": generated.embedded,
-                      "unreadable_images": len(generated.unreadable_images),
-                      "not_topped_up": list(generated.skipped)},
-        "written": written, "skipped": [{"path": p, "reason": "not written (see the log)"} for p in generated.skipped],
-        "warnings": list(plan.warnings), "sidecar": None,
+        "stage": "build06",
+        "df02": str(plan.df02_path), "df02_rows": len(plan.df02),
+        "df03": str(plan.df03_path),
+        "df03_status": {"status": df03.freshness.status, "reasons": list(df03.freshness.reasons),
+                        "action": df03.action},
+        "selected_experiments": list(plan.selected),
+        "embedder": plan.options.embedder,
+        "model": {"name": plan.model.name, "location": plan.model.location,
+                  "fingerprint": plan.model.fingerprint, "error": plan.model_error},
+        "latent_store": str(plan.store),
+        "experiments": [e.as_dict() for e in plan.experiments],
+        "prediction": plan.prediction,
+        "outputs": [o.as_dict() for o in plan.outputs],
+        "warnings": list(plan.warnings) + list(plan.predicted),
+        "generate_only": plan.options.generate_only, "reads": reads(plan), "writes": writes(plan),
     }
+
+
+@attrs.frozen(kw_only=True)
+class Build06StagePlan(Build06Plan, StagePlan):
+    """The plan the host gets: :class:`~morphseq_build06.plan.Build06Plan`, printable as
+    the console's table (``--dry-run``) and as JSON (``--dry-run --json``)."""
+
+    @classmethod
+    def of(cls, plan: Build06Plan) -> Build06StagePlan:
+        return cls(**{f.name: getattr(plan, f.name) for f in attrs.fields(Build06Plan)})
+
+    def as_dict(self) -> dict[str, Any]:
+        return as_dict(self)
+
+    def render(self) -> str:
+        return render_plan(self)

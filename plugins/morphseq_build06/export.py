@@ -1,5 +1,5 @@
 """Build06 export phase: df03, the unembedded list, the training join, analysis copies and
-their provenance sidecars; each atomically, as the plan decided (see ``outputs``)."""
+their provenance sidecars; each atomically, as the run decided (see ``outputs``, ``settled``)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from morphseq_stages.files import (
 )
 
 from . import manifest, paths
+from .coverage import recorded_coverage
 from .csvtext import (
     TextTable,
     header_with,
@@ -30,19 +31,20 @@ from .csvtext import (
     write_rows,
     write_string_table,
 )
-from .formats import EXTRA_KINDS, write_extras
+from .export_typed import write_extras
 from .freshness import file_state
 from .inputs import ReadFile
 from .latents import parse_z
 from .merge import MergeResult
-from .outputs import OutputPlan
-from .plan import Build06Plan, ExperimentPlan, recorded_coverage
+from .plan import Build06Plan
 from .provenance import plain, run_facts, versions
+from .records import ExperimentPlan, Output, OutputKind, the
+from .settled import Settled
 
 log = structlog.get_logger()
 
 
-def _write_table(out: OutputPlan, table: TextTable, rows: np.ndarray, merged: MergeResult, take: np.ndarray) -> int:
+def _write_table(out: Output, table: TextTable, rows: np.ndarray, merged: MergeResult, take: np.ndarray) -> int:
     """Write ``table``'s records ``rows`` with their z columns; return the row count."""
     whole = len(rows) == len(table) and (len(rows) == 0 or rows[-1] == len(rows) - 1)
     records = table.records if whole else table.records.take(pa.array(rows, pa.int64()))
@@ -53,9 +55,9 @@ def _write_table(out: OutputPlan, table: TextTable, rows: np.ndarray, merged: Me
     return len(rows)
 
 
-def _inputs(plan: Build06Plan, training: ReadFile | None) -> list[dict[str, str]]:
+def _inputs(plan: Build06Plan, settled: Settled, training: ReadFile | None) -> list[dict[str, str]]:
     """Every file the run read, with the sha256 of the bytes it read (none is hashed again)."""
-    read = [plan.df02.source, *plan.latents.files(), training]
+    read = [plan.df02.source, *settled.latents.files(), training]
     return [{"path": str(f.path), "sha256": f.sha256} for f in read if f is not None]
 
 
@@ -67,21 +69,26 @@ class _Writer:
         self.skipped: list[dict[str, str]] = []
         self.rows: dict[str, int] = {}
 
-    def __call__(self, out: OutputPlan | None, write: Callable[[], int | None]) -> bool:
+    def __call__(self, out: Output | None, write: Callable[[], int | None]) -> bool:
         """``write`` returns the table's row count, or None for a file that is not a table."""
         if out is None:
             return False
-        if out.action == "skip":
+        if not out.writes:
             self.skipped.append({"path": str(out.path), "reason": out.reason})
-            log.info("write.skipped", path=str(out.path), what=out.kind, reason=out.reason)
+            log.info("write.skipped", path=str(out.path), what=out.name, reason=out.reason)
             return False
         rows = write()
         if rows is not None:
             self.rows[str(out.path)] = rows
         self.written.append(str(out.path))
-        log.info("write.staged", path=str(out.path), what=out.kind, action=out.action,
+        log.info("write.staged", path=str(out.path), what=out.name, action=out.action,
                  **({"rows": rows} if rows is not None else {}))
         return True
+
+    def wrote(self, path: Path | str, what: str) -> None:
+        """A record written beside the outputs (a sidecar)."""
+        self.written.append(str(path))
+        log.info("write.staged", path=str(path), what=what)
 
 
 def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
@@ -91,75 +98,78 @@ def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
 
 
 def _export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
-    df03 = plan.output("df03")
-    typed = any(o.action != "skip" for o in plan.outputs if o.kind in EXTRA_KINDS)
+    settled = merged.settled
+    df03 = settled.df03
+    typed = any(o.writes for o in settled.outputs if o.fmt or o.kind is OutputKind.REPORT)
     training = functools.cache(lambda: _training_join(plan, merged))  # read once: the join and its record agree
     run = _Writer()
     df03_rows = np.flatnonzero(merged.keep)
-    copies = [o for o in plan.outputs if o.kind == "analysis"]
+    copies = [o for o in settled.outputs if o.kind is OutputKind.ANALYSIS and not o.fmt]
     for out in copies:
         exp_rows = df03_rows[plan.row_experiments[df03_rows] == out.experiment]
         run(out, functools.partial(_write_table, out, plan.df02, exp_rows, merged, merged.take))
-    train = plan.output("training")
+    train = settled.output(OutputKind.TRAINING)
     if train is not None and run(train, functools.partial(_write_training, train, merged, training)):
         _write_training_sidecar(plan, merged, train, run, training()[0].source)
     listed = np.flatnonzero(merged.reasons != "")
-    run(plan.output("unembedded"), lambda: _write_unembedded(plan, merged, listed))
+    run(settled.output(OutputKind.UNEMBEDDED), lambda: _write_unembedded(plan, merged, listed))
     run(df03, lambda: _write_table(df03, plan.df02, df03_rows, merged, merged.take))
-    train_read = training()[0].source if train is not None and train.action != "skip" else None
-    record = _df03_record(plan, merged, _inputs(plan, train_read)) if df03.action != "skip" or typed else {}
+    train_read = training()[0].source if train is not None and train.writes else None
+    record = _df03_record(plan, merged, _inputs(plan, settled, train_read)) if df03.writes or typed else {}
     for path in write_extras(plan, merged, df03_rows, record, run, training):
-        run.written.append(path)
-        log.info("write.staged", path=path, what="typed copies record")
+        run.wrote(path, "typed copies record")
     if any(str(o.path) in run.rows for o in copies):
         _write_copies_sidecar(plan, merged, copies, run)
     summary = _summary(plan, merged, run)
-    report = plan.output("report")
+    report = settled.output(OutputKind.REPORT)
     if report is not None and str(report.path) in run.written:
         summary["report"] = str(report.path)
-    if df03.action != "skip":
-        run(plan.output("sidecar"), functools.partial(_write_sidecar, plan, merged, record, summary, run))
+    sidecar = settled.output(OutputKind.SIDECAR)
+    if df03.writes:
+        run(sidecar, functools.partial(_write_sidecar, plan, merged, record, summary, run))
     else:
-        run(plan.output("sidecar"), lambda: None)
-    latents = list(merged.generated.written) + ([str(plan.manifest_path)] if merged.generated.manifest else [])
+        run(sidecar, lambda: None)
+    generated = settled.generated
+    latents = list(generated.written) + ([str(plan.manifest_path)] if generated.manifest else [])
     summary["written"], summary["skipped"] = latents + run.written, run.skipped  # every file this run wrote
     return summary
 
 
 def _summary(plan: Build06Plan, merged: MergeResult, run: _Writer) -> dict[str, Any]:
     """What is on disk after the run: df03 as written, or as it was (never an unwritten merge)."""
-    out, report, generated = plan.output("df03"), merged.report, merged.generated
-    df03: dict[str, Any] = {"path": str(out.path), "written": out.action != "skip", "exists": out.path.exists(),
+    settled = merged.settled
+    out, cov = settled.df03, merged.coverage
+    df03: dict[str, Any] = {"path": str(out.path), "written": out.writes, "exists": out.path.exists(),
                             "status": out.freshness.status, "reason": out.reason or out.freshness.describe()}
-    if out.action != "skip" or out.freshness.status == "current":  # current: built from these very inputs
-        df03.update(rows=report["df03_rows"], matched=report["rows_matched"], coverage=report["coverage"],
-                    coverage_selected=report["coverage_selected"],
-                    unembedded=report["df03_rows"] - report["rows_matched"],
-                    never_embeddable=report["rows_never_embeddable"])
+    if out.writes or out.freshness.status == "current":  # current: built from these very inputs
+        rows, matched = int(cov.rows or 0), int(cov.matched or 0)
+        df03.update(rows=rows, matched=matched, coverage=cov.overall, coverage_selected=cov.selected,
+                    unembedded=rows - matched, never_embeddable=cov.never_embeddable)
     else:
-        df03.update(_on_disk_counts(plan))
+        df03.update(_on_disk_counts(plan, settled))
     return {
         "stage": "build06",
         "df03": df03,
         "coverage": df03["coverage"],
-        "rows": {"df02": report["df02_rows"], "df03": df03["rows"], "matched": df03["matched"],
+        "rows": {"df02": len(plan.df02), "df03": df03["rows"], "matched": df03["matched"],
                  "unembedded": df03["unembedded"]},
         "selected_experiments": list(plan.selected),
-        "generated": {"files": list(generated.written), "rows": generated.embedded,
-                      "unreadable_images": len(generated.unreadable_images),
-                      "not_topped_up": list(generated.skipped)},
+        "generated": settled.generated.as_dict(),
         "written": run.written,
         "skipped": run.skipped,
         "warnings": list(merged.warnings),
     }
 
 
-def _on_disk_counts(plan: Build06Plan) -> dict[str, Any]:
+def _on_disk_counts(plan: Build06Plan, settled: Settled) -> dict[str, Any]:
     """The counts of the df03 still on disk, as its sidecar recorded them (None: not known)."""
-    disk = recorded_coverage(plan) or {}
-    rows, matched = disk.get("rows"), disk.get("matched")
-    return {"rows": rows, "matched": matched, "coverage": disk.get("overall"),
-            "coverage_selected": disk.get("selected"), "never_embeddable": disk.get("never_embeddable"),
+    disk = recorded_coverage(settled.df03, settled.records.get(OutputKind.DF03, {}), plan.selected)
+    if disk is None:
+        return {"rows": None, "matched": None, "coverage": None, "coverage_selected": None,
+                "never_embeddable": None, "unembedded": None}
+    rows, matched = disk.rows, disk.matched
+    return {"rows": rows, "matched": matched, "coverage": disk.overall, "coverage_selected": disk.selected,
+            "never_embeddable": disk.never_embeddable,
             "unembedded": rows - matched if rows is not None and matched is not None else None}
 
 
@@ -173,7 +183,7 @@ def _training_join(plan: Build06Plan, merged: MergeResult) -> tuple[TextTable, n
     return table, take
 
 
-def _write_training(out: OutputPlan, merged: MergeResult, join: Callable[[], tuple[TextTable, np.ndarray]]) -> int:
+def _write_training(out: Output, merged: MergeResult, join: Callable[[], tuple[TextTable, np.ndarray]]) -> int:
     table, take = join()
     return _write_table(out, table, np.arange(len(table)), merged, take)
 
@@ -182,7 +192,7 @@ def _write_unembedded(plan: Build06Plan, merged: MergeResult, listed: np.ndarray
     ids = plan.snip_ids.take(pa.array(listed, pa.int64())).to_pylist() if len(listed) else []
     columns = {"snip_id": ids, "experiment": plan.row_experiments[listed].tolist(),
                "reason": merged.reasons[listed].tolist()}
-    atomic_write(plan.output("unembedded").path, lambda fh: write_string_table(fh, columns))
+    atomic_write(the(merged.settled.outputs, OutputKind.UNEMBEDDED).path, lambda fh: write_string_table(fh, columns))
     return len(ids)
 
 
@@ -197,12 +207,12 @@ def _z(merged: MergeResult, schema: str) -> dict[str, Any]:
     return {"columns": list(merged.latents.columns), "schema": schema, "resolved": naming}
 
 
-def _latent_files(plan: Build06Plan, only: set[str] | None = None) -> dict[str, Any]:
+def _latent_files(plan: Build06Plan, settled: Settled, only: set[str] | None = None) -> dict[str, Any]:
     """The latent files the merge read, as it read them."""
     recorded = manifest.load(plan.manifest_path)["files"]
-    read = plan.latents.identities()
+    read = settled.latents.identities()
     out = {}
-    for e in plan.experiments:
+    for e in settled.experiments:
         if e.experiment in read and (only is None or e.experiment in only):
             entry = recorded.get(e.latent_path.name)
             out[e.experiment] = {
@@ -223,7 +233,7 @@ def _origin(experiment: ExperimentPlan, entry: dict[str, Any] | None) -> str:
 
 
 def _provenance(plan: Build06Plan, merged: MergeResult, only: set[str] | None = None) -> dict[str, Any]:
-    opts, gen = plan.options, merged.generated
+    opts, gen = plan.options, merged.settled.generated
     return plain({
         "stage": "build06",
         **run_facts(opts.root),
@@ -238,7 +248,7 @@ def _provenance(plan: Build06Plan, merged: MergeResult, only: set[str] | None = 
                   "folder": str(Path(plan.model.location).resolve()) if plan.model.location else None,
                   "weights_sha256": plan.model.fingerprint, "config_sha256": plan.model.config_sha256,
                   **({"error": plan.model_error} if plan.model_error else {})},
-        "latent_files": _latent_files(plan, only),
+        "latent_files": _latent_files(plan, merged.settled, only),
         "z": _z(merged, opts.z_schema),
         "options": {f.name: getattr(opts, f.name) for f in opts.__attrs_attrs__},
     })
@@ -246,65 +256,67 @@ def _provenance(plan: Build06Plan, merged: MergeResult, only: set[str] | None = 
 
 def _df03_record(plan: Build06Plan, merged: MergeResult, inputs: list[dict[str, str]]) -> dict[str, Any]:
     """df03's provenance: the sidecar's content, and the typed outputs' metadata."""
-    r = merged.report
+    cov, info = merged.coverage, merged.settled.info
     return {
         **_provenance(plan, merged),
         "inputs": inputs,
-        "coverage": {"overall": r["coverage"], "selected": r["coverage_selected"],
-                     "per_experiment": r["per_experiment"]},
-        "counts": {k: r[k] for k in ("df02_rows", "df03_rows", "rows_counted", "rows_matched", "latent_rows",
-                                     "z_columns", "unembedded", "rows_never_embeddable")},
-        "hygiene": r["hygiene"],
-        "duplicates": r["duplicates"],
-        "key_rules": {"df02": r["key_rules_df02"], "latents": r["key_rules_latents"]},
+        "coverage": {"overall": cov.overall, "selected": cov.selected, "per_experiment": cov.per_experiment_dict()},
+        "counts": {"df02_rows": len(plan.df02), "df03_rows": int(merged.keep.sum()), "rows_counted": cov.rows,
+                   "rows_matched": cov.matched, "latent_rows": info["latent_rows"], "z_columns": info["z_columns"],
+                   "unembedded": merged.unembedded, "rows_never_embeddable": cov.never_embeddable},
+        "hygiene": info["hygiene"],
+        "duplicates": info["duplicates"],
+        "key_rules": {"df02": merged.key_rules, "latents": info["key_rules_latents"]},
         "warnings": list(merged.warnings),
     }
+
+
+def _recorded(settled: Settled, kind: OutputKind, path: Path) -> dict[str, Any]:
+    entry = settled.records.get(kind, {}).get("files", {}).get(path.name)
+    return entry.get("built_from", {}) if isinstance(entry, dict) else {}
+
+
+def _write_record(path: Path, data: dict[str, Any], run: _Writer | None = None, what: str = "") -> None:
+    """Write a sidecar: every output's record is one JSON file beside it, staged with it."""
+    atomic_write_json(path, data)
+    if run is not None:
+        run.wrote(path, what)
 
 
 def _write_sidecar(plan: Build06Plan, merged: MergeResult, record: dict[str, Any], summary: dict[str, Any],
                    run: _Writer) -> None:
     """Write df03's provenance sidecar."""
-    built = plan.inputs.record(_recorded(plan, "df03", plan.df03_path))
-    df03, listing = plan.output("df03").path, plan.output("unembedded").path
-    data = {
+    settled = merged.settled
+    built = settled.inputs.record(_recorded(settled, OutputKind.DF03, plan.df03_path))
+    df03, listing = settled.df03.path, the(settled.outputs, OutputKind.UNEMBEDDED).path
+    _write_record(the(settled.outputs, OutputKind.SIDECAR).path, {
         **record,
         "files": {df03.name: _file_entry(df03, run.rows[str(df03)], built),
                   listing.name: _file_entry(listing, run.rows[str(listing)], built)},
         "generated": summary["generated"],
         "outputs": {"written": run.written, "skipped": run.skipped},
-        "timings_s": {"generate": merged.generated.seconds, "total": round(time.monotonic() - plan.started, 3)},
-    }
-    atomic_write_json(plan.output("sidecar").path, data)
+        "timings_s": {"generate": settled.generated.seconds, "total": round(time.monotonic() - plan.started, 3)},
+    })
 
 
-def _recorded(plan: Build06Plan, kind: str, path: Path) -> dict[str, Any]:
-    entry = plan.records.get(kind, {}).get("files", {}).get(path.name)
-    return entry.get("built_from", {}) if isinstance(entry, dict) else {}
-
-
-def _write_copies_sidecar(plan: Build06Plan, merged: MergeResult, copies: list[OutputPlan], run: _Writer) -> None:
-    folder = copies[0].path.parent
-    files = dict(plan.records.get("analysis", {}).get("files", {}))
+def _write_copies_sidecar(plan: Build06Plan, merged: MergeResult, copies: list[Output], run: _Writer) -> None:
+    settled = merged.settled
+    files = dict(settled.records.get(OutputKind.ANALYSIS, {}).get("files", {}))
     for o in copies:
         if str(o.path) in run.rows:
-            files[o.path.name] = _file_entry(o.path, run.rows[str(o.path)],
-                                             plan.inputs.record(_recorded(plan, "analysis", o.path), only=o.experiment),
-                                             experiment=o.experiment)
-    path = folder / paths.COPIES_SIDECAR
-    data = {**_provenance(plan, merged, {str(o.experiment) for o in copies}), "files": files}
-    atomic_write_json(path, data)
-    run.written.append(str(path))
-    log.info("write.staged", path=str(path), what="analysis copies sidecar")
+            built = settled.inputs.record(_recorded(settled, OutputKind.ANALYSIS, o.path), only=o.experiment)
+            files[o.path.name] = _file_entry(o.path, run.rows[str(o.path)], built, experiment=o.experiment)
+    _write_record(copies[0].path.parent / paths.COPIES_SIDECAR,
+                  {**_provenance(plan, merged, {str(o.experiment) for o in copies}), "files": files},
+                  run, "analysis copies sidecar")
 
 
-def _write_training_sidecar(plan: Build06Plan, merged: MergeResult, train: OutputPlan, run: _Writer,
+def _write_training_sidecar(plan: Build06Plan, merged: MergeResult, train: Output, run: _Writer,
                             read: ReadFile | None) -> None:
+    settled = merged.settled
     train_in = paths.training_input(plan.options.root, str(plan.options.train_name))
-    record = plan.inputs.record(_recorded(plan, "training", train.path), training=read or train_in)
-    path = paths.sidecar(train.path)
-    data = {**_provenance(plan, merged), "training_metadata": str(train_in.resolve()),
-            "files": {train.path.name: _file_entry(train.path, run.rows[str(train.path)], record)}}
-    atomic_write_json(path, data)
-    run.written.append(str(path))
-    log.info("write.staged", path=str(path), what="training join sidecar")
-
+    record = settled.inputs.record(_recorded(settled, OutputKind.TRAINING, train.path), training=read or train_in)
+    _write_record(paths.sidecar(train.path),
+                  {**_provenance(plan, merged), "training_metadata": str(train_in.resolve()),
+                   "files": {train.path.name: _file_entry(train.path, run.rows[str(train.path)], record)}},
+                  run, "training join sidecar")

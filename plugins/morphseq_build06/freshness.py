@@ -15,37 +15,23 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import attrs
-import numpy as np
-import pyarrow as pa
 import structlog
 
 from morphseq_stages.files import sha256_file
 
-from .csvtext import TextTable, value_bytes
 from .inputs import read_regular_text
 from .parquet_store import shards
+from .paths import TYPED_RECORD
+from .records import Freshness
 
 log = structlog.get_logger()
-Status = Literal["new", "current", "out-of-date", "foreign"]
 #: the options that change what df03 and its copies hold
 CONTENT_OPTIONS = ("embedder", "model_name", "z_schema", "include_sigma", "qc_filter")
 #: in ``built_from`` since latent cells are checked one by one: per experiment, the latent
 #: rows left out for a cell that is not one number
 CELLS_CHECKED = "latent_rows_not_one_number"
-
-
-@attrs.frozen(kw_only=True)
-class Freshness:
-    status: Status
-    reasons: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        text = {"new": "not there yet", "current": "current", "out-of-date": "out of date",
-                "foreign": "not written by this tool or edited since"}[self.status]
-        return text + (f": {'; '.join(self.reasons)}" if self.reasons else "")
 
 
 def file_state(path: Path, recorded: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -62,26 +48,6 @@ def file_state(path: Path, recorded: Mapping[str, Any] | None = None) -> dict[st
     else:
         sha = None
     return {"sha256": sha or sha256_file(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def df02_parts(table: TextTable, codes: np.ndarray, experiments: Sequence[str]) -> dict[str, list]:
-    """Per experiment: [row count, sha256 of the header and its records].
-
-    ``codes``: each row's index in ``experiments`` (-1: none). The records are grouped
-    by experiment once (a stable sort), then each group is hashed as one run of bytes.
-    """
-    order = np.argsort(codes, kind="stable")
-    grouped = bool((order == np.arange(len(order))).all())  # df02 is usually in experiment order: no copy then
-    offsets, data = value_bytes(table.records if grouped else table.records.take(pa.array(order, pa.int64())))
-    ends = np.searchsorted(codes[order], np.arange(len(experiments) + 1), side="left")
-    out: dict[str, list] = {}
-    for k, exp in enumerate(experiments):
-        a, b = ends[k], ends[k + 1]
-        h = hashlib.sha256(table.header)
-        h.update((offsets[a:b + 1] - offsets[a]).tobytes())
-        h.update(data[offsets[a]:offsets[b]])
-        out[exp] = [int(b - a), h.hexdigest()]
-    return out
 
 
 def load_sidecar(path: Path) -> dict[str, Any]:
@@ -209,32 +175,32 @@ def _unchecked_cells(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
             f"({', '.join(f'{n} row(s) of {e}' for e, n in odd.items())})"]
 
 
-def content_options(opts: Any, model_name: str) -> dict[str, Any]:
-    """The options that change an output's content; ``model_name`` as the embedder resolved
-    it (``--model-name`` may be unset, or stand beside a ``--model-dir`` that names the model)."""
-    return {**{k: getattr(opts, k) for k in CONTENT_OPTIONS}, "model_name": model_name}
+def stale_copy(path: Path, csv: Path, made_with: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
+    """(what, reason) when the typed copy ``path`` may not hold what ``csv`` holds now, as
+    :data:`TYPED_RECORD` says (size and mtime unchanged: no file is hashed); None when it
+    does. ``what``: "unrecorded" (not written by this tool), "edited" or "out-of-date".
+    ``made_with``: what else its content depends on (the report's options), as recorded."""
+    entry = load_sidecar(path.parent / TYPED_RECORD).get("files", {}).get(path.name)
+    made = entry.get("made_from") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict) or "sha256" not in entry or not isinstance(made, dict):
+        return "unrecorded", f"no record of it in {TYPED_RECORD}"
+    if file_state(path, entry)["sha256"] != entry["sha256"]:
+        return "edited", "edited since this tool wrote it"
+    if not csv.is_file() or file_state(csv, made)["sha256"] != made.get("sha256"):
+        return "out-of-date", f"not made from {csv.name} as it is now"
+    if made_with is not None and entry.get("made_with") != dict(made_with):
+        was = entry.get("made_with") or {}
+        changed = [k for k in made_with if was.get(k) != made_with[k]]
+        return "out-of-date", "made with other options: " + "; ".join(
+            f"{_option_name(k)} {_shown(was.get(k))} -> {_shown(made_with[k])}" for k in changed)
+    return None
 
 
-def built_from(*, df02: Mapping[str, Any], parts: Mapping[str, list], latents: Mapping[str, Mapping[str, Any]],
-               fingerprint: str | None, options: Mapping[str, Any], only: str | None = None,
-               training: Mapping[str, Any] | None = None, odd_rows: Mapping[str, int] | None = None
-               ) -> dict[str, Any]:
-    """What an output is built from; ``only``: the one experiment of an analysis copy;
-    ``odd_rows``: per experiment, its latent rows holding a cell that is not one number."""
-    odd = {e: int(n) for e, n in (odd_rows or {}).items() if n}
-    if only is not None:
-        parts = {only: parts[only]} if only in parts else {}
-        df02 = {"sha256": parts[only][1] if only in parts else ""}
-        latents = {only: latents[only]} if only in latents else {}
-        odd = {only: odd[only]} if only in odd else {}
-    record: dict[str, Any] = {
-        "df02": {**df02, "experiments": dict(parts)},
-        "latents": {e: dict(s) for e, s in latents.items()},
-        "model_fingerprint": fingerprint,
-        "options": dict(options),
-        CELLS_CHECKED: odd,
-    }
-    if training is not None:  # a training join is built from its own metadata, not from df02
-        record["training"] = dict(training)
-        del record["df02"]
-    return record
+def _option_name(key: str) -> str:
+    return "layout version" if key.endswith("layout") else "--" + key.replace("_", "-")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value)) or "(none)"
+    return "(none)" if value is None else str(value)

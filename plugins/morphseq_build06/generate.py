@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,28 +18,19 @@ from morphseq_stages.executors import DaskExecutor, LocalExecutor
 from morphseq_stages.files import atomic_write, atomic_write_bytes, staged_writes
 from morphseq_stages.registry import Registry
 
-from . import declared, manifest, parquet_store
+from . import manifest, parquet_store
 from .csvtext import read_text_table
-from .latents import ID_COLUMNS, read_latent_header, write_latents
-from .plan import GENERATING, Build06Plan, ExperimentPlan, strict_failure
+from .latents import ID_COLUMNS, write_latents
+from .plan import Build06Plan, strict_failure
 from .provenance import plain
+from .records import ExperimentPlan, GenerateReport
+from .store import read_latent_header
 
 if TYPE_CHECKING:
     import numpy as np
 
 
 log = structlog.get_logger()
-
-
-@attrs.frozen(kw_only=True)
-class GenerateReport:
-    written: tuple[str, ...] = ()
-    embedded: int = 0
-    unreadable_images: tuple[tuple[str, str], ...] = ()
-    skipped: tuple[str, ...] = ()
-    embedder: dict = attrs.Factory(dict)
-    seconds: float = 0.0
-    manifest: bool = False  # the manifest was written (a latent file, or the unreadable images it lists)
 
 
 def resolve_device(asked: str) -> str:
@@ -56,12 +48,24 @@ def resolve_device(asked: str) -> str:
     return device
 
 
-def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
+@contextlib.contextmanager
+def _held(plan: Build06Plan, exp: ExperimentPlan) -> Iterator[bool]:
+    yield True  # a run holds the store lock from the start (see Build06Plan.locks)
+
+
+def generate(plan: Build06Plan, registry: Registry,
+             meanwhile: Callable[[Build06Plan, ExperimentPlan], Path | None] = lambda plan, exp: None,
+             guard: Callable[[Build06Plan, ExperimentPlan], contextlib.AbstractContextManager[bool]] = _held
+             ) -> GenerateReport:
+    """Embed the snips the plan names, experiment by experiment. ``meanwhile``: a latent file
+    another job wrote since the plan (then the experiment is left as it is); ``guard``:
+    around writing one latent file and the manifest, yields whether to write (see
+    ``generate_only`` for both)."""
     import time
 
     if plan.options.strict:
         check_strict(plan)
-    todo = [e for e in plan.experiments if e.action in GENERATING]
+    todo = [e for e in plan.experiments if e.generating]
     if not todo:
         if plan.options.generate_missing_latents or plan.options.overwrite_latents:
             log.info("latents.nothing_to_generate")
@@ -85,7 +89,7 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
                 if exp.action == "top-up" and not _can_append(exp, embedder):
                     skipped.append(str(exp.latent_path))
                     continue
-                if opts.generate_only and (other := declared.written_meanwhile(plan, exp)) is not None:
+                if (other := meanwhile(plan, exp)) is not None:
                     log.warning("latents.changed_meanwhile", path=str(other),
                                 reason="another job wrote it after this one planned; not embedded again")
                     skipped.append(str(exp.latent_path))
@@ -101,7 +105,7 @@ def generate(plan: Build06Plan, registry: Registry) -> GenerateReport:
                         f"{len(result.failures)} unreadable image(s) in {exp.experiment}, first: {result.failures[0][0]} "
                         f"({result.failures[0][1]}); nothing was written for it (--strict; {done})")
                 snip_ids = [exp.to_embed[i].stem for i in result.ok]
-                with declared.store_write(plan, exp) as current:
+                with guard(plan, exp) as current:
                     bad = _unreadable_entries(plan, exp, result.failures) if current else {}
                     if current and not snip_ids:  # nothing to add: the latent file stays as it is
                         noted |= manifest.record_unreadable(plan.manifest_path, exp.experiment, bad)

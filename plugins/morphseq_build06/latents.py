@@ -122,11 +122,8 @@ class LatentRows:
         return self.nan_rows | self.inf_rows | self.odd_rows
 
 
-def read_latent_header(path: Path) -> tuple[str, ...]:
-    from . import parquet_store
-
-    if parquet_store.is_parquet(path):
-        return parquet_store.header(path)
+def read_csv_header(path: Path) -> tuple[str, ...]:
+    """The column names of a CSV latent file."""
     try:  # a FIFO is refused, not waited on
         with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
@@ -137,27 +134,6 @@ def read_latent_header(path: Path) -> tuple[str, ...]:
     if not first:
         raise UserError(f"latent file {path} is empty (no header row)")
     return parse_header(first, path)
-
-
-def latent_z_columns(path: Path, schema: str = "auto", include_sigma: bool = False) -> tuple[str, ...]:
-    """The z columns of a latent file that a schema keeps; an error if there are none."""
-    names = read_latent_header(path)
-    if "snip_id" not in names:
-        raise UserError(f"latent file {path} has no snip_id column")
-    odd = [n for n in names if n.startswith(("z_mu_", "z_sigma_")) and parse_z(n) is None]
-    if odd:
-        raise UserError(f"latent file {path}: column {odd[0]!r} maps to no latent dimension")
-    repeated = [n for n in names if parse_z(n) and names.count(n) > 1]
-    if repeated:
-        raise UserError(f"latent file {path} repeats column {repeated[0]!r}")
-    zcols = select_z_columns(names, schema, include_sigma)
-    if not zcols:
-        raise UserError(f"latent file {path} has no z columns for --z-schema {schema} (columns: {', '.join(names[:8])}...)")
-    keys = [dimension_key(c) for c in zcols]
-    if len(set(keys)) != len(keys):
-        twice = next(k for k in keys if keys.count(k) > 1)
-        raise UserError(f"latent file {path} names dimension {twice[1] if twice else '?'} twice (flat and b/n)")
-    return tuple(zcols)
 
 
 def _vouched(lines: pa.Array, cells: int, *, quoted: bool) -> np.ndarray:
@@ -197,15 +173,9 @@ def _cell_values(text: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array | Non
     return values, odd.to_numpy(zero_copy_only=False), fixed
 
 
-def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -> LatentRows:
-    """Read ``snip_id`` and ``columns`` (text, nothing parsed away) of a latent file;
-    each name of ``order`` takes this file's column for the same dimension."""
-    by_dim = {dimension_key(c): c for c in columns}
-    names = {o: by_dim[dimension_key(o)] for o in order if dimension_key(o) in by_dim}
-    from . import parquet_store
-
-    if parquet_store.is_parquet(path):
-        return parquet_store.read_rows(path, columns, order, names)
+def read_csv_rows(path: Path, columns: Sequence[str], order: Sequence[str], names: Mapping[str, str]) -> LatentRows:
+    """Read ``snip_id`` and ``columns`` (text, nothing parsed away) of a CSV latent file;
+    ``names``: the file's column for each name of ``order`` it has a dimension for."""
     data, source = read_file(path, "latent file", hash_now=True)
     try:
         table = pacsv.read_csv(

@@ -16,7 +16,7 @@ from morphseq_stages.options import option
 
 from .formats import parse_formats, require
 from .latents import LATENT_FORMATS, Z_SCHEMAS
-from .report import require_report
+from .report_spec import require_report
 
 DEFAULT_MODEL = "20241107_ds_sweep01_optimum"
 DATA_ROOT_ENV = "MORPHSEQ_DATA_ROOT"

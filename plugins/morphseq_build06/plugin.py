@@ -1,4 +1,8 @@
-"""Build06's hook implementations: registration and the four phases.
+"""Build06's hook implementations: registration, and the run as a straight pipeline.
+
+plan (latents, and the outputs forecast) -> generate (latent files) -> settle (the inputs
+as generation left them; the outputs decided once) and merge -> export. ``--generate-only``
+is a path of its own: its jobs embed and write latent files, and nothing is merged.
 
 The host calls a phase only on the plugin that registered the stage (and on wrappers);
 each phase still declines (returns None) for any other stage.
@@ -15,9 +19,9 @@ from morphseq_stages import Stage, StageContext, StageOutcome, hookimpl
 from . import options as opts_mod
 
 if TYPE_CHECKING:  # the phases import their modules when they run
-    from .generate import GenerateReport
+    from .declared import Build06StagePlan
     from .merge import MergeResult
-    from .plan import Build06Plan
+    from .records import GenerateReport
 
 NAME = "build06"
 
@@ -35,15 +39,16 @@ def _demo(folder: Path) -> list[str]:
 
 
 @hookimpl
-def morphseq_stage_plan(stage: str, context: StageContext) -> Build06Plan | None:
+def morphseq_stage_plan(stage: str, context: StageContext) -> Build06StagePlan | None:
     if stage != NAME:
         return None
-    from .plan import make_plan
-
-    plan = make_plan(opts_mod.Build06Options.from_mapping(context.options), context.registry)
     import structlog
 
-    df03 = plan.output("df03")
+    from .declared import Build06StagePlan
+    from .plan import make_plan
+
+    plan = Build06StagePlan.of(make_plan(opts_mod.Build06Options.from_mapping(context.options), context.registry))
+    df03 = plan.df03
     structlog.get_logger().info(
         "plan.summary",
         df02_rows=len(plan.df02),
@@ -60,9 +65,13 @@ def morphseq_stage_plan(stage: str, context: StageContext) -> Build06Plan | None
 
 
 @hookimpl
-def morphseq_stage_generate(stage: str, context: StageContext, plan: Build06Plan) -> GenerateReport | None:
+def morphseq_stage_generate(stage: str, context: StageContext, plan: Build06StagePlan) -> GenerateReport | None:
     if stage != NAME:
         return None
+    if plan.options.generate_only:
+        from . import generate_only
+
+        return generate_only.generate(plan, context.registry)
     from .generate import generate
 
     return generate(plan, context.registry)
@@ -70,40 +79,40 @@ def morphseq_stage_generate(stage: str, context: StageContext, plan: Build06Plan
 
 @hookimpl
 def morphseq_stage_merge(
-    stage: str, context: StageContext, plan: Build06Plan, generated: GenerateReport
+    stage: str, context: StageContext, plan: Build06StagePlan, generated: GenerateReport
 ) -> MergeResult | GenerateReport | None:
     if stage != NAME:
         return None
     if plan.options.generate_only:
-        return generated  # nothing to merge: the export hook reports what was generated
+        return generated  # its product is the latent files: nothing to merge
     from .merge import merge
+    from .settled import settle
 
-    return merge(plan, generated)
+    return merge(plan, settle(plan, generated))
 
 
 @hookimpl
 def morphseq_stage_export(
-    stage: str, context: StageContext, plan: Build06Plan, merged: MergeResult | GenerateReport
+    stage: str, context: StageContext, plan: Build06StagePlan, merged: MergeResult | GenerateReport
 ) -> StageOutcome | None:
     if stage != NAME:
         return None
     import structlog
 
+    from .merge import MergeResult
+    from .records import OutputKind
+
+    if not isinstance(merged, MergeResult):
+        from . import generate_only
+
+        summary = generate_only.summary(plan, merged)
+        structlog.get_logger().info("build06.summary", **summary)
+        return StageOutcome(exit_code=0, summary=summary, text=generate_only.render(summary, merged))
     from .console import render_summary
     from .export import export
-    from .generate import GenerateReport
 
-    if isinstance(merged, GenerateReport):  # --generate-only: the merge phase passed the report through
-        from .declared import summary as generate_only_summary
-
-        summary = generate_only_summary(plan, merged)
-        structlog.get_logger().info("build06.summary", **summary)
-        return StageOutcome(exit_code=0, summary=summary, text="\n".join(
-            [f"generated: {merged.embedded} latent rows in {len(merged.written)} file(s) (--generate-only)"]
-            + [f"wrote    {w}" for w in summary["written"]] + [f"warning: {w}" for w in summary["warnings"]]))
-    plan = merged.plan  # as generation left the disk
     summary = export(plan, merged)
-    side = plan.output("sidecar")
+    side = merged.settled.output(OutputKind.SIDECAR)
     summary["sidecar"] = str(side.path) if side is not None and str(side.path) in summary["written"] else None
     structlog.get_logger().info("build06.summary", **summary)
     return StageOutcome(exit_code=0, summary=summary, text=render_summary(summary))

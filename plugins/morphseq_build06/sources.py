@@ -22,8 +22,8 @@ import attrs
 from morphseq_stages.files import sha256_file
 
 from . import manifest, parquet_store
-from .latents import dimension_key, latent_z_columns
-from .store import StoreRead
+from .latents import dimension_key
+from .store import StoreRead, latent_z_columns
 
 OVERWRITE_HINT = "pass --overwrite-latents to re-embed it with this one"
 

@@ -1,4 +1,5 @@
-"""Reading the latent files of a run, side by side, once.
+"""Reading the latent files of a run, side by side, once, whatever their format (CSV, a
+Parquet file, a folder of Parquet shards).
 
 The plan reads them (its counts need their snip ids); the merge reuses what the plan
 read unless a file changed since (generation wrote it) or the set of z columns grew.
@@ -7,7 +8,7 @@ read unless a file changed since (generation wrote it) or the set of z columns g
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,57 @@ import attrs
 import numpy as np
 import pyarrow as pa
 
+from morphseq_stages.errors import UserError
+
 from . import keys, parquet_store
 from .csvtext import value_bytes
 from .inputs import ReadFile, source_state
-from .latents import LatentRows, dimension_columns, latent_z_columns, read_latent_rows
+from .latents import (
+    LatentRows,
+    dimension_columns,
+    dimension_key,
+    parse_z,
+    read_csv_header,
+    read_csv_rows,
+    select_z_columns,
+)
+
+
+def read_latent_header(path: Path) -> tuple[str, ...]:
+    if parquet_store.is_parquet(path):
+        return parquet_store.header(path)
+    return read_csv_header(path)
+
+
+def latent_z_columns(path: Path, schema: str = "auto", include_sigma: bool = False) -> tuple[str, ...]:
+    """The z columns of a latent file that a schema keeps; an error if there are none."""
+    names = read_latent_header(path)
+    if "snip_id" not in names:
+        raise UserError(f"latent file {path} has no snip_id column")
+    odd = [n for n in names if n.startswith(("z_mu_", "z_sigma_")) and parse_z(n) is None]
+    if odd:
+        raise UserError(f"latent file {path}: column {odd[0]!r} maps to no latent dimension")
+    repeated = [n for n in names if parse_z(n) and names.count(n) > 1]
+    if repeated:
+        raise UserError(f"latent file {path} repeats column {repeated[0]!r}")
+    zcols = select_z_columns(names, schema, include_sigma)
+    if not zcols:
+        raise UserError(f"latent file {path} has no z columns for --z-schema {schema} (columns: {', '.join(names[:8])}...)")
+    keys = [dimension_key(c) for c in zcols]
+    if len(set(keys)) != len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise UserError(f"latent file {path} names dimension {twice[1] if twice else '?'} twice (flat and b/n)")
+    return tuple(zcols)
+
+
+def read_latent_rows(path: Path, columns: Sequence[str], order: Sequence[str]) -> LatentRows:
+    """Read ``snip_id`` and ``columns`` (text, nothing parsed away) of a latent file;
+    each name of ``order`` takes this file's column for the same dimension."""
+    by_dim = {dimension_key(c): c for c in columns}
+    names = {o: by_dim[dimension_key(o)] for o in order if dimension_key(o) in by_dim}
+    if parquet_store.is_parquet(path):
+        return parquet_store.read_rows(path, columns, order, names)
+    return read_csv_rows(path, columns, order, names)
 
 
 @attrs.frozen(kw_only=True)

@@ -3,7 +3,7 @@ silently stop the runner from holding the locks, recovering read folders or re-p
 
 from __future__ import annotations
 
-from morphseq_build06.plan import Build06Plan
+from morphseq_build06.declared import Build06StagePlan as Build06Plan
 from morphseq_stages import HoldsLocks, KnowsIfCurrent, ReadsFolders
 
 

@@ -91,7 +91,7 @@ def test_page_shows_the_spoiled_snips_with_their_experiment(qc, cli):
 
 
 def test_beyond_the_point_budget_a_fixed_sample_is_drawn_and_said(qc, cli, monkeypatch):
-    from morphseq_build06 import report
+    from morphseq_build06.report import write as report
 
     monkeypatch.setattr(report, "POINT_BUDGET", 50)
     root, data, spoiled = qc

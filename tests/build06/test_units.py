@@ -13,7 +13,7 @@ import pytest
 from morphseq_build06 import keys
 from morphseq_build06.csvtext import header_with, read_columns, read_text_table, write_rows
 from morphseq_build06.latents import embryo_id_of, select_z_columns
-from morphseq_build06.plan import parse_flags
+from morphseq_build06.df02 import parse_flags
 from morphseq_legacy.columns import column_names
 from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write, check_safe_id, exclusive_lock
@@ -167,7 +167,7 @@ def _cell_by_cell(cells: list[str]) -> tuple[bool, bool, bool, list[str]]:
 
 
 def test_latent_rows_are_classified_as_a_cell_by_cell_parse_would(tmp_path):
-    from morphseq_build06.latents import read_latent_rows
+    from morphseq_build06.store import read_latent_rows
 
     rng = np.random.default_rng(3)
     rows = [["0.1", "2.5", "-3e-4"]] + [[c, "1.0", "2"] for c in CELLS] + \

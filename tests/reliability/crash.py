@@ -315,13 +315,13 @@ def crash_test(kills: int, *, merge_only: bool, chain: int = 5, seed: int = 0, f
                base: Path | None = None, variant: str = "copies") -> Tally:
     rng = random.Random(seed)
     if fork:  # what every run imports, imported once here, before the forks
-        from morphseq_build06 import export, merge, plan  # noqa: F401
+        from morphseq_build06 import export, merge, plan, settled  # noqa: F401
         from morphseq_stages.cli import main  # noqa: F401
         if variant == "every-output":
             import anndata  # noqa: F401
             import plotly.graph_objects  # noqa: F401
 
-            from morphseq_build06 import formats, report  # noqa: F401
+            from morphseq_build06 import export_typed, typed_files  # noqa: F401
         if not merge_only:
             import torch  # noqa: F401
 

@@ -8,8 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from morphseq_build06 import declared
-from morphseq_build06 import generate as generate_mod
+from morphseq_build06 import generate_only
 
 from . import scenario
 from conftest import fill_disk, read_rows, small_tmpfs, tree_digest
@@ -34,21 +33,21 @@ def test_two_generate_only_jobs_with_different_formats_leave_one_latent_file(cli
     synth = scenario.model_root(tmp_path)
     other = lambda: scenario.run_cli(_job(synth, "csv"))  # noqa: E731
     if point == "before-embedding":
-        real = generate_mod.generate
+        real = generate_only.generate
 
         def generate(plan, registry):
             assert other().returncode == 0
             return real(plan, registry)
 
-        monkeypatch.setattr(generate_mod, "generate", generate)
+        monkeypatch.setattr(generate_only, "generate", generate)
     else:
-        real_write = declared.store_write
+        real_write = generate_only.store_write
 
         def store_write(plan, exp):
             assert other().returncode == 0
             return real_write(plan, exp)
 
-        monkeypatch.setattr(declared, "store_write", store_write)
+        monkeypatch.setattr(generate_only, "store_write", store_write)
     code, out, err = cli(*_job(synth, "parquet", "--json"))
     assert code in (0, 2, 75), err
     assert _store_files(synth) == [f"morph_latents_{EXP}.csv"]

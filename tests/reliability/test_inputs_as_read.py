@@ -22,8 +22,8 @@ def _after_merge(monkeypatch, action):
     """Run ``action`` once the merge has read its inputs, before the export writes."""
     real = merge_mod.merge
 
-    def merge(plan, generated=None):
-        result = real(plan, generated)
+    def merge(plan, settled):
+        result = real(plan, settled)
         action()
         return result
 
@@ -126,8 +126,8 @@ def test_the_training_join_records_the_training_metadata_it_read(cli, monkeypatc
     train.write_text("\n".join(",".join(r) for r in [header, *rows[:5]]) + "\n")
     real = merge_mod.merge
 
-    def merge(plan, generated=None):  # the training metadata is read at export: change it right after
-        result = real(plan, generated)
+    def merge(plan, settled):  # the training metadata is read at export: change it right after
+        result = real(plan, settled)
         from morphseq_build06 import export as export_mod
 
         read = export_mod.read_text_table
