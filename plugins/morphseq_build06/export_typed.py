@@ -17,8 +17,8 @@ from .merge import MergeResult
 from .paths import TYPED_RECORD
 from .plan import Build06Plan
 from .records import Output, OutputKind
-from .report_spec import made_with as report_made_with
 from .report.write import write_report
+from .report_spec import made_with as report_made_with
 from .typed import TypedColumns, type_table, z_matrix
 from .typed_files import write_typed
 

@@ -12,8 +12,8 @@ import pytest
 
 from morphseq_build06 import keys
 from morphseq_build06.csvtext import header_with, read_columns, read_text_table, write_rows
-from morphseq_build06.latents import embryo_id_of, select_z_columns
 from morphseq_build06.df02 import parse_flags
+from morphseq_build06.latents import embryo_id_of, select_z_columns
 from morphseq_legacy.columns import column_names
 from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write, check_safe_id, exclusive_lock

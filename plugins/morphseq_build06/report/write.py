@@ -12,9 +12,9 @@ from morphseq_stages.files import atomic_write_bytes
 
 from ..csvtext import read_columns
 from ..latents import parse_z
+from ..report_spec import require_report
 from ..typed import z_matrix
 from . import figures, page, stats, thumbs
-from ..report_spec import require_report
 
 if TYPE_CHECKING:
     from ..merge import MergeResult
