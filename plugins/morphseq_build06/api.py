@@ -17,27 +17,27 @@ structlog (``morphseq_stages.logs.configure("json")`` shows every event).
 from __future__ import annotations
 
 import functools
-import io
 import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import structlog
 
 from morphseq_stages import logs
 from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write, check_safe_id, exclusive_lock
 
-from . import keys, paths
-from .csvtext import TextTable, float_text, header_with, read_columns, read_text_table, write_rows
-from .frames import stamp, store_table
-from .latents import select_z_columns
+from . import paths
+from .csvtext import read_text_table
+from .frames import StoreTable, stamp, store_table
+from .freshness import load_sidecar
 from .options import DATA_ROOT_ENV, DEFAULT_MODEL, Build06Options
+from .own_tables import OutputExists, by_experiment, bytes_of, index_of_frame, join, kept, z_values
+from .partial import write_only
+from .records import Output, OutputKind
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from morphseq_stages import Host, RunResult
 
     from .declared import Build06StagePlan
-    from .index import LatentIndex
 
 __all__ = [
     "OutputExists",
@@ -81,19 +80,6 @@ class PlannedRun(dict[str, Any]):
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython and Jupyter
         printer.text(self.text)
-
-
-class OutputExists(UserError):
-    """An existing output is not current and was left as it is: pass ``overwrite=True``
-    to replace it. The message names the file; other outputs of the call may be written."""
-
-
-def _kept(out: Path, data: bytes, what: str) -> None:
-    """``out`` exists and ``overwrite`` is off: fine when it already holds ``data``."""
-    if out.read_bytes() != data:
-        raise OutputExists(f"{what} {out} exists and differs from what this call would write; "
-                           "pass overwrite=True to replace it")
-    log.info("write.skipped", path=str(out), what=what, reason="current (identical)")
 
 
 @functools.lru_cache(maxsize=1)
@@ -296,79 +282,10 @@ def load_latents(latent_paths: Mapping[str, PathLike], z_schema: str = "auto") -
     ids = pa.concat_arrays([read.rows[e].snip_ids for e in paths]) if paths else pa.array([], pa.string())
     picked = ids.take(pa.array(index.rows, pa.int64())).to_pylist()
     frame = pd.DataFrame({"snip_id": pd.Series(picked, dtype=object)})
-    values = _z_values(index.lines.take(pa.array(index.rows, pa.int64())), len(index.columns))
+    values = z_values(index.lines.take(pa.array(index.rows, pa.int64())), len(index.columns))
     table = pd.concat([frame, pd.DataFrame(values, columns=list(index.columns))], axis=1)
     stamp(table, paths, z_schema)  # what it was read from: df03 can then be the stage's own
     return table
-
-
-def _z_values(lines: pa.Array, width: int) -> np.ndarray:
-    """The z text cells of each row (comma-joined) as a float64 matrix (empty -> NaN)."""
-    if width == 0 or len(lines) == 0:
-        return np.empty((len(lines), width))
-    cells = pc.list_flatten(pc.split_pattern(pc.cast(lines, pa.large_string()), ","))
-    cells = pc.if_else(pc.equal(cells, ""), pa.scalar(None, cells.type), cells)
-    return pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False).reshape(len(lines), width)
-
-
-def _index_of_frame(latents_df: Any) -> LatentIndex:
-    """A latents DataFrame (``snip_id`` + z columns) as the merge's index of latent rows."""
-    import pandas as pd
-
-    from .index import LatentIndex
-
-    if not isinstance(latents_df, pd.DataFrame) or "snip_id" not in latents_df.columns:
-        raise UserError("latents_df must be a DataFrame with a snip_id column and z columns (see load_latents)")
-    columns = select_z_columns([str(c) for c in latents_df.columns], "auto", include_sigma=True)
-    if not columns:
-        raise UserError("latents_df has no z columns (z_mu_NN, z_mu_b_NN, z_mu_n_NN)")
-    try:
-        values = latents_df[columns].to_numpy(dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"latents_df z columns must be numbers: {exc}") from None
-    ids = pa.array([str(s) for s in latents_df["snip_id"]], pa.string())
-    cells = [float_text(values[:, j]) for j in range(len(columns))]
-    lines = pc.binary_join_element_wise(*cells, b",", null_handling="replace", null_replacement=b"")
-    finite = np.isfinite(values).all(axis=1)
-    all_keys = keys.normalise(ids)[0]
-    good = np.flatnonzero(finite)
-    good_keys = all_keys.take(pa.array(good, pa.int64()))
-    first = keys.first_of(good_keys) == np.arange(len(good_keys))
-    index = good_keys.filter(pa.array(first))
-    channel_index, channel_rows = keys.channel_free_index(index)
-    bad = pc.unique(all_keys.filter(pa.array(~finite)))
-    return LatentIndex(columns=tuple(columns), lines=pc.cast(lines, pa.large_binary()), rows=good[first],
-                       index=index, channel_index=channel_index, channel_rows=channel_rows,
-                       bad_keys=bad.filter(pc.invert(pc.is_in(bad, value_set=index))))
-
-
-def _join(table: TextTable, index: LatentIndex, out: Path, overwrite: bool, what: str) -> bool:
-    """Write ``table`` (bytes unchanged) plus its z cells to ``out``; False if ``out`` was
-    kept as identical; :class:`OutputExists` if it differs and ``overwrite`` is off."""
-    if "snip_id" not in table.names:
-        raise UserError(f"{what} {table.path} has no snip_id column")
-    take, _, _ = index.match(read_columns(table, ["snip_id"])["snip_id"])
-    matched = int((take >= 0).sum())
-    log.info("coverage", what=what, rows=len(table), matched=matched,
-             coverage=round(matched / len(table), 6) if len(table) else 0.0)
-    header = header_with(table.header, index.columns)
-
-    def write(fh: Any) -> None:
-        write_rows(fh, header, table.records, table.newline, lambda a, b: index.cells(take[a:b]))
-
-    with exclusive_lock(*paths.output_lock(out)):
-        if out.exists() and not overwrite:
-            _kept(out, _bytes_of(write), what)
-            return False
-        atomic_write(out, write)
-    log.info("write.staged", path=str(out), what=what, rows=len(table))
-    return True
-
-
-def _bytes_of(write: Any) -> bytes:
-    buf = io.BytesIO()
-    write(buf)
-    return buf.getvalue()
 
 
 def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwrite: bool = False,
@@ -404,27 +321,35 @@ def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwri
     if out_name == df02.name:
         raise UserError("out_name must not be df02 itself")
     out = df02.with_name(str(out_name))
-    index = _index_of_frame(latents_df)  # the table's own checks, whichever file it goes to
+    index = index_of_frame(latents_df)  # the table's own checks, whichever file it goes to
     if out != paths.df03(base):  # a file of the caller's own: df02 plus the table's z cells
-        _join(read_text_table(df02, what="df02"), index, out, overwrite, "df03")
+        join(read_text_table(df02, what="df02"), index, out, overwrite, "df03")
         return out
     source, why = store_table(latents_df)
     if source is None:
         raise UserError(f"df03 {out} is Build06's own output: it is written from load_latents' table of a latent "
                         f"store's files as they are, and this table {why}; pass out_name= to join it into a file "
                         "of your own")
-    run = {"root": base, "data_root": source.data_root, "model_name": source.model_name,
+    run, _ = _store_plan(base, source, overwrite, f"df03 {out} holds")
+    return _df03_of(_run(run), overwrite)
+
+
+def _store_plan(root: Path, source: StoreTable, overwrite: bool, what: str, **options: Any
+                ) -> tuple[dict[str, Any], Build06StagePlan]:
+    """The run that merges a latent store's files (``source``) into ``root``'s outputs, and
+    its plan; a UserError when the table lacks some of the files the run reads."""
+    run = {"root": root, "data_root": source.data_root, "model_name": source.model_name,
            "embedder": source.embedder, "z_schema": source.z_schema, "latent_format": source.latent_format,
-           "overwrite": overwrite}
+           "overwrite": overwrite, **options}
     plan = _plan_of(_run(run, dry_run=True))
     read = {e.experiment: e.latent_path.resolve() for e in plan.experiments if e.latent_path.exists()}
     held = {e: p for e, p in source.files.items() if e in {x.experiment for x in plan.experiments}}
     if read != held:
         lacking = sorted(e for e in read if held.get(e) != read[e])
-        raise UserError(f"df03 {out} holds every embedding of the store {plan.store}, and this table lacks the latent "
+        raise UserError(f"{what} every embedding of the store {plan.store}, and this table lacks the latent "
                         f"file(s) of {', '.join(lacking) or 'none'} (it has {', '.join(sorted(held)) or 'none'}); "
                         "load every experiment of df02, or pass out_name= to join it into a file of your own")
-    return _df03_of(_run(run), overwrite)
+    return run, plan
 
 
 def _df03_of(result: RunResult, overwrite: bool) -> Path:
@@ -459,19 +384,44 @@ def merge_train_with_embeddings(root: PathLike, train_name: str, latents_df: pd.
     """
     logs.library_default()
     check_safe_id(str(train_name), "training set name")
-    train_in = paths.training_input(_path(root, "root"), str(train_name))
+    base = _path(root, "root")
+    train_in = paths.training_input(base, str(train_name))
     if not train_in.is_file():
         log.warning("training.missing", path=str(train_in))
         return None
-    out = paths.training_output(_path(root, "root"), str(train_name))
-    _join(read_text_table(train_in, what="training metadata"), _index_of_frame(latents_df), out, overwrite,
-          "training")
+    out = paths.training_output(base, str(train_name))
+    index = index_of_frame(latents_df)  # the table's own checks, whichever way it is written
+    source, _ = store_table(latents_df)
+    if source is None:  # a table of the caller's own: joined as it is
+        join(read_text_table(train_in, what="training metadata"), index, out, overwrite, "training")
+        return out
+    with exclusive_lock(*paths.training_lock(out.parent)):
+        _, plan = _store_plan(base, source, overwrite, f"the training join {out} is built from",
+                              train_name=str(train_name))
+        _written_or_current(write_only(plan, [OutputKind.TRAINING])[0], overwrite)
     return out
+
+
+def _written_or_current(outputs: Sequence[Output], overwrite: bool) -> None:
+    """:class:`OutputExists` (or, with ``overwrite``, a :class:`UserError`) for an output
+    the run kept although it is not current."""
+    what = {OutputKind.TRAINING: "training join", OutputKind.ANALYSIS: "analysis copy"}
+    for o in outputs:
+        if not o.writes and o.freshness.status != "current":
+            state = o.reason.split("; pass --overwrite")[0]
+            if overwrite:
+                raise UserError(f"{what[o.kind]} {o.path} kept: {state}")
+            raise OutputExists(f"{what[o.kind]} {o.path} is {state}: kept; pass overwrite=True to replace it")
 
 
 def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: PathLike | None,
                                      model_name: str = DEFAULT_MODEL, overwrite: bool = False) -> list[Path]:
     """Write one ``df03_<experiment>.csv`` per experiment for analysis users.
+
+    When ``df03`` is a pipeline root's df03, written by the stage for this model and
+    current, the copies are the stage's own (written by its export, with their sidecar
+    ``df03_copies.json``: ``--export-analysis-copies`` then finds them current). Any other
+    df03 (a file edited or out of date, a DataFrame) is copied as it is, without a record.
 
     Parameters:
         df03: the path of df03 (its rows are copied byte for byte) or a DataFrame.
@@ -485,63 +435,49 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
         identical (left as it is).
 
     Raises:
-        OutputExists: a copy exists, differs, and ``overwrite`` is off; checked for every
-            copy before any is written, so then none is.
+        OutputExists: a copy exists, differs (or is not current), and ``overwrite`` is off;
+            checked for every copy before any is written, so then none is.
     """
     logs.library_default()
     model_name = _model(model_name)
-    folder = paths.analysis_dir(_data_root(data_root), model_name)
-    copies = {folder / paths.analysis_copy(Path(), model_name, check_safe_id(exp, "experiment")).name: write
-              for exp, write in _by_experiment(df03).items()}
+    root = _data_root(data_root)
+    folder = paths.analysis_dir(root, model_name)
+    frame = df03 if not isinstance(df03, str | os.PathLike) else None
+    source = _path(df03, "df03") if frame is None else None
     with exclusive_lock(*paths.copies_lock(folder)):  # checked and written with no other run in between
-        todo = dict(copies)
+        plan = _stage_df03(source, root, model_name, overwrite) if source is not None else None
+        if plan is not None:  # df03 is the stage's, current: its copies are the stage's too
+            copies = write_only(plan, [OutputKind.ANALYSIS])[0]
+            _written_or_current(copies, overwrite)
+            return [o.path for o in copies if not o.fmt]
+        writers = {folder / paths.analysis_copy(Path(), model_name, check_safe_id(exp, "experiment")).name: write
+                   for exp, write in by_experiment(frame if frame is not None else source).items()}
+        todo = dict(writers)
         if not overwrite:
-            for out in [o for o in copies if o.exists()]:
-                _kept(out, _bytes_of(copies[out]), "analysis copy")
+            for out in [o for o in writers if o.exists()]:
+                kept(out, bytes_of(writers[out]), "analysis copy")
                 del todo[out]
         for out, write in todo.items():
             atomic_write(out, write)
             log.info("write.staged", path=str(out), what="analysis")
-    return list(copies)
+    return list(writers)
 
 
-def _by_experiment(df03: Any) -> dict[str, Any]:
-    """experiment -> a writer of its rows (raw records for a file, CSV text for a DataFrame);
-    a row's experiment as the stage derives it (``keys.row_experiments``)."""
-    import pandas as pd
-
-    if isinstance(df03, pd.DataFrame):
-        if "snip_id" not in df03.columns:
-            raise UserError("df03 must have a snip_id column")
-        dates = pa.array([_date_text(v) for v in df03["experiment_date"]], pa.string()) if "experiment_date" in df03 else None
-        exp = keys.row_experiments(pa.array([_date_text(v) for v in df03["snip_id"]], pa.string()), dates)
-        return {e: functools.partial(_write_frame, df03[exp == e]) for e in dict.fromkeys(exp) if e}
-    table = read_text_table(_path(df03, "df03"), what="df03")
-    if "snip_id" not in table.names:
-        raise UserError(f"df03 {table.path} has no snip_id column")
-    cols = read_columns(table, [c for c in ("snip_id", "experiment_date") if c in table.names])
-    exp = keys.row_experiments(cols["snip_id"], cols.get("experiment_date"))
-    return {e: functools.partial(_write_records, table, np.flatnonzero(exp == e)) for e in dict.fromkeys(exp) if e}
-
-
-def _date_text(value: Any) -> str | None:
-    """A cell of a DataFrame read by pandas as the CSV's text: an empty cell is NaN (and makes
-    a column of dates float: 20231207.0)."""
-    import pandas as pd
-
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
+def _stage_df03(df03: Path, data_root: Path, model_name: str, overwrite: bool) -> Build06StagePlan | None:
+    """The plan of the run that wrote ``df03`` (its sidecar's options), when ``df03`` is a
+    pipeline root's df03, written by the stage for this model and current; else None."""
+    root = df03.parent.parent.parent
+    recorded = load_sidecar(paths.sidecar(df03)).get("options")
+    if paths.df03(root) != df03 or not isinstance(recorded, dict) or recorded.get("model_name") != model_name:
         return None
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _write_frame(rows: Any, fh: Any) -> None:
-    fh.write(rows.to_csv(index=False).encode())
-
-
-def _write_records(table: TextTable, rows: np.ndarray, fh: Any) -> None:
-    write_rows(fh, table.header, table.records.take(pa.array(rows, pa.int64())), table.newline)
+    same = ("embedder", "z_schema", "include_sigma", "qc_filter", "latent_format", "latents_root")
+    run = {"root": root, "data_root": data_root, "model_name": model_name, "export_analysis_copies": True,
+           "overwrite": overwrite, **{k: recorded[k] for k in same if recorded.get(k) is not None}}
+    try:
+        plan = _plan_of(_run(run, dry_run=True))
+    except UserError:  # its inputs are no longer there as the run had them: copy the file as it is
+        return None
+    return plan if plan.df03.freshness.status == "current" else None
 
 
 @overload

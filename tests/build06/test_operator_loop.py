@@ -256,3 +256,56 @@ def test_the_demo_without_torch_is_one_line(tmp_path):
     assert proc.returncode == 2 and len(plain) == 1, proc.stderr
     assert "the demo needs torch" in plain[0] and "pip install torch==2.13.0" in plain[0], plain
     assert not (tmp_path / "demo").exists()  # nothing laid out
+
+
+def _statuses(cli, synth, *extra):
+    code, text, err = build06(cli, synth, "--dry-run", "--json", *extra)
+    assert code == 0, err
+    return {o["path"]: o["status"] for o in json.loads(text)["outputs"]}
+
+
+def test_the_api_training_join_and_copies_are_the_stages_own(synth, cli):
+    """Issue #16 item 2: what the step functions write from a latent store's table (and a
+    current df03) is written by the stage's export, with its sidecar: the CLI's next run
+    finds it current, where it used to call it "not written by this tool"."""
+    train = synth.root / "training_data" / "t1" / "embryo_metadata_df_train.csv"
+    train.parent.mkdir(parents=True)
+    lines = synth.df02.read_bytes().split(b"\n")
+    train.write_bytes(b"\n".join(lines[:4]) + b"\n")
+    z = api.load_latents(api.ensure_latents_for_experiments(synth.data_root, MODEL, list(EXPS)))
+    out = api.merge_df02_with_embeddings(synth.root, z)
+    joined = api.merge_train_with_embeddings(synth.root, "t1", z)
+    copies = api.export_df03_copies_by_experiment(out, synth.data_root, MODEL)
+    assert [p.name for p in copies] == [f"df03_{e}.csv" for e in EXPS]
+    assert joined.with_suffix(".json").is_file() and (copies[0].parent / "df03_copies.json").is_file()
+    status = _statuses(cli, synth, "--train-name", "t1", "--export-analysis-copies")
+    assert status[str(joined)] == "current" and all(status[str(p)] == "current" for p in copies), status
+    # and the bytes are the CLI's: its --overwrite run rewrites nothing
+    before = tree_digest(synth.root, synth.data_root)
+    code, _, err = build06(cli, synth, "--train-name", "t1", "--export-analysis-copies")
+    assert code == 0, err
+    assert tree_digest(synth.root, synth.data_root) == before
+    # a second call finds them current; a table of the caller's own is joined as it is, without a record
+    assert api.merge_train_with_embeddings(synth.root, "t1", z) == joined
+    assert api.export_df03_copies_by_experiment(out, synth.data_root, MODEL) == copies
+    mine = z.copy()
+    mine["z_mu_00"] = 0.5
+    api.merge_train_with_embeddings(synth.root, "t1", mine, overwrite=True)
+    assert _statuses(cli, synth, "--train-name", "t1")[str(joined)] == "foreign"
+
+
+def test_the_api_keeps_a_training_join_the_stage_would_not_write_now(synth, cli):
+    train = synth.root / "training_data" / "t1" / "embryo_metadata_df_train.csv"
+    train.parent.mkdir(parents=True)
+    train.write_bytes(b"\n".join(synth.df02.read_bytes().split(b"\n")[:4]) + b"\n")
+    z = api.load_latents(api.ensure_latents_for_experiments(synth.data_root, MODEL, list(EXPS)))
+    joined = api.merge_train_with_embeddings(synth.root, "t1", z)
+    with open(train, "ab") as fh:  # the training set gains a row: the join is out of date
+        fh.write(synth.df02.read_bytes().split(b"\n")[5] + b"\n")
+    before = joined.read_bytes()
+    with pytest.raises(api.OutputExists, match=f"^training join {joined} is out of date: .*training "
+                                               "metadata changed: kept; pass overwrite=True to replace it$"):
+        api.merge_train_with_embeddings(synth.root, "t1", z)
+    assert joined.read_bytes() == before
+    assert api.merge_train_with_embeddings(synth.root, "t1", z, overwrite=True) == joined
+    assert len(joined.read_bytes().split(b"\n")) == len(before.split(b"\n")) + 1

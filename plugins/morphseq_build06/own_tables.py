@@ -1,0 +1,146 @@
+"""Tables of the caller's own, in the API: a latents DataFrame as the merge's index of
+latent rows, and what is joined or copied from it byte for byte. Unlike the stage's
+outputs these have no record: the stage takes them for files it did not write."""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
+
+from morphseq_stages.errors import UserError
+from morphseq_stages.files import atomic_write, exclusive_lock
+
+from . import keys, paths
+from .csvtext import TextTable, float_text, header_with, read_columns, read_text_table, write_rows
+from .index import LatentIndex
+from .latents import select_z_columns
+
+log = structlog.get_logger()
+
+
+class OutputExists(UserError):
+    """An existing output is not current and was left as it is: pass ``overwrite=True``
+    to replace it. The message names the file; other outputs of the call may be written."""
+
+
+def kept(out: Path, data: bytes, what: str) -> None:
+    """``out`` exists and ``overwrite`` is off: fine when it already holds ``data``."""
+    if out.read_bytes() != data:
+        raise OutputExists(f"{what} {out} exists and differs from what this call would write; "
+                           "pass overwrite=True to replace it")
+    log.info("write.skipped", path=str(out), what=what, reason="current (identical)")
+
+
+def z_values(lines: pa.Array, width: int) -> np.ndarray:
+    """The z text cells of each row (comma-joined) as a float64 matrix (empty -> NaN)."""
+    if width == 0 or len(lines) == 0:
+        return np.empty((len(lines), width))
+    cells = pc.list_flatten(pc.split_pattern(pc.cast(lines, pa.large_string()), ","))
+    cells = pc.if_else(pc.equal(cells, ""), pa.scalar(None, cells.type), cells)
+    return pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False).reshape(len(lines), width)
+
+
+def index_of_frame(latents_df: Any) -> LatentIndex:
+    """A latents DataFrame (``snip_id`` + z columns) as the merge's index of latent rows."""
+    import pandas as pd
+
+    from .index import LatentIndex
+
+    if not isinstance(latents_df, pd.DataFrame) or "snip_id" not in latents_df.columns:
+        raise UserError("latents_df must be a DataFrame with a snip_id column and z columns (see load_latents)")
+    columns = select_z_columns([str(c) for c in latents_df.columns], "auto", include_sigma=True)
+    if not columns:
+        raise UserError("latents_df has no z columns (z_mu_NN, z_mu_b_NN, z_mu_n_NN)")
+    try:
+        values = latents_df[columns].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"latents_df z columns must be numbers: {exc}") from None
+    ids = pa.array([str(s) for s in latents_df["snip_id"]], pa.string())
+    cells = [float_text(values[:, j]) for j in range(len(columns))]
+    lines = pc.binary_join_element_wise(*cells, b",", null_handling="replace", null_replacement=b"")
+    finite = np.isfinite(values).all(axis=1)
+    all_keys = keys.normalise(ids)[0]
+    good = np.flatnonzero(finite)
+    good_keys = all_keys.take(pa.array(good, pa.int64()))
+    first = keys.first_of(good_keys) == np.arange(len(good_keys))
+    index = good_keys.filter(pa.array(first))
+    channel_index, channel_rows = keys.channel_free_index(index)
+    bad = pc.unique(all_keys.filter(pa.array(~finite)))
+    return LatentIndex(columns=tuple(columns), lines=pc.cast(lines, pa.large_binary()), rows=good[first],
+                       index=index, channel_index=channel_index, channel_rows=channel_rows,
+                       bad_keys=bad.filter(pc.invert(pc.is_in(bad, value_set=index))))
+
+
+def join(table: TextTable, index: LatentIndex, out: Path, overwrite: bool, what: str) -> bool:
+    """Write ``table`` (bytes unchanged) plus its z cells to ``out``; False if ``out`` was
+    kept as identical; :class:`OutputExists` if it differs and ``overwrite`` is off."""
+    if "snip_id" not in table.names:
+        raise UserError(f"{what} {table.path} has no snip_id column")
+    take, _, _ = index.match(read_columns(table, ["snip_id"])["snip_id"])
+    matched = int((take >= 0).sum())
+    log.info("coverage", what=what, rows=len(table), matched=matched,
+             coverage=round(matched / len(table), 6) if len(table) else 0.0)
+    header = header_with(table.header, index.columns)
+
+    def write(fh: Any) -> None:
+        write_rows(fh, header, table.records, table.newline, lambda a, b: index.cells(take[a:b]))
+
+    with exclusive_lock(*paths.output_lock(out)):
+        if out.exists() and not overwrite:
+            kept(out, bytes_of(write), what)
+            return False
+        atomic_write(out, write)
+    log.info("write.staged", path=str(out), what=what, rows=len(table))
+    return True
+
+
+def bytes_of(write: Any) -> bytes:
+    buf = io.BytesIO()
+    write(buf)
+    return buf.getvalue()
+
+
+def by_experiment(df03: Any) -> dict[str, Any]:
+    """experiment -> a writer of its rows (raw records for a file, CSV text for a DataFrame);
+    a row's experiment as the stage derives it (``keys.row_experiments``)."""
+    import pandas as pd
+
+    if isinstance(df03, pd.DataFrame):
+        if "snip_id" not in df03.columns:
+            raise UserError("df03 must have a snip_id column")
+        dates = pa.array([_date_text(v) for v in df03["experiment_date"]], pa.string()) if "experiment_date" in df03 else None
+        exp = keys.row_experiments(pa.array([_date_text(v) for v in df03["snip_id"]], pa.string()), dates)
+        return {e: functools.partial(_write_frame, df03[exp == e]) for e in dict.fromkeys(exp) if e}
+    table = read_text_table(Path(df03), what="df03")
+    if "snip_id" not in table.names:
+        raise UserError(f"df03 {table.path} has no snip_id column")
+    cols = read_columns(table, [c for c in ("snip_id", "experiment_date") if c in table.names])
+    exp = keys.row_experiments(cols["snip_id"], cols.get("experiment_date"))
+    return {e: functools.partial(_write_records, table, np.flatnonzero(exp == e)) for e in dict.fromkeys(exp) if e}
+
+
+def _date_text(value: Any) -> str | None:
+    """A cell of a DataFrame read by pandas as the CSV's text: an empty cell is NaN (and makes
+    a column of dates float: 20231207.0)."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _write_frame(rows: Any, fh: Any) -> None:
+    fh.write(rows.to_csv(index=False).encode())
+
+
+def _write_records(table: TextTable, rows: np.ndarray, fh: Any) -> None:
+    write_rows(fh, table.header, table.records.take(pa.array(rows, pa.int64())), table.newline)
