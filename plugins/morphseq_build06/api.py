@@ -16,14 +16,11 @@ structlog (``morphseq_stages.logs.configure("json")`` shows every event).
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-import pyarrow as pa
 import structlog
 
 from morphseq_stages import logs
@@ -31,20 +28,33 @@ from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write, check_safe_id, exclusive_lock
 
 from . import paths
+from .calls import (
+    PathLike,
+    PlannedRun,
+    call,
+    data_root_arg,
+    df03_of,
+    existing_latents,
+    host,
+    model_arg,
+    names_arg,
+    path_arg,
+    plan_of,
+    stage_df03,
+    store_plan,
+    written_or_current,
+)
 from .csvtext import read_text_table
-from .frames import StoreTable, stamp, store_table
-from .freshness import load_sidecar
-from .options import DATA_ROOT_ENV, DEFAULT_MODEL, Build06Options
-from .own_tables import OutputExists, by_experiment, bytes_of, index_of_frame, join, kept, z_values
+from .frames import latents_frame, store_table
+from .latents import Z_SCHEMAS
+from .options import DEFAULT_MODEL
+from .own_tables import OutputExists, by_experiment, bytes_of, index_of_frame, join, kept
 from .partial import write_only
-from .records import Output, OutputKind
+from .records import OutputKind
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from morphseq_stages import Host, RunResult
-
-    from .declared import Build06StagePlan
 
 __all__ = [
     "OutputExists",
@@ -59,89 +69,7 @@ __all__ = [
     "resolve_model_dir",
 ]
 
-STAGE = "build06"
 log = structlog.get_logger()
-PathLike = str | os.PathLike
-
-
-class PlannedRun(dict[str, Any]):
-    """What a run would do, from ``dry_run=True``: the dict ``--dry-run --json`` prints
-    (``df03``, ``df03_status``, ``experiments``, ``outputs``, ``reads``, ``writes``,
-    ``warnings``, ...), shown in a notebook or by ``print`` as the console's plan table."""
-
-    def __init__(self, plan: Build06StagePlan) -> None:
-        super().__init__(json.loads(json.dumps(plan.as_dict(), default=str)))
-        self.text = plan.render()
-
-    def __repr__(self) -> str:
-        return self.text
-
-    __str__ = __repr__
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython and Jupyter
-        printer.text(self.text)
-
-
-@functools.lru_cache(maxsize=1)
-def _host() -> Host:
-    from morphseq_stages import get_host
-
-    return get_host()
-
-
-def _run(options: Mapping[str, Any], *, dry_run: bool = False) -> RunResult:
-    from morphseq_stages import run_stage
-
-    return run_stage(_host(), STAGE, {k: v for k, v in options.items() if v is not None}, dry_run=dry_run)
-
-
-def _plan_of(result: RunResult) -> Build06StagePlan:
-    from .declared import Build06StagePlan
-
-    if not isinstance(result.plan, Build06StagePlan):
-        raise TypeError(f"the build06 plan phase returned a {type(result.plan).__name__}")
-    return result.plan
-
-
-@overload
-def _path(value: PathLike, what: str) -> Path: ...
-
-
-@overload
-def _path(value: PathLike | None, what: str) -> Path | None: ...
-
-
-def _path(value: PathLike | None, what: str) -> Path | None:
-    if value is None:
-        return None
-    if not isinstance(value, str | os.PathLike):
-        raise UserError(f"{what} must be a path, got {value!r}")
-    if not os.fspath(value).strip():  # Path("") is the current folder: never what was meant
-        raise UserError(f"{what} is empty: pass a folder (an empty path would mean the current folder)")
-    return Path(value).expanduser()
-
-
-def _model(value: Any) -> str:
-    """A model name is text: ``5`` would silently name the folder ``5``."""
-    if not isinstance(value, str):
-        raise UserError(f"model_name must be text (a model folder's name), got {value!r}")
-    return check_safe_id(value, "model name")
-
-
-def _data_root(value: PathLike | None) -> Path:
-    """``data_root``, else ``$MORPHSEQ_DATA_ROOT``, as the CLI resolves it."""
-    found = _path(value, "data_root") or _path(os.environ.get(DATA_ROOT_ENV) or None, DATA_ROOT_ENV)
-    if found is None:
-        raise UserError(f"no data root: pass --data-root or set {DATA_ROOT_ENV}")
-    return found
-
-
-def _names(experiments: str | Sequence[str] | None) -> list[str] | None:
-    """A bare string is one experiment (never its characters)."""
-    if experiments is None:
-        return None
-    items = [experiments] if isinstance(experiments, str | int) else list(experiments)
-    return [check_safe_id(str(e), "experiment") for e in items]
 
 
 def resolve_model_dir(data_root: PathLike | None, model_name: str = DEFAULT_MODEL) -> Path:
@@ -163,10 +91,10 @@ def resolve_model_dir(data_root: PathLike | None, model_name: str = DEFAULT_MODE
     from morphseq_stages.embedders import EmbedderRequest
 
     logs.library_default()
-    root = _data_root(data_root)
-    name = _model(model_name)
+    root = data_root_arg(data_root)
+    name = model_arg(model_name)
     # through the registry, as a stage meets any embedder: the legacy embedder's describe finds the folder
-    info = _host().registry.describe_model("legacy", EmbedderRequest(model_name=name, data_root=root))
+    info = host().registry.describe_model("legacy", EmbedderRequest(model_name=name, data_root=root))
     return Path(str(info.location))
 
 
@@ -199,50 +127,23 @@ def ensure_latents_for_experiments(
         afterwards (an experiment still without a file is absent, and logged).
     """
     logs.library_default()
-    model_name = _model(model_name)
-    names = _names(experiments)
+    model_name = model_arg(model_name)
+    names = names_arg(experiments)
     if root is None:
         if generate_missing:
             raise UserError("generating latents needs root= (the pipeline root whose df02 and snips to embed)")
         if not names:
             raise UserError("pass experiments= (or root= to take them from df02)")
-        return _existing_latents(data_root, model_name, names, options)
-    run = {"root": _path(root, "root"), "data_root": _path(data_root, "data_root"), "model_name": model_name,
+        return existing_latents(data_root, model_name, names, options)
+    run = {"root": path_arg(root, "root"), "data_root": path_arg(data_root, "data_root"), "model_name": model_name,
            "experiments": names, "generate_missing_latents": generate_missing or None,
            "generate_only": generate_missing or None, **options}
-    result = _run(run, dry_run=not generate_missing)
-    asked = [e for e in _plan_of(result).experiments if e.selected]  # the plan reads every experiment of df02
+    result = call(run, dry_run=not generate_missing)
+    asked = [e for e in plan_of(result).experiments if e.selected]  # the plan reads every experiment of df02
     found = {e.experiment: e.latent_path for e in asked if e.latent_path.exists()}
     for e in asked:
         if e.experiment not in found:
             log.warning("latents.missing", experiment=e.experiment, path=str(e.latent_path))
-    return found
-
-
-def _existing_latents(data_root: PathLike | None, model_name: str, names: list[str], options: Mapping[str, Any]) -> dict[str, Path]:
-    """The latent files already in the store, found as a run's plan finds them (no df02 needed)."""
-    from morphseq_stages.embedders import EmbedderRequest, ModelUnavailable
-    from morphseq_stages.options import validate
-
-    from .parquet_store import locate
-
-    base = _data_root(data_root)
-    registry = _host().registry
-    checked = validate(Build06Options,
-                       {"root": base, "data_root": base, "model_name": model_name, **options}, STAGE)
-    request = EmbedderRequest(model_name=model_name, model_dir=checked["model_dir"], data_root=base)
-    try:
-        name = registry.describe_model(checked["embedder"], request).name
-    except ModelUnavailable as exc:  # reading latents needs no model folder; the store is named after the model
-        name = exc.name
-    store = paths.store(base, checked["embedder"], name)
-    found = {}
-    for e in names:
-        path = locate(store, e, checked["latent_format"], checked["latents_root"]).path
-        if path.exists():
-            found[e] = path
-        else:
-            log.warning("latents.missing", experiment=e, path=str(path))
     return found
 
 
@@ -261,31 +162,16 @@ def load_latents(latent_paths: Mapping[str, PathLike], z_schema: str = "auto") -
         are left out (and logged), identical duplicates dropped, of conflicting
         duplicates the first kept (and logged).
     """
-    import pandas as pd
-
-    from .index import index_latents, log_index
-    from .latents import Z_SCHEMAS
-    from .store import read_store
-
     logs.library_default()
     if z_schema not in Z_SCHEMAS:
         raise UserError(f"unknown --z-schema {z_schema!r} (choose from {', '.join(Z_SCHEMAS)})")
     if not isinstance(latent_paths, Mapping):
         raise UserError(f"latent_paths must map experiment names to latent files, got {type(latent_paths).__name__}")
-    paths = {check_safe_id(str(e), "experiment"): _path(p, f"latent file of {e}") for e, p in latent_paths.items()}
+    paths = {check_safe_id(str(e), "experiment"): path_arg(p, f"latent file of {e}") for e, p in latent_paths.items()}
     for e, p in paths.items():
         if not p.exists():
             raise UserError(f"latent file not found: {p} (experiment {e})")
-    read = read_store(paths, z_schema, False)
-    index, info = index_latents(read, list(paths))
-    log_index(read, list(paths), info)
-    ids = pa.concat_arrays([read.rows[e].snip_ids for e in paths]) if paths else pa.array([], pa.string())
-    picked = ids.take(pa.array(index.rows, pa.int64())).to_pylist()
-    frame = pd.DataFrame({"snip_id": pd.Series(picked, dtype=object)})
-    values = z_values(index.lines.take(pa.array(index.rows, pa.int64())), len(index.columns))
-    table = pd.concat([frame, pd.DataFrame(values, columns=list(index.columns))], axis=1)
-    stamp(table, paths, z_schema)  # what it was read from: df03 can then be the stage's own
-    return table
+    return latents_frame(paths, z_schema)
 
 
 def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwrite: bool = False,
@@ -315,7 +201,7 @@ def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwri
             are (the message says why).
     """
     logs.library_default()
-    base = _path(root, "root")
+    base = path_arg(root, "root")
     df02 = paths.df02(base)
     check_safe_id(str(out_name), "output name")
     if out_name == df02.name:
@@ -330,39 +216,8 @@ def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwri
         raise UserError(f"df03 {out} is Build06's own output: it is written from load_latents' table of a latent "
                         f"store's files as they are, and this table {why}; pass out_name= to join it into a file "
                         "of your own")
-    run, _ = _store_plan(base, source, overwrite, f"df03 {out} holds")
-    return _df03_of(_run(run), overwrite)
-
-
-def _store_plan(root: Path, source: StoreTable, overwrite: bool, what: str, **options: Any
-                ) -> tuple[dict[str, Any], Build06StagePlan]:
-    """The run that merges a latent store's files (``source``) into ``root``'s outputs, and
-    its plan; a UserError when the table lacks some of the files the run reads."""
-    run = {"root": root, "data_root": source.data_root, "model_name": source.model_name,
-           "embedder": source.embedder, "z_schema": source.z_schema, "latent_format": source.latent_format,
-           "overwrite": overwrite, **options}
-    plan = _plan_of(_run(run, dry_run=True))
-    read = {e.experiment: e.latent_path.resolve() for e in plan.experiments if e.latent_path.exists()}
-    held = {e: p for e, p in source.files.items() if e in {x.experiment for x in plan.experiments}}
-    if read != held:
-        lacking = sorted(e for e in read if held.get(e) != read[e])
-        raise UserError(f"{what} every embedding of the store {plan.store}, and this table lacks the latent "
-                        f"file(s) of {', '.join(lacking) or 'none'} (it has {', '.join(sorted(held)) or 'none'}); "
-                        "load every experiment of df02, or pass out_name= to join it into a file of your own")
-    return run, plan
-
-
-def _df03_of(result: RunResult, overwrite: bool) -> Path:
-    """df03's path after a run; :class:`OutputExists` (or, with ``overwrite``, a
-    :class:`UserError`) when the run kept a df03 that is not current."""
-    path = Path(_plan_of(result).df03_path)
-    df03 = result.summary.get("df03")  # absent with generate_only: no df03 is asked for
-    if df03 and not df03.get("written") and df03.get("status") != "current":
-        state = str(df03.get("reason", "")).split("; pass --overwrite")[0]
-        if overwrite:
-            raise UserError(f"df03 {path} kept: {state}")
-        raise OutputExists(f"df03 {path} is {state}: kept; pass overwrite=True to replace it")
-    return path
+    run, _ = store_plan(base, source, overwrite, f"df03 {out} holds")
+    return df03_of(call(run), overwrite)
 
 
 def merge_train_with_embeddings(root: PathLike, train_name: str, latents_df: pd.DataFrame,
@@ -384,7 +239,7 @@ def merge_train_with_embeddings(root: PathLike, train_name: str, latents_df: pd.
     """
     logs.library_default()
     check_safe_id(str(train_name), "training set name")
-    base = _path(root, "root")
+    base = path_arg(root, "root")
     train_in = paths.training_input(base, str(train_name))
     if not train_in.is_file():
         log.warning("training.missing", path=str(train_in))
@@ -396,22 +251,10 @@ def merge_train_with_embeddings(root: PathLike, train_name: str, latents_df: pd.
         join(read_text_table(train_in, what="training metadata"), index, out, overwrite, "training")
         return out
     with exclusive_lock(*paths.training_lock(out.parent)):
-        _, plan = _store_plan(base, source, overwrite, f"the training join {out} is built from",
+        _, plan = store_plan(base, source, overwrite, f"the training join {out} is built from",
                               train_name=str(train_name))
-        _written_or_current(write_only(plan, [OutputKind.TRAINING])[0], overwrite)
+        written_or_current(write_only(plan, [OutputKind.TRAINING])[0], overwrite)
     return out
-
-
-def _written_or_current(outputs: Sequence[Output], overwrite: bool) -> None:
-    """:class:`OutputExists` (or, with ``overwrite``, a :class:`UserError`) for an output
-    the run kept although it is not current."""
-    what = {OutputKind.TRAINING: "training join", OutputKind.ANALYSIS: "analysis copy"}
-    for o in outputs:
-        if not o.writes and o.freshness.status != "current":
-            state = o.reason.split("; pass --overwrite")[0]
-            if overwrite:
-                raise UserError(f"{what[o.kind]} {o.path} kept: {state}")
-            raise OutputExists(f"{what[o.kind]} {o.path} is {state}: kept; pass overwrite=True to replace it")
 
 
 def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: PathLike | None,
@@ -439,16 +282,16 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
             checked for every copy before any is written, so then none is.
     """
     logs.library_default()
-    model_name = _model(model_name)
-    root = _data_root(data_root)
+    model_name = model_arg(model_name)
+    root = data_root_arg(data_root)
     folder = paths.analysis_dir(root, model_name)
     frame = df03 if not isinstance(df03, str | os.PathLike) else None
-    source = _path(df03, "df03") if frame is None else None
+    source = path_arg(df03, "df03") if frame is None else None
     with exclusive_lock(*paths.copies_lock(folder)):  # checked and written with no other run in between
-        plan = _stage_df03(source, root, model_name, overwrite) if source is not None else None
+        plan = stage_df03(source, root, model_name, overwrite) if source is not None else None
         if plan is not None:  # df03 is the stage's, current: its copies are the stage's too
             copies = write_only(plan, [OutputKind.ANALYSIS])[0]
-            _written_or_current(copies, overwrite)
+            written_or_current(copies, overwrite)
             return [o.path for o in copies if not o.fmt]
         writers = {folder / paths.analysis_copy(Path(), model_name, check_safe_id(exp, "experiment")).name: write
                    for exp, write in by_experiment(frame if frame is not None else source).items()}
@@ -461,23 +304,6 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
             atomic_write(out, write)
             log.info("write.staged", path=str(out), what="analysis")
     return list(writers)
-
-
-def _stage_df03(df03: Path, data_root: Path, model_name: str, overwrite: bool) -> Build06StagePlan | None:
-    """The plan of the run that wrote ``df03`` (its sidecar's options), when ``df03`` is a
-    pipeline root's df03, written by the stage for this model and current; else None."""
-    root = df03.parent.parent.parent
-    recorded = load_sidecar(paths.sidecar(df03)).get("options")
-    if paths.df03(root) != df03 or not isinstance(recorded, dict) or recorded.get("model_name") != model_name:
-        return None
-    same = ("embedder", "z_schema", "include_sigma", "qc_filter", "latent_format", "latents_root")
-    run = {"root": root, "data_root": data_root, "model_name": model_name, "export_analysis_copies": True,
-           "overwrite": overwrite, **{k: recorded[k] for k in same if recorded.get(k) is not None}}
-    try:
-        plan = _plan_of(_run(run, dry_run=True))
-    except UserError:  # its inputs are no longer there as the run had them: copy the file as it is
-        return None
-    return plan if plan.df03.freshness.status == "current" else None
 
 
 @overload
@@ -543,14 +369,14 @@ def build_df03_with_embeddings(
             to merge: check ``model_name`` and ``data_root``).
     """
     logs.library_default()
-    run = {"root": _path(root, "root"), "data_root": _path(data_root, "data_root"), "model_name": _model(model_name),
-           "experiments": _names(experiments), "generate_missing_latents": generate_missing,
+    run = {"root": path_arg(root, "root"), "data_root": path_arg(data_root, "data_root"), "model_name": model_arg(model_name),
+           "experiments": names_arg(experiments), "generate_missing_latents": generate_missing,
            "export_analysis_copies": export_analysis, "train_name": train_name, "overwrite": overwrite,
            "z_schema": z_schema, **options}
-    result = _run(run, dry_run=dry_run)
+    result = call(run, dry_run=dry_run)
     if dry_run:
-        return PlannedRun(_plan_of(result))
-    return _df03_of(result, overwrite)
+        return PlannedRun(plan_of(result))
+    return df03_of(result, overwrite)
 
 
 def declared_files(root: PathLike, data_root: PathLike | None = None, **options: Any) -> dict[str, Any]:
@@ -568,6 +394,6 @@ def declared_files(root: PathLike, data_root: PathLike | None = None, **options:
         ``path``, ``action``, and ``experiment`` where there is one). Nothing is written.
     """
     logs.library_default()
-    plan = _run({"root": _path(root, "root"), "data_root": _path(data_root, "data_root"), **options},
+    plan = call({"root": path_arg(root, "root"), "data_root": path_arg(data_root, "data_root"), **options},
                 dry_run=True).plan.as_dict()
     return {k: plan[k] for k in ("reads", "writes", "latent_store", "df03")}

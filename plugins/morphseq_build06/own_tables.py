@@ -38,15 +38,6 @@ def kept(out: Path, data: bytes, what: str) -> None:
     log.info("write.skipped", path=str(out), what=what, reason="current (identical)")
 
 
-def z_values(lines: pa.Array, width: int) -> np.ndarray:
-    """The z text cells of each row (comma-joined) as a float64 matrix (empty -> NaN)."""
-    if width == 0 or len(lines) == 0:
-        return np.empty((len(lines), width))
-    cells = pc.list_flatten(pc.split_pattern(pc.cast(lines, pa.large_string()), ","))
-    cells = pc.if_else(pc.equal(cells, ""), pa.scalar(None, cells.type), cells)
-    return pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False).reshape(len(lines), width)
-
-
 def index_of_frame(latents_df: Any) -> LatentIndex:
     """A latents DataFrame (``snip_id`` + z columns) as the merge's index of latent rows."""
     import pandas as pd
