@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from .freshness import file_state
 from .inputs import ReadFile
 from .latents import parse_z
 from .merge import MergeResult
+from .outputs import sidecar_of
 from .plan import Build06Plan
 from .provenance import plain, run_facts, versions
 from .records import ExperimentPlan, Output, OutputKind, the
@@ -109,26 +110,32 @@ def _export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
         exp_rows = df03_rows[plan.row_experiments[df03_rows] == out.experiment]
         run(out, functools.partial(_write_table, out, plan.df02, exp_rows, merged, merged.take))
     train = settled.output(OutputKind.TRAINING)
-    if train is not None and run(train, functools.partial(_write_training, train, merged, training)):
-        _write_training_sidecar(plan, merged, train, run, training()[0].source)
+    if train is not None:
+        run(train, functools.partial(_write_training, train, merged, training))
     listed = np.flatnonzero(merged.reasons != "")
     run(settled.output(OutputKind.UNEMBEDDED), lambda: _write_unembedded(plan, merged, listed))
     run(df03, lambda: _write_table(df03, plan.df02, df03_rows, merged, merged.take))
     train_read = training()[0].source if train is not None and train.writes else None
     record = _df03_record(plan, merged, _inputs(plan, settled, train_read)) if df03.writes or typed else {}
-    for path in write_extras(plan, merged, df03_rows, record, run, training):
-        run.wrote(path, "typed copies record")
-    if any(str(o.path) in run.rows for o in copies):
-        _write_copies_sidecar(plan, merged, copies, run)
+    entries = write_extras(plan, merged, df03_rows, record, run, training)
+    if train is not None and str(train.path) in run.rows:
+        _write_training_sidecar(plan, merged, train, run, training()[0].source,
+                                entries.pop(paths.sidecar(train.path), {}))
+    if copies and (any(str(o.path) in run.rows for o in copies) or sidecar_of(copies[0]) in entries):
+        _write_copies_sidecar(plan, merged, copies, run, entries.pop(sidecar_of(copies[0]), {}))
     summary = _summary(plan, merged, run)
     report = settled.output(OutputKind.REPORT)
     if report is not None and str(report.path) in run.written:
         summary["report"] = str(report.path)
-    sidecar = settled.output(OutputKind.SIDECAR)
+    sidecar = the(settled.outputs, OutputKind.SIDECAR)
+    made = entries.pop(sidecar.path, {})
     if df03.writes:
-        run(sidecar, functools.partial(_write_sidecar, plan, merged, record, summary, run))
-    else:
-        run(sidecar, lambda: None)
+        run(sidecar, functools.partial(_write_sidecar, plan, merged, record, summary, run, made))
+    else:  # df03 stays: its record gains what was written beside it, if anything
+        run(sidecar, lambda: _add_to_record(sidecar.path, settled.records.get(OutputKind.DF03, {}), made))
+    for side, made in entries.items():  # a training join left as it is, whose typed copies were written
+        _add_to_record(side, settled.records.get(OutputKind.TRAINING, {}), made)
+        run.wrote(side, "training join sidecar")
     generated = settled.generated
     latents = list(generated.written) + ([str(plan.manifest_path)] if generated.manifest else [])
     summary["written"], summary["skipped"] = latents + run.written, run.skipped  # every file this run wrote
@@ -283,25 +290,32 @@ def _write_record(path: Path, data: dict[str, Any], run: _Writer | None = None, 
         run.wrote(path, what)
 
 
+def _add_to_record(path: Path, recorded: Mapping[str, Any], entries: Mapping[str, Any]) -> None:
+    """A sidecar as it was, with the entries of the files this run wrote beside its table."""
+    _write_record(path, {**recorded, "files": {**recorded.get("files", {}), **entries}})
+
+
 def _write_sidecar(plan: Build06Plan, merged: MergeResult, record: dict[str, Any], summary: dict[str, Any],
-                   run: _Writer) -> None:
-    """Write df03's provenance sidecar."""
+                   run: _Writer, made: Mapping[str, Any]) -> None:
+    """Write df03's provenance sidecar; ``made``: the entries of its typed copies and report."""
     settled = merged.settled
     built = settled.inputs.record(_recorded(settled, OutputKind.DF03, plan.df03_path))
     df03, listing = settled.df03.path, the(settled.outputs, OutputKind.UNEMBEDDED).path
     _write_record(the(settled.outputs, OutputKind.SIDECAR).path, {
         **record,
-        "files": {df03.name: _file_entry(df03, run.rows[str(df03)], built),
-                  listing.name: _file_entry(listing, run.rows[str(listing)], built)},
+        "files": {**settled.records.get(OutputKind.DF03, {}).get("files", {}),
+                  df03.name: _file_entry(df03, run.rows[str(df03)], built),
+                  listing.name: _file_entry(listing, run.rows[str(listing)], built), **made},
         "generated": summary["generated"],
         "outputs": {"written": run.written, "skipped": run.skipped},
         "timings_s": {"generate": settled.generated.seconds, "total": round(time.monotonic() - plan.started, 3)},
     })
 
 
-def _write_copies_sidecar(plan: Build06Plan, merged: MergeResult, copies: list[Output], run: _Writer) -> None:
+def _write_copies_sidecar(plan: Build06Plan, merged: MergeResult, copies: list[Output], run: _Writer,
+                          made: Mapping[str, Any]) -> None:
     settled = merged.settled
-    files = dict(settled.records.get(OutputKind.ANALYSIS, {}).get("files", {}))
+    files = {**settled.records.get(OutputKind.ANALYSIS, {}).get("files", {}), **made}
     for o in copies:
         if str(o.path) in run.rows:
             built = settled.inputs.record(_recorded(settled, OutputKind.ANALYSIS, o.path), only=o.experiment)
@@ -312,11 +326,12 @@ def _write_copies_sidecar(plan: Build06Plan, merged: MergeResult, copies: list[O
 
 
 def _write_training_sidecar(plan: Build06Plan, merged: MergeResult, train: Output, run: _Writer,
-                            read: ReadFile | None) -> None:
+                            read: ReadFile | None, made: Mapping[str, Any]) -> None:
     settled = merged.settled
     train_in = paths.training_input(plan.options.root, str(plan.options.train_name))
     record = settled.inputs.record(_recorded(settled, OutputKind.TRAINING, train.path), training=read or train_in)
     _write_record(paths.sidecar(train.path),
                   {**_provenance(plan, merged), "training_metadata": str(train_in.resolve()),
-                   "files": {train.path.name: _file_entry(train.path, run.rows[str(train.path)], record)}},
+                   "files": {**settled.records.get(OutputKind.TRAINING, {}).get("files", {}),
+                             train.path.name: _file_entry(train.path, run.rows[str(train.path)], record), **made}},
                   run, "training join sidecar")

@@ -23,7 +23,6 @@ from morphseq_stages.files import sha256_file
 
 from .inputs import read_regular_text
 from .parquet_store import shards
-from .paths import TYPED_RECORD
 from .records import Freshness
 
 log = structlog.get_logger()
@@ -109,6 +108,13 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[st
         reasons += _unchecked_cells(old, new)
     if "training" in new and old.get("training", {}).get("sha256") != new["training"].get("sha256"):
         reasons.append("training metadata changed")
+    if "made_from" in new and (old.get("made_from") or {}).get("sha256") != new["made_from"]["sha256"]:
+        reasons.append(f"not made from {new['made_from']['name']} as it is now")
+    elif "made_with" in new and old.get("made_with") != new["made_with"]:
+        made = old.get("made_with") or {}
+        reasons.append("made with other options: " + "; ".join(
+            f"{_option_name(k)} {_shown(made.get(k))} -> {_shown(v)}" for k, v in new["made_with"].items()
+            if made.get(k) != v))
     return reasons
 
 
@@ -175,25 +181,13 @@ def _unchecked_cells(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
             f"({', '.join(f'{n} row(s) of {e}' for e, n in odd.items())})"]
 
 
-def stale_copy(path: Path, csv: Path, made_with: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
-    """(what, reason) when the typed copy ``path`` may not hold what ``csv`` holds now, as
-    :data:`TYPED_RECORD` says (size and mtime unchanged: no file is hashed); None when it
-    does. ``what``: "unrecorded" (not written by this tool), "edited" or "out-of-date".
-    ``made_with``: what else its content depends on (the report's options), as recorded."""
-    entry = load_sidecar(path.parent / TYPED_RECORD).get("files", {}).get(path.name)
-    made = entry.get("made_from") if isinstance(entry, dict) else None
-    if not isinstance(entry, dict) or "sha256" not in entry or not isinstance(made, dict):
-        return "unrecorded", f"no record of it in {TYPED_RECORD}"
-    if file_state(path, entry)["sha256"] != entry["sha256"]:
-        return "edited", "edited since this tool wrote it"
-    if not csv.is_file() or file_state(csv, made)["sha256"] != made.get("sha256"):
-        return "out-of-date", f"not made from {csv.name} as it is now"
-    if made_with is not None and entry.get("made_with") != dict(made_with):
-        was = entry.get("made_with") or {}
-        changed = [k for k in made_with if was.get(k) != made_with[k]]
-        return "out-of-date", "made with other options: " + "; ".join(
-            f"{_option_name(k)} {_shown(was.get(k))} -> {_shown(made_with[k])}" for k in changed)
-    return None
+def made_from(table: Path, made_with: Mapping[str, Any] | None = None,
+              recorded: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a typed copy (or the report) is built from: ``table`` as it is now (its recorded
+    sha256 reused while its size and mtime are unchanged), and ``made_with``, what else its
+    content depends on (the report's options)."""
+    state = file_state(table, recorded) if table.is_file() else {"sha256": None, "size": None, "mtime_ns": None}
+    return {"made_from": {"name": table.name, **state}, **({"made_with": dict(made_with)} if made_with else {})}
 
 
 def _option_name(key: str) -> str:

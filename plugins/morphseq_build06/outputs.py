@@ -21,7 +21,7 @@ from . import manifest, paths
 from .built_from import InputsNow, row_changes
 from .coverage import nothing_to_merge
 from .formats import SUFFIX, sibling
-from .freshness import load_sidecar, stale_copy, status
+from .freshness import load_sidecar, made_from, status
 from .options import Build06Options
 from .records import CHANGES, NEW, TABLES, Freshness, Output, OutputKind
 from .report_spec import REPORT_NAME, check_color_by, made_with
@@ -96,9 +96,13 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
         warnings.append(_stale_copies(opts, now, changing))
     if opts.report:
         check_color_by(opts.report_color_by, now.df02.names, now.df02_path)
-    extra, extra_warnings = _typed_and_report(outputs, opts)
+    extra, extra_warnings = _typed_and_report(outputs, opts, records)
     outputs += extra
     warnings += extra_warnings
+    if not main.writes and any(o.writes for o in extra if o.kind in (OutputKind.DF03, OutputKind.REPORT)):
+        # df03 stays; its record gains the typed copies and the report this run writes beside it
+        outputs = [attrs.evolve(o, action="overwrite", reason="records the typed copies and report written")
+                   if o.kind is OutputKind.SIDECAR else o for o in outputs]
     if changing:
         path = store / manifest.MANIFEST_NAME
         what = "; ".join(f"{e} {how}" for e, how in changing.items())
@@ -108,7 +112,8 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
     return outputs, records, [w for w in warnings if w]
 
 
-def _made_from(csv: Output, kind: OutputKind, path: Path, overwrite: bool, fmt: str = "",
+def _made_from(csv: Output, kind: OutputKind, path: Path, overwrite: bool,
+               records: Mapping[OutputKind, Mapping[str, Any]], fmt: str = "",
                made_with: Mapping[str, Any] | None = None) -> Output:
     """A typed copy (Parquet, h5ad) or the report, decided with the table it is made from."""
     kept = Output(kind=kind, path=path, action="skip", experiment=csv.experiment, freshness=csv.freshness, fmt=fmt,
@@ -123,11 +128,27 @@ def _made_from(csv: Output, kind: OutputKind, path: Path, overwrite: bool, fmt: 
         return Output(kind=kind, path=path, action="overwrite", reason=f"with {csv.path.name}",
                       experiment=csv.experiment, freshness=csv.freshness, fmt=fmt)
     # the table stays: its typed copy is as current as it only if this tool made it from it as it is
-    stale = stale_copy(path, csv.path, made_with)
-    if stale is None:
+    fresh = copy_freshness(path, csv, records, made_with)
+    if fresh.status == "current":
         return attrs.evolve(kept, reason=f"as {csv.path.name}: {csv.reason}")
-    return decide(kind, path, Freshness(status="out-of-date" if stale[0] == "out-of-date" else "foreign",
-                                        reasons=(stale[1],)), overwrite, csv.experiment, fmt)
+    return decide(kind, path, fresh, overwrite, csv.experiment, fmt)
+
+
+def sidecar_of(table: Output) -> Path:
+    """The record of a table output, where its typed copies (and df03's report) are recorded too."""
+    if table.kind is OutputKind.ANALYSIS:
+        return table.path.parent / paths.COPIES_SIDECAR
+    return paths.sidecar(table.path)
+
+
+def copy_freshness(path: Path, table: Output, records: Mapping[OutputKind, Mapping[str, Any]],
+                   made_with: Mapping[str, Any] | None = None) -> Freshness:
+    """Whether a typed copy (or the report) is what this tool made from ``table`` as it is now
+    (and, for the report, with these options), as the table's record says."""
+    entry = records.get(table.kind, {}).get("files", {}).get(path.name)
+    recorded = entry.get("built_from", {}) if isinstance(entry, dict) else {}
+    return status(path, sidecar_of(table), entry, lambda: made_from(table.path, made_with, recorded.get("made_from")),
+                  {})
 
 
 def _training(opts: Build06Options, now: InputsNow, records: dict[OutputKind, dict[str, Any]],
@@ -186,7 +207,8 @@ def _stale_copies(opts: Build06Options, now: InputsNow, changing: Mapping[str, s
             "--export-analysis-copies --overwrite to update them")
 
 
-def _typed_and_report(outputs: Sequence[Output], opts: Build06Options) -> tuple[list[Output], list[str]]:
+def _typed_and_report(outputs: Sequence[Output], opts: Build06Options,
+                      records: Mapping[OutputKind, Mapping[str, Any]]) -> tuple[list[Output], list[str]]:
     """The typed copies of each table, and the report; also the warnings about typed
     copies this run leaves behind their table."""
     extra, warnings = [], []
@@ -199,14 +221,15 @@ def _typed_and_report(outputs: Sequence[Output], opts: Build06Options) -> tuple[
                 if path.exists() and o.writes:
                     warnings.append(f"{path} is not rewritten by this run (--formats has no {fmt}): it will no "
                                     f"longer match {o.path.name}; add {fmt} to --formats to update it")
-                elif path.exists() and (stale := stale_copy(path, o.path)) and stale[0] != "unrecorded":
-                    warnings.append(f"{path} is out of date ({stale[1]}); add {fmt} to --formats and pass "
-                                    "--overwrite to update it")
+                elif path.exists() and (fresh := copy_freshness(path, o, records)).status != "current" \
+                        and not fresh.reasons[0].startswith("no record of it"):
+                    warnings.append(f"{path} is out of date ({'; '.join(fresh.reasons)}); add {fmt} to --formats "
+                                    "and pass --overwrite to update it")
                 continue
             if not o.writes and not o.path.exists():  # skipped for want of input: so is its copy
                 extra.append(attrs.evolve(o, fmt=fmt, path=path))
                 continue
-            out = _made_from(o, o.kind, path, opts.overwrite, fmt)
+            out = _made_from(o, o.kind, path, opts.overwrite, records, fmt)
             extra.append(out)
             if not out.writes and out.freshness.status != "current":
                 state = out.freshness.describe()
@@ -215,7 +238,7 @@ def _typed_and_report(outputs: Sequence[Output], opts: Build06Options) -> tuple[
     if opts.report:
         df03 = next(o for o in outputs if o.kind is OutputKind.DF03)
         # the report describes df03 as on disk: current while df03 and the report's options are
-        out = _made_from(df03, OutputKind.REPORT, df03.path.with_name(REPORT_NAME), opts.overwrite,
+        out = _made_from(df03, OutputKind.REPORT, df03.path.with_name(REPORT_NAME), opts.overwrite, records,
                          made_with=made_with(opts.report_color_by))
         extra.append(out)
         if not out.writes and out.freshness.status in ("out-of-date", "foreign") and out.path.exists():

@@ -10,8 +10,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DF03_NAME = "embryo_metadata_df03.csv"
 #: the provenance sidecar of the analysis copies, beside them
 COPIES_SIDECAR = "df03_copies.json"
-#: in each folder with typed copies (Parquet, h5ad): each copy's sha256, size, mtime and its CSV's sha256
-TYPED_RECORD = "typed_copies.json"
 TRAINING_OUTPUT = "embryo_metadata_with_embeddings.csv"
 
 

@@ -203,3 +203,28 @@ def test_a_typed_copy_is_current_only_if_made_from_the_csv_as_it_is(tmp_path, cl
     assert code == 0 and "parquet is not written by this tool or edited since: edited since this tool wrote it" in err
     assert cli(*base, "--formats", "csv,parquet", "--overwrite")[0] == 0
     assert pq.read_table(parquet).column("genotype").to_pylist() == csv["genotype"].tolist()
+
+
+def test_a_typed_copy_is_recorded_in_its_tables_sidecar_by_the_one_freshness_rule(tmp_path, cli):
+    """Issue #18: one record schema for every output. A Parquet copy added beside a current
+    df03 is recorded in df03's own sidecar (df03 left as it is), no typed_copies.json is
+    written, and the next run finds both current."""
+    import hashlib
+
+    root, data, df02 = make_root(tmp_path)
+    latents_for(df02, data)
+    base = ("build06", "--root", root, "--data-root", data, "--json")
+    assert cli(*base)[0] == 0
+    df03, side = df03_path(root), df03_path(root).with_suffix(".json")
+    before = df03.read_bytes()
+    code, out, err = cli(*base, "--formats", "csv,parquet")
+    assert code == 0, err
+    written = json.loads(out)["written"]
+    parquet = df03.with_suffix(".parquet")
+    assert sorted(written) == sorted([str(parquet), str(side)]) and df03.read_bytes() == before
+    entry = json.loads(side.read_text())["files"][parquet.name]
+    assert entry["sha256"] == hashlib.sha256(parquet.read_bytes()).hexdigest()
+    assert entry["built_from"]["made_from"]["sha256"] == hashlib.sha256(before).hexdigest()
+    assert not list(tmp_path.rglob("typed_copies.json"))
+    code, out, err = cli(*base, "--formats", "csv,parquet")
+    assert code == 0 and json.loads(out)["written"] == [], out

@@ -188,14 +188,19 @@ def check_unembedded(world: World, result: RunResult, exp: Expected) -> None:
 
 
 def check_typed_copies(result: RunResult, folder: Path, written: set[str], skipped: dict[str, str]) -> None:
-    record = folder / "typed_copies.json"
-    try:
-        files = json.loads(record.read_text()).get("files", {})
-    except (OSError, ValueError):
-        return
+    """Each typed copy whose record (in the sidecar of its table) says it was made from its
+    CSV as the CSV is now holds the CSV's rows and z values."""
+    files: dict = {}
+    for record in [*folder.glob("embryo_metadata_*.json"), folder / "df03_copies.json"]:
+        try:
+            files.update(json.loads(record.read_text()).get("files", {}))
+        except (OSError, ValueError, AttributeError):
+            continue
     for name, entry in files.items():
+        if not name.endswith((".parquet", ".h5ad")):
+            continue
         path, csv_path = folder / name, (folder / name).with_suffix(".csv")
-        made = entry.get("made_from") if isinstance(entry, dict) else None
+        made = (entry.get("built_from") or {}).get("made_from") if isinstance(entry, dict) else None
         if not (path.is_file() and csv_path.is_file() and isinstance(made, dict)):
             continue
         if sha256(path) != entry.get("sha256") or sha256(csv_path) != made.get("sha256"):

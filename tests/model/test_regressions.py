@@ -41,7 +41,7 @@ def test_a_reembedding_into_the_same_bytes_leaves_df03_current(world):
 def test_a_typed_copy_beside_a_kept_df03_holds_its_rows(world):
     # found by the model: build06; remove a df02 row; build06 --formats csv,parquet (no
     # --overwrite): df03.csv is kept (out of date) but df03.parquet is written from the new
-    # merge, one row short, and typed_copies.json calls it made from df03.csv as it is
+    # merge, one row short, and its record (then typed_copies.json) called it made from df03.csv as it is
     import pyarrow.parquet as pq
 
     world.append_experiment("20240509_18ss", 1)

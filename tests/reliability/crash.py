@@ -44,7 +44,7 @@ DATA_SUFFIXES = (".csv", ".parquet", ".h5ad")
 VOLATILE_SUFFIXES = (".json", ".parquet", ".h5ad", ".html")
 #: the records that name files of their folder with their sha256 (checked against them)
 RECORDS = ("embryo_metadata_df03.json", "df03_copies.json", "embryo_metadata_with_embeddings.json",
-           "typed_copies.json", "manifest.json")
+           "manifest.json")
 RUN_LIMIT_S = 300
 TRAIN = "t1"
 VARIANTS = {
@@ -114,8 +114,7 @@ def _sets(outputs: set[str]) -> dict[str, list[str]]:
     sets: dict[str, list[str]] = {}
     for key in outputs:
         name = Path(key).name
-        if name.startswith(("embryo_metadata_df03", "df03_", "embryo_metadata_with_embeddings")) \
-                or name == "typed_copies.json":
+        if name.startswith(("embryo_metadata_df03", "df03_", "embryo_metadata_with_embeddings")):
             sets.setdefault(str(Path(key).parent), []).append(key)
     return sets
 
@@ -143,7 +142,7 @@ def _whole(path: Path) -> bool:
 
 
 def _check_records(work: Path, state: dict[str, str], journals: set[str], tally: Tally) -> None:
-    """Each record (sidecar, typed-copies record, manifest) names files that are there with
+    """Each record (sidecar, manifest) names files that are there with
     the sha256 it gives, and each typed copy's CSV is the one it was made from; a folder
     whose commit is under way (a journal) is checked after the rerun instead."""
     for key in (k for k in state if Path(k).name in RECORDS):
@@ -162,7 +161,7 @@ def _check_records(work: Path, state: dict[str, str], journals: set[str], tally:
                 tally.failures.append(f"{key} names {name}, which is not there")
             elif entry.get("sha256") != state[member]:
                 tally.failures.append(f"{key}: its sha256 of {name} is not the file's")
-            made_from = entry.get("made_from")
+            made_from = (entry.get("built_from") or {}).get("made_from")
             # a typed copy is made from the CSV of its name; the report names the CSV it describes (df03)
             source = made_from.get("name") if isinstance(made_from, dict) else None
             csv = f"{folder}/{source or Path(name).with_suffix('.csv')}"

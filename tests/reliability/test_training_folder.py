@@ -76,10 +76,9 @@ def _consistent(folder: Path) -> None:
     csv = folder / "embryo_metadata_with_embeddings.csv"
     side = json.loads(csv.with_suffix(".json").read_text())
     assert side["files"][csv.name]["sha256"] == _sha(csv)
-    typed = json.loads((folder / "typed_copies.json").read_text())["files"]
     parquet = csv.with_suffix(".parquet")
-    assert typed[parquet.name]["sha256"] == _sha(parquet)
-    assert typed[parquet.name]["made_from"]["sha256"] == _sha(csv)
+    assert side["files"][parquet.name]["sha256"] == _sha(parquet)
+    assert side["files"][parquet.name]["built_from"]["made_from"]["sha256"] == _sha(csv)
 
 
 def _left(folder: Path) -> list[str]:

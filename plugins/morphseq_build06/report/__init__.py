@@ -22,9 +22,9 @@ The page shows, for the df03 on disk:
 - df03's provenance (from its sidecar: the run that wrote it, model, weights sha256,
   inputs, versions) as tables, the full JSON folded away.
 
-The report is an output like the typed copies (``report_spec``: what it depends on; ``write``: the page): recorded in ``typed_copies.json`` with
-the sha256 of the df03 it describes and the options it was made with, current (not
-rewritten) while both are unchanged; rewritten with df03.
+The report is an output like the typed copies: recorded in df03's sidecar with the sha256
+of the df03 it describes and the options it was made with (``report_spec``), current
+(not rewritten) while both are unchanged; rewritten with df03. ``write`` draws the page.
 
 Plotly, not Bokeh: measured on this machine with 200,000 points coloured by 12
 experiments (WebGL scatter, inline library, headless Chromium with software GL), Plotly's
