@@ -253,7 +253,7 @@ def merge_train_with_embeddings(root: PathLike, train_name: str, latents_df: pd.
     with exclusive_lock(*paths.training_lock(out.parent)):
         _, plan = store_plan(base, source, overwrite, f"the training join {out} is built from",
                               train_name=str(train_name))
-        written_or_current(write_only(plan, [OutputKind.TRAINING])[0], overwrite)
+        written_or_current(write_only(plan, [OutputKind.TRAINING]), overwrite)
     return out
 
 
@@ -290,7 +290,7 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
     with exclusive_lock(*paths.copies_lock(folder)):  # checked and written with no other run in between
         plan = stage_df03(source, root, model_name, overwrite) if source is not None else None
         if plan is not None:  # df03 is the stage's, current: its copies are the stage's too
-            copies = write_only(plan, [OutputKind.ANALYSIS])[0]
+            copies = write_only(plan, [OutputKind.ANALYSIS])
             written_or_current(copies, overwrite)
             return [o.path for o in copies if not o.fmt]
         writers = {folder / paths.analysis_copy(Path(), model_name, check_safe_id(exp, "experiment")).name: write

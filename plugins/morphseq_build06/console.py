@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from .coverage import in_memory_prefix
 from .plan import Build06Plan
+from .records import RunSummary
 
 
 def _pct(v: float | None) -> str:
@@ -66,26 +66,30 @@ def _store_note(plan: Build06Plan) -> str:
     return f" -- no latent files exist for model {plan.model.name!r} {where}"
 
 
-def render_summary(s: Mapping[str, Any]) -> str:
-    d = s["df03"]
-    if d["written"]:
-        head = f"df03: wrote {d['path']} ({d['rows']} rows)"
-    elif d["status"] == "current":
-        head = f"df03: current, not rewritten: {d['path']} ({d['rows']} rows)"
+def render_summary(s: RunSummary) -> str:
+    """The run summary for a person; ``--generate-only``'s when it wrote no df03."""
+    if s.df03 is None:
+        return "\n".join([f"generated: {s.generated.embedded} latent rows in {len(s.generated.written)} file(s) "
+                          "(--generate-only)"] + [f"wrote    {w}" for w in s.written]
+                         + [f"warning: {w}" for w in s.warnings])
+    d = s.df03
+    if d.written:
+        head = f"df03: wrote {d.path} ({d.rows} rows)"
+    elif d.status == "current":
+        head = f"df03: current, not rewritten: {d.path} ({d.rows} rows)"
     else:
-        head = f"df03: NOT WRITTEN ({d['reason']}); {d['path']} " + (
-            f"holds {d['rows']} rows" if d["rows"] is not None else "is as it was" if d["exists"] else "does not exist")
+        head = f"df03: NOT WRITTEN ({d.reason}); {d.path} " + (
+            f"holds {d.rows} rows" if d.rows is not None else "is as it was" if d.exists else "does not exist")
     lines = [head]
-    if d["coverage"] is not None:
-        lines.append(f"coverage of df03 on disk: {_pct(d['coverage'])} overall ({d['matched']} of {d['rows']} rows), "
-                     f"{_pct(d['coverage_selected'])} of the selected experiments; {d['unembedded']} row(s) without "
-                     f"an embedding, {d['never_embeddable']} of them without a readable image")
-    g = s["generated"]
-    if g["files"]:
-        lines.append(f"generated: {g['rows']} latent rows in {len(g['files'])} file(s)")
-    if s.get("report"):
-        lines.append(f"report: {s['report']}")
-    lines += [f"wrote    {w}" for w in s["written"]]
-    lines += [f"skipped  {k['path']} ({k['reason']})" for k in s["skipped"]]
-    lines += [f"warning: {w}" for w in s["warnings"]]
+    if d.coverage is not None:
+        lines.append(f"coverage of df03 on disk: {_pct(d.coverage)} overall ({d.matched} of {d.rows} rows), "
+                     f"{_pct(d.coverage_selected)} of the selected experiments; {d.unembedded} row(s) without "
+                     f"an embedding, {d.never_embeddable} of them without a readable image")
+    if s.generated.written:
+        lines.append(f"generated: {s.generated.embedded} latent rows in {len(s.generated.written)} file(s)")
+    if s.report:
+        lines.append(f"report: {s.report}")
+    lines += [f"wrote    {w}" for w in s.written]
+    lines += [f"skipped  {k.path} ({k.reason})" for k in s.skipped]
+    lines += [f"warning: {w}" for w in s.warnings]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import pyarrow as pa
 import structlog
@@ -39,7 +40,7 @@ from .merge import MergeResult
 from .outputs import sidecar_of
 from .plan import Build06Plan
 from .provenance import plain, run_facts, versions
-from .records import ExperimentPlan, Output, OutputKind, the
+from .records import Df03State, ExperimentPlan, Output, OutputKind, RunSummary, Skipped, the
 from .settled import Settled
 
 log = structlog.get_logger()
@@ -92,13 +93,13 @@ class _Writer:
         log.info("write.staged", path=str(path), what=what)
 
 
-def export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
+def export(plan: Build06Plan, merged: MergeResult) -> RunSummary:
     # the outputs change together: all staged, then renamed folder by folder (docs/safety.md, "Write order")
     with staged_writes():
         return _export(plan, merged)
 
 
-def _export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
+def _export(plan: Build06Plan, merged: MergeResult) -> RunSummary:
     settled = merged.settled
     df03 = settled.df03
     typed = any(o.writes for o in settled.outputs if o.fmt or o.kind is OutputKind.REPORT)
@@ -123,61 +124,40 @@ def _export(plan: Build06Plan, merged: MergeResult) -> dict[str, Any]:
                                 entries.pop(paths.sidecar(train.path), {}))
     if copies and (any(str(o.path) in run.rows for o in copies) or sidecar_of(copies[0]) in entries):
         _write_copies_sidecar(plan, merged, copies, run, entries.pop(sidecar_of(copies[0]), {}))
-    summary = _summary(plan, merged, run)
     report = settled.output(OutputKind.REPORT)
-    if report is not None and str(report.path) in run.written:
-        summary["report"] = str(report.path)
     sidecar = the(settled.outputs, OutputKind.SIDECAR)
     made = entries.pop(sidecar.path, {})
     if df03.writes:
-        run(sidecar, functools.partial(_write_sidecar, plan, merged, record, summary, run, made))
+        run(sidecar, functools.partial(_write_sidecar, plan, merged, record, run, made))
     else:  # df03 stays: its record gains what was written beside it, if anything
         run(sidecar, lambda: _add_to_record(sidecar.path, settled.records.get(OutputKind.DF03, {}), made))
     for side, made in entries.items():  # a training join left as it is, whose typed copies were written
         _add_to_record(side, settled.records.get(OutputKind.TRAINING, {}), made)
         run.wrote(side, "training join sidecar")
     generated = settled.generated
-    latents = list(generated.written) + ([str(plan.manifest_path)] if generated.manifest else [])
-    summary["written"], summary["skipped"] = latents + run.written, run.skipped  # every file this run wrote
-    return summary
+    latents = [*generated.written, *([str(plan.manifest_path)] if generated.manifest else [])]
+    return RunSummary(df03=_df03_state(plan, merged), df02_rows=len(plan.df02), selected=plan.selected,
+                      generated=generated, written=(*latents, *run.written),
+                      skipped=tuple(Skipped(path=s["path"], reason=s["reason"]) for s in run.skipped),
+                      warnings=merged.warnings,
+                      report=str(report.path) if report is not None and str(report.path) in run.written else None,
+                      sidecar=str(sidecar.path) if str(sidecar.path) in run.written else None)
 
 
-def _summary(plan: Build06Plan, merged: MergeResult, run: _Writer) -> dict[str, Any]:
-    """What is on disk after the run: df03 as written, or as it was (never an unwritten merge)."""
+def _df03_state(plan: Build06Plan, merged: MergeResult) -> Df03State:
+    """df03 as on disk after the run: as written, or as it was (never an unwritten merge)."""
     settled = merged.settled
     out, cov = settled.df03, merged.coverage
-    df03: dict[str, Any] = {"path": str(out.path), "written": out.writes, "exists": out.path.exists(),
-                            "status": out.freshness.status, "reason": out.reason or out.freshness.describe()}
+    state = Df03State(path=out.path, written=out.writes, exists=out.path.exists(), status=out.freshness.status,
+                      reason=out.reason or out.freshness.describe())
     if out.writes or out.freshness.status == "current":  # current: built from these very inputs
-        rows, matched = int(cov.rows or 0), int(cov.matched or 0)
-        df03.update(rows=rows, matched=matched, coverage=cov.overall, coverage_selected=cov.selected,
-                    unembedded=rows - matched, never_embeddable=cov.never_embeddable)
-    else:
-        df03.update(_on_disk_counts(plan, settled))
-    return {
-        "stage": "build06",
-        "df03": df03,
-        "coverage": df03["coverage"],
-        "rows": {"df02": len(plan.df02), "df03": df03["rows"], "matched": df03["matched"],
-                 "unembedded": df03["unembedded"]},
-        "selected_experiments": list(plan.selected),
-        "generated": settled.generated.as_dict(),
-        "written": run.written,
-        "skipped": run.skipped,
-        "warnings": list(merged.warnings),
-    }
-
-
-def _on_disk_counts(plan: Build06Plan, settled: Settled) -> dict[str, Any]:
-    """The counts of the df03 still on disk, as its sidecar recorded them (None: not known)."""
-    disk = recorded_coverage(settled.df03, settled.records.get(OutputKind.DF03, {}), plan.selected)
+        return attrs.evolve(state, rows=int(cov.rows or 0), matched=int(cov.matched or 0), coverage=cov.overall,
+                            coverage_selected=cov.selected, never_embeddable=cov.never_embeddable)
+    disk = recorded_coverage(out, settled.records.get(OutputKind.DF03, {}), plan.selected)
     if disk is None:
-        return {"rows": None, "matched": None, "coverage": None, "coverage_selected": None,
-                "never_embeddable": None, "unembedded": None}
-    rows, matched = disk.rows, disk.matched
-    return {"rows": rows, "matched": matched, "coverage": disk.overall, "coverage_selected": disk.selected,
-            "never_embeddable": disk.never_embeddable,
-            "unembedded": rows - matched if rows is not None and matched is not None else None}
+        return state
+    return attrs.evolve(state, rows=disk.rows, matched=disk.matched, coverage=disk.overall,
+                        coverage_selected=disk.selected, never_embeddable=disk.never_embeddable)
 
 
 def _training_join(plan: Build06Plan, merged: MergeResult) -> tuple[TextTable, np.ndarray]:
@@ -269,11 +249,11 @@ def _df03_record(plan: Build06Plan, merged: MergeResult, inputs: list[dict[str, 
         "inputs": inputs,
         "coverage": {"overall": cov.overall, "selected": cov.selected, "per_experiment": cov.per_experiment_dict()},
         "counts": {"df02_rows": len(plan.df02), "df03_rows": int(merged.keep.sum()), "rows_counted": cov.rows,
-                   "rows_matched": cov.matched, "latent_rows": info["latent_rows"], "z_columns": info["z_columns"],
+                   "rows_matched": cov.matched, "latent_rows": info.latent_rows, "z_columns": info.z_columns,
                    "unembedded": merged.unembedded, "rows_never_embeddable": cov.never_embeddable},
-        "hygiene": info["hygiene"],
-        "duplicates": info["duplicates"],
-        "key_rules": {"df02": merged.key_rules, "latents": info["key_rules_latents"]},
+        "hygiene": info.hygiene.as_dict(),
+        "duplicates": info.duplicates.as_dict(),
+        "key_rules": {"df02": merged.key_rules, "latents": dict(info.key_rules)},
         "warnings": list(merged.warnings),
     }
 
@@ -295,8 +275,8 @@ def _add_to_record(path: Path, recorded: Mapping[str, Any], entries: Mapping[str
     _write_record(path, {**recorded, "files": {**recorded.get("files", {}), **entries}})
 
 
-def _write_sidecar(plan: Build06Plan, merged: MergeResult, record: dict[str, Any], summary: dict[str, Any],
-                   run: _Writer, made: Mapping[str, Any]) -> None:
+def _write_sidecar(plan: Build06Plan, merged: MergeResult, record: dict[str, Any], run: _Writer,
+                   made: Mapping[str, Any]) -> None:
     """Write df03's provenance sidecar; ``made``: the entries of its typed copies and report."""
     settled = merged.settled
     built = settled.inputs.record(_recorded(settled, OutputKind.DF03, plan.df03_path))
@@ -306,7 +286,7 @@ def _write_sidecar(plan: Build06Plan, merged: MergeResult, record: dict[str, Any
         "files": {**settled.records.get(OutputKind.DF03, {}).get("files", {}),
                   df03.name: _file_entry(df03, run.rows[str(df03)], built),
                   listing.name: _file_entry(listing, run.rows[str(listing)], built), **made},
-        "generated": summary["generated"],
+        "generated": settled.generated.as_dict(),
         "outputs": {"written": run.written, "skipped": run.skipped},
         "timings_s": {"generate": settled.generated.seconds, "total": round(time.monotonic() - plan.started, 3)},
     })

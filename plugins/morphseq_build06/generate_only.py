@@ -12,7 +12,6 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -23,7 +22,7 @@ from . import paths
 from .generate import generate as embed
 from .latents import LATENT_FORMATS, latent_file_name
 from .plan import Build06Plan
-from .records import ExperimentPlan, GenerateReport
+from .records import ExperimentPlan, GenerateReport, RunSummary, Skipped
 
 log = structlog.get_logger()
 #: how long a --generate-only job waits for another job writing to the same latent store
@@ -81,20 +80,9 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def summary(plan: Build06Plan, generated: GenerateReport) -> dict[str, Any]:
-    """The run summary of a --generate-only run."""
-    written = list(generated.written)
-    if generated.manifest:
-        written.append(str(plan.manifest_path))
-    return {
-        "stage": "build06", "generate_only": True, "generated": generated.as_dict(),
-        "written": written, "skipped": [{"path": p, "reason": "not written (see the log)"} for p in generated.skipped],
-        "warnings": list(plan.warnings), "sidecar": None,
-    }
-
-
-def render(summary: dict[str, Any], generated: GenerateReport) -> str:
-    """The console text of a --generate-only run."""
-    return "\n".join([f"generated: {generated.embedded} latent rows in {len(generated.written)} file(s) "
-                      "(--generate-only)"] + [f"wrote    {w}" for w in summary["written"]]
-                     + [f"warning: {w}" for w in summary["warnings"]])
+def summary(plan: Build06Plan, generated: GenerateReport) -> RunSummary:
+    """The run summary of a --generate-only run: its latent files and the manifest, no df03."""
+    return RunSummary(df03=None, df02_rows=len(plan.df02), selected=plan.selected, generated=generated,
+                      written=(*generated.written, *([str(plan.manifest_path)] if generated.manifest else [])),
+                      skipped=tuple(Skipped(path=p, reason="not written (see the log)") for p in generated.skipped),
+                      warnings=plan.warnings)

@@ -7,7 +7,6 @@ predict coverage, and the merge uses the same index unless generation changed th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import attrs
 import numpy as np
@@ -16,6 +15,7 @@ import pyarrow.compute as pc
 import structlog
 
 from . import keys
+from .records import Duplicates, Hygiene, IndexCounts
 from .store import StoreRead
 
 log = structlog.get_logger()
@@ -70,25 +70,24 @@ class LatentMatch:
     """An index and how df02's rows match it (see :meth:`LatentIndex.match_keys`)."""
 
     index: LatentIndex
-    info: dict[str, Any]  # counts for the report: files, rows, hygiene, duplicates, key rules
+    info: IndexCounts
     take: np.ndarray
     rules: dict[str, int]
     unusable: np.ndarray  # per df02 row: an ``UNUSABLE`` code, 0 when its latent rows are not all unusable
 
 
-def index_latents(read: StoreRead, experiments: Sequence[str]) -> tuple[LatentIndex, dict[str, Any]]:
+def index_latents(read: StoreRead, experiments: Sequence[str]) -> tuple[LatentIndex, IndexCounts]:
     """The index of the files of ``experiments`` (those that exist), with its counts."""
     files = [read.rows[e] for e in experiments if e in read.rows]
-    hygiene: dict[str, Any] = {"rows_with_nan": 0, "rows_with_inf": 0, "rows_not_one_number": 0, "examples": []}
+    examples: list[dict[str, str]] = []
     rules: dict[str, int] = {}
     for t in files:
-        hygiene["rows_with_nan"] += int(t.nan_rows.sum())
-        hygiene["rows_with_inf"] += int(t.inf_rows.sum())
-        hygiene["rows_not_one_number"] += int(t.odd_rows.sum())
-        room = EXAMPLES - len(hygiene["examples"])
-        hygiene["examples"] += [{"file": t.path.name, "snip_id": t.snip_ids[int(i)].as_py(),
-                                 **({"cell": t.odd_cells[int(i)]} if int(i) in t.odd_cells else {})}
-                                for i in np.flatnonzero(t.unusable)[:room]]
+        examples += [{"file": t.path.name, "snip_id": t.snip_ids[int(i)].as_py(),
+                      **({"cell": t.odd_cells[int(i)]} if int(i) in t.odd_cells else {})}
+                     for i in np.flatnonzero(t.unusable)[:EXAMPLES - len(examples)]]
+    hygiene = Hygiene(rows_with_nan=sum(int(t.nan_rows.sum()) for t in files),
+                      rows_with_inf=sum(int(t.inf_rows.sum()) for t in files),
+                      rows_not_one_number=sum(int(t.odd_rows.sum()) for t in files), examples=tuple(examples))
     for e in experiments:
         for r, c in read.keys[e][1].items() if e in read.keys else ():
             rules[r] = rules.get(r, 0) + c
@@ -106,25 +105,24 @@ def index_latents(read: StoreRead, experiments: Sequence[str]) -> tuple[LatentIn
     channel_index, channel_rows = keys.channel_free_index(idx_keys)
     index = LatentIndex(columns=read.columns, lines=read.lines, rows=good[first], index=idx_keys,
                         channel_index=channel_index, channel_rows=channel_rows, bad_keys=bad_keys, odd_keys=odd_keys)
-    info = {"files": len(files), "latent_rows": int(len(all_keys)), "z_columns": len(read.columns),
-            "hygiene": hygiene, "duplicates": dups, "key_rules_latents": rules}
-    return index, info
+    return index, IndexCounts(files=len(files), latent_rows=int(len(all_keys)), z_columns=len(read.columns),
+                              hygiene=hygiene, duplicates=dups, key_rules=rules)
 
 
 def _parse_lines(lines: pa.Array) -> list[np.ndarray]:
     return [np.array([float(v) if v else np.nan for v in ln.split(b",")]) for ln in lines.to_pylist()]
 
 
-def _duplicates(keys_: pa.Array, lines: pa.Array, rows: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+def _duplicates(keys_: pa.Array, lines: pa.Array, rows: np.ndarray) -> tuple[np.ndarray, Duplicates]:
     """Keep the first row of each key; count identical repeats and conflicting keys.
 
     ``keys_[i]`` is the key of ``lines[rows[i]]``.
     """
     first_of, shared = keys.repeats(keys_)
     first = first_of == np.arange(len(keys_))
-    report: dict[str, Any] = {"identical_dropped": 0, "conflicting_keys": 0, "examples": []}
     if first.all():
-        return first, report
+        return first, Duplicates()
+    identical, conflicting, examples = 0, 0, list[str]()
     dup = np.flatnonzero(shared)
     groups: dict[int, list[np.ndarray]] = {}
     for g, v in zip(first_of[dup], _parse_lines(lines.take(pa.array(rows[dup], pa.int64()))), strict=True):
@@ -133,19 +131,18 @@ def _duplicates(keys_: pa.Array, lines: pa.Array, rows: np.ndarray) -> tuple[np.
         distinct: list[np.ndarray] = []
         for v in values:
             if any(np.array_equal(v, d, equal_nan=True) for d in distinct):
-                report["identical_dropped"] += 1
+                identical += 1
             else:
                 distinct.append(v)
         if len(distinct) > 1:
-            report["conflicting_keys"] += 1
-            if len(report["examples"]) < EXAMPLES:
-                report["examples"].append(keys_[g].as_py())
-    return first, report
+            conflicting += 1
+            if len(examples) < EXAMPLES:
+                examples.append(keys_[g].as_py())
+    return first, Duplicates(identical_dropped=identical, conflicting_keys=conflicting, examples=tuple(examples))
 
 
-
-
-def log_index(read: StoreRead, experiments: Sequence[str], info: dict[str, Any], stale: frozenset[str] = frozenset()) -> None:
+def log_index(read: StoreRead, experiments: Sequence[str], info: IndexCounts,
+              stale: frozenset[str] = frozenset()) -> None:
     """The events of an index: each file found, rows left out as non-finite, duplicates."""
     bad_rows = 0
     for e in experiments:
@@ -155,14 +152,14 @@ def log_index(read: StoreRead, experiments: Sequence[str], info: dict[str, Any],
                      rows=len(t.snip_ids), z_columns=len(t.columns))
             bad_rows += int(t.unusable.sum())
     if bad_rows:
-        log.warning("hygiene.non_finite", rows=bad_rows, **info["hygiene"])
-    dups = info["duplicates"]
-    if dups["identical_dropped"] or dups["conflicting_keys"]:
-        (log.warning if dups["conflicting_keys"] else log.info)("latents.duplicates", **dups)
+        log.warning("hygiene.non_finite", rows=bad_rows, **info.hygiene.as_dict())
+    dups = info.duplicates
+    if dups.identical_dropped or dups.conflicting_keys:
+        (log.warning if dups.conflicting_keys else log.info)("latents.duplicates", **dups.as_dict())
 
 
-def odd_rows_warning(hygiene: dict[str, Any], outcome: str) -> str:
+def odd_rows_warning(hygiene: Hygiene, outcome: str) -> str:
     """The warning about latent rows holding a cell that is not one number, with examples."""
-    cells = [f"{e['file']} {e['snip_id']}: {e['cell']}" for e in hygiene["examples"] if "cell" in e]
-    return (f"{hygiene['rows_not_one_number']} latent row(s) hold a cell that is not one number and {outcome}"
+    cells = [f"{e['file']} {e['snip_id']}: {e['cell']}" for e in hygiene.examples if "cell" in e]
+    return (f"{hygiene.rows_not_one_number} latent row(s) hold a cell that is not one number and {outcome}"
             + (f", e.g. {'; '.join(cells[:3])}" if cells else ""))

@@ -8,7 +8,6 @@ inputs as generation left them (``settled``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import attrs
 import numpy as np
@@ -18,7 +17,7 @@ import structlog
 from .coverage import coverage, coverage_warnings, in_memory_prefix, recorded_coverage
 from .index import UNUSABLE, LatentIndex, odd_rows_warning
 from .plan import Build06Plan, strict_failure
-from .records import Coverage, OutputKind
+from .records import Coverage, IndexCounts, OutputKind
 from .settled import Settled
 
 log = structlog.get_logger()
@@ -78,16 +77,15 @@ def _category(reason: str) -> str:
     return reason
 
 
-def _findings(info: dict[str, Any]) -> list[str]:
+def _findings(info: IndexCounts) -> list[str]:
     warnings = []
-    if info["duplicates"]["conflicting_keys"]:
-        warnings.append(f"{info['duplicates']['conflicting_keys']} snip_id(s) have conflicting latent rows "
-                        f"(first kept), e.g. {', '.join(info['duplicates']['examples'])}")
-    hygiene = info["hygiene"]
-    bad_rows = hygiene["rows_with_nan"] + hygiene["rows_with_inf"]
-    if bad_rows:
-        warnings.append(f"{bad_rows} latent row(s) hold NaN or Inf and were treated as missing")
-    if hygiene["rows_not_one_number"]:
+    if info.duplicates.conflicting_keys:
+        warnings.append(f"{info.duplicates.conflicting_keys} snip_id(s) have conflicting latent rows "
+                        f"(first kept), e.g. {', '.join(info.duplicates.examples)}")
+    hygiene = info.hygiene
+    if hygiene.non_finite:
+        warnings.append(f"{hygiene.non_finite} latent row(s) hold NaN or Inf and were treated as missing")
+    if hygiene.rows_not_one_number:
         warnings.append(odd_rows_warning(hygiene, "were left unembedded"))
     return warnings
 

@@ -5,7 +5,6 @@ next run takes them for its own; the run's other outputs are left as they are.""
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 
 import attrs
 
@@ -18,14 +17,15 @@ from .settled import settle
 NOT_ASKED = "not asked for by this call"
 
 
-def write_only(plan: Build06Plan, kinds: Collection[OutputKind]) -> tuple[list[Output], dict[str, Any]]:
+def write_only(plan: Build06Plan, kinds: Collection[OutputKind]) -> list[Output]:
     """Write the plan's outputs of ``kinds`` (and their typed copies) that are not current,
-    and nothing else; nothing is generated. Returns those outputs as decided, and the
-    run's summary. Call it holding the lock of their folder."""
+    and nothing else; nothing is generated. Returns those outputs as decided. Call it
+    holding the lock of their folder."""
     settled = settle(plan, GenerateReport())
     outputs = tuple(o if o.kind in kinds else attrs.evolve(o, action="skip", reason=NOT_ASKED)
                     for o in settled.outputs)
     # what is said of the outputs not asked for does not apply
     warnings = tuple(w for w in settled.warnings if w not in plan.output_warnings)
     merged = merge(plan, attrs.evolve(settled, outputs=outputs, warnings=warnings))
-    return [o for o in outputs if o.kind in kinds], export(plan, merged)
+    export(plan, merged)
+    return [o for o in outputs if o.kind in kinds]

@@ -267,8 +267,8 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     bad_rows = sum(int((r.nan_rows | r.inf_rows).sum()) for r in latents.rows.values())
     if bad_rows:
         predicted.append(f"{bad_rows} latent row(s) hold NaN or Inf and will be treated as missing")
-    if index_info["hygiene"]["rows_not_one_number"]:
-        predicted.append(odd_rows_warning(index_info["hygiene"], "will be left unembedded"))
+    if index_info.hygiene.rows_not_one_number:
+        predicted.append(odd_rows_warning(index_info.hygiene, "will be left unembedded"))
     if opts.generate_only:  # no df03: what would be said of it does not apply
         outputs, out_warnings, predicted = restrict_to_manifest(outputs), [], []
     for path in [o.path for o in outputs if o.writes] + [p.latent_path for p in exp_plans if p.generating]:

@@ -100,19 +100,16 @@ def morphseq_stage_export(
     import structlog
 
     from .merge import MergeResult
-    from .records import OutputKind
 
     if not isinstance(merged, MergeResult):
         from . import generate_only
 
         summary = generate_only.summary(plan, merged)
-        structlog.get_logger().info("build06.summary", **summary)
-        return StageOutcome(exit_code=0, summary=summary, text=generate_only.render(summary, merged))
-    from .console import render_summary
-    from .export import export
+    else:
+        from .export import export
 
-    summary = export(plan, merged)
-    side = merged.settled.output(OutputKind.SIDECAR)
-    summary["sidecar"] = str(side.path) if side is not None and str(side.path) in summary["written"] else None
-    structlog.get_logger().info("build06.summary", **summary)
-    return StageOutcome(exit_code=0, summary=summary, text=render_summary(summary))
+        summary = export(plan, merged)
+    from .console import render_summary
+
+    structlog.get_logger().info("build06.summary", **summary.as_dict())
+    return StageOutcome(exit_code=0, summary=summary.as_dict(), text=render_summary(summary))

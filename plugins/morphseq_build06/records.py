@@ -193,6 +193,52 @@ class Coverage:
         return {e: c.as_dict() for e, c in self.per_experiment.items()}
 
 
+# ---------------------------------------------------------------- latent rows
+
+
+@attrs.frozen(kw_only=True)
+class Hygiene:
+    """Latent rows left out of the merge: holding NaN, ±Inf, or a cell that is not one number."""
+
+    rows_with_nan: int = 0
+    rows_with_inf: int = 0
+    rows_not_one_number: int = 0
+    examples: tuple[Mapping[str, str], ...] = ()  # file, snip_id and (when not one number) the cell
+
+    @property
+    def non_finite(self) -> int:
+        return self.rows_with_nan + self.rows_with_inf
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows_with_nan": self.rows_with_nan, "rows_with_inf": self.rows_with_inf,
+                "rows_not_one_number": self.rows_not_one_number, "examples": [dict(e) for e in self.examples]}
+
+
+@attrs.frozen(kw_only=True)
+class Duplicates:
+    """Snip ids with more than one latent row: identical repeats dropped, conflicting ones (first kept)."""
+
+    identical_dropped: int = 0
+    conflicting_keys: int = 0
+    examples: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"identical_dropped": self.identical_dropped, "conflicting_keys": self.conflicting_keys,
+                "examples": list(self.examples)}
+
+
+@attrs.frozen(kw_only=True)
+class IndexCounts:
+    """What indexing the latent files found, for the warnings and the sidecar."""
+
+    files: int
+    latent_rows: int
+    z_columns: int
+    hygiene: Hygiene
+    duplicates: Duplicates
+    key_rules: Mapping[str, int]  # the key normalisation rules that fired on the latent snip ids
+
+
 # ---------------------------------------------------------------- generation
 
 
@@ -212,3 +258,67 @@ class GenerateReport:
         """The summary's ``generated``."""
         return {"files": list(self.written), "rows": self.embedded, "unreadable_images": len(self.unreadable_images),
                 "not_topped_up": list(self.skipped)}
+
+
+# ---------------------------------------------------------------- the run's summary
+
+
+@attrs.frozen(kw_only=True)
+class Df03State:
+    """df03 after the run: as this run wrote it, or as it was (its counts then from its
+    sidecar; None where they are not known). Never a merge that was not written."""
+
+    path: Path
+    written: bool
+    exists: bool
+    status: Status
+    reason: str
+    rows: int | None = None
+    matched: int | None = None
+    coverage: float | None = None
+    coverage_selected: float | None = None
+    never_embeddable: int | None = None
+
+    @property
+    def unembedded(self) -> int | None:
+        return self.rows - self.matched if self.rows is not None and self.matched is not None else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "written": self.written, "exists": self.exists, "status": self.status,
+                "reason": self.reason, "rows": self.rows, "matched": self.matched, "coverage": self.coverage,
+                "coverage_selected": self.coverage_selected, "unembedded": self.unembedded,
+                "never_embeddable": self.never_embeddable}
+
+
+@attrs.frozen(kw_only=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class RunSummary:
+    """What a Build06 run did (``--json`` prints it); ``df03`` is None for ``--generate-only``."""
+
+    df03: Df03State | None
+    df02_rows: int
+    selected: tuple[str, ...]
+    generated: GenerateReport
+    written: tuple[str, ...]  # every file this run wrote
+    skipped: tuple[Skipped, ...]
+    warnings: tuple[str, ...]
+    report: str | None = None
+    sidecar: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        skipped = [{"path": s.path, "reason": s.reason} for s in self.skipped]
+        if self.df03 is None:
+            return {"stage": "build06", "generate_only": True, "generated": self.generated.as_dict(),
+                    "written": list(self.written), "skipped": skipped, "warnings": list(self.warnings),
+                    "sidecar": None}
+        d = self.df03
+        return {"stage": "build06", "df03": d.as_dict(), "coverage": d.coverage,
+                "rows": {"df02": self.df02_rows, "df03": d.rows, "matched": d.matched, "unembedded": d.unembedded},
+                "selected_experiments": list(self.selected), "generated": self.generated.as_dict(),
+                "written": list(self.written), "skipped": skipped, "warnings": list(self.warnings),
+                **({"report": self.report} if self.report else {}), "sidecar": self.sidecar}

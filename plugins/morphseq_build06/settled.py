@@ -18,7 +18,7 @@ from .built_from import InputsNow
 from .index import LatentIndex, index_latents, log_index
 from .outputs import plan_outputs
 from .plan import Build06Plan
-from .records import ExperimentPlan, GenerateReport, Output, OutputKind, find, the
+from .records import ExperimentPlan, GenerateReport, IndexCounts, Output, OutputKind, find, the
 from .store import StoreRead, read_store
 
 log = structlog.get_logger()
@@ -32,7 +32,7 @@ class Settled:
     experiments: tuple[ExperimentPlan, ...]
     latents: StoreRead
     index: LatentIndex
-    info: dict  # the index's counts, for the sidecar: files, rows, hygiene, duplicates, key rules
+    info: IndexCounts
     inputs: InputsNow
     outputs: tuple[Output, ...]
     records: dict = attrs.field(repr=False)  # sidecar contents as found, by output kind
