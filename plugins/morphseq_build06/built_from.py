@@ -127,10 +127,9 @@ def _by_experiment(cols: Mapping[str, Any], records: list[bytes], z: int, wanted
                    ) -> dict[str, list[tuple[str, bytes]]]:
     """An output's rows of the ``wanted`` experiments as (snip_id, record without its ``z`` cells)."""
     ids = cols["snip_id"].to_pylist()
-    dates = cols["experiment_date"].to_pylist() if "experiment_date" in cols else [""] * len(ids)
     rows: dict[str, list[tuple[str, bytes]]] = {}
-    for snip, date, record in zip(ids, dates, records, strict=True):
-        exp = (date or "").strip() or keys.experiment_of(snip)
+    for snip, exp, record in zip(ids, keys.row_experiments(cols["snip_id"], cols.get("experiment_date")), records,
+                                 strict=True):
         if exp in wanted:
             rows.setdefault(exp, []).append((snip, record.rsplit(b",", z)[0] if z else record))
     return rows

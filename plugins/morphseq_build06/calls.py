@@ -23,8 +23,8 @@ from .frames import StoreTable
 from .freshness import load_sidecar
 from .options import DATA_ROOT_ENV, Build06Options
 from .own_tables import OutputExists
-from .parquet_store import locate
 from .records import Output, OutputKind
+from .sources import locate
 
 if TYPE_CHECKING:
     from morphseq_stages import Host, RunResult

@@ -19,8 +19,8 @@ from . import keys, manifest, paths
 from .coverage import nothing_to_merge
 from .latents import latent_file_name
 from .options import Build06Options
-from .parquet_store import LatentSource
 from .records import ExperimentAction, ExperimentPlan, MissingModel
+from .sources import LatentSource
 
 log = structlog.get_logger()
 

@@ -23,6 +23,7 @@ from .generate import generate as embed
 from .latents import LATENT_FORMATS, latent_file_name
 from .plan import Build06Plan
 from .records import ExperimentPlan, GenerateReport, RunSummary, Skipped
+from .store import stamp
 
 log = structlog.get_logger()
 #: how long a --generate-only job waits for another job writing to the same latent store
@@ -55,7 +56,7 @@ def store_write(plan: Build06Plan, exp: ExperimentPlan) -> Iterator[bool]:
         other = written_meanwhile(plan, exp)
         # the file the plan read (a re-embedding may write the other --latent-format beside it)
         read = plan.latents.rows[exp.experiment].path if exp.experiment in plan.latents.rows else exp.latent_path
-        current = other is None and _stamp(read) == plan.latents.stamps.get(exp.experiment)
+        current = other is None and stamp(read) == plan.latents.stamps.get(exp.experiment)
         if not current:
             log.warning("latents.changed_meanwhile", path=str(other or exp.latent_path),
                         reason="another run wrote it after this one planned; left as it is")
@@ -70,14 +71,6 @@ def written_meanwhile(plan: Build06Plan, exp: ExperimentPlan) -> Path | None:
         return None
     return next((p for p in (plan.store / latent_file_name(exp.experiment, f) for f in LATENT_FORMATS)
                  if os.path.lexists(p)), None)
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
 
 
 def summary(plan: Build06Plan, generated: GenerateReport) -> RunSummary:

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import attrs
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +29,7 @@ from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write
 
 from .inputs import ReadFile, not_regular, read_file, read_regular_text
-from .latents import LatentRows, latent_file_name, parse_z
+from .latents import LatentRows, parse_z
 
 log = structlog.get_logger()
 MODEL_COLUMN = "embedding_model_name"
@@ -246,54 +245,3 @@ def write_table(path: Path, table: pa.Table, existing: Path | None = None) -> in
     validate(table, path)
     atomic_write(path, lambda fh: pq.write_table(table, fh))
     return table.num_rows
-
-
-@attrs.frozen(kw_only=True)
-class LatentSource:
-    """Where an experiment's latents are read from, and why that file."""
-
-    path: Path
-    note: str = ""  # why this file, when there was a choice
-    skipped: tuple[Path, ...] = ()  # shards without their sentinel
-    writable: bool = True  # generation may write here (the store), not the lab's output root
-
-
-def lab_folder(latents_root: Path, experiment: str) -> Path:
-    return latents_root / "feature_extraction" / experiment / "latent_embeddings"
-
-
-def locate(store: Path, experiment: str, fmt: str, latents_root: Path | None) -> LatentSource:
-    """The latent file (or shard folder) of one experiment; ``skipped`` names every file
-    passed over that the user may expect to be read."""
-    if latents_root is not None:
-        folder = lab_folder(latents_root, experiment)
-        merged = folder / f"{experiment}{SHARD_SUFFIX}"
-        there = merged.is_file() or not_regular(merged) is not None
-        if there and validated(merged):
-            return LatentSource(path=merged, note="merged file under --latents-root", writable=False)
-        found, skipped = shards(folder / "per_well") if (folder / "per_well").is_dir() else ([], [])
-        skipped = ([merged] if there else []) + skipped
-        unvalidated = " (its merged file is not read)" if there else ""
-        if found:
-            return LatentSource(path=folder / "per_well", skipped=tuple(skipped), writable=False,
-                                note=f"{len(found)} validated per-well shard(s) under --latents-root{unvalidated}")
-        if skipped:
-            source = _in_store(store, experiment, fmt)
-            return attrs.evolve(source, skipped=tuple(skipped) + source.skipped,
-                                note=f"nothing validated under {folder}{unvalidated}; using the store")
-    return _in_store(store, experiment, fmt)
-
-
-def _in_store(store: Path, experiment: str, fmt: str) -> LatentSource:
-    other = "parquet" if fmt == "csv" else "csv"
-    chosen, alternative = store / latent_file_name(experiment, fmt), store / latent_file_name(experiment, other)
-    for path in (chosen, alternative):  # never opened, never taken for a missing file
-        odd = not_regular(path)
-        if odd is not None:
-            raise UserError(f"latent file {path} is {odd}, not a regular file; remove or replace it")
-    if chosen.is_file() and alternative.is_file():
-        return LatentSource(path=chosen, note=f"the store also holds {alternative.name}; reading the "
-                                              f"--latent-format {fmt} file")
-    if alternative.is_file():
-        return LatentSource(path=alternative, note=f"only a {other} file (--latent-format {fmt})")
-    return LatentSource(path=chosen)

@@ -42,7 +42,7 @@ from .latents import LATENT_FORMATS, latent_file_name
 from .options import Build06Options
 from .outputs import plan_outputs, restrict_to_manifest
 from .records import Coverage, ExperimentPlan, MissingModel, Output, OutputKind, find, the
-from .sources import changed_since_recorded, check_sources
+from .sources import changed_since_recorded, check_sources, locate
 from .store import StoreRead, read_store
 
 log = structlog.get_logger()
@@ -224,7 +224,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     model, model_error, request = _describe_model(opts, registry)
     store = paths.store(opts.data_root, opts.embedder, model.name)
     row_keys, key_rules = keys.normalise(cols["snip_id"])
-    sources = {e: parquet_store.locate(store, e, opts.latent_format, opts.latents_root) for e in in_df02}
+    sources = {e: locate(store, e, opts.latent_format, opts.latents_root) for e in in_df02}
     store_record, broken = manifest.read(store / manifest.MANIFEST_NAME)
     recorded = store_record["files"]
     check = check_sources(sources, recorded, model.name, model.fingerprint, opts.z_schema, opts.include_sigma)

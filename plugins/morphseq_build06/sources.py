@@ -1,5 +1,6 @@
-"""One check of every latent source before it is merged: the model that wrote it, and its
-z columns (SPEC §12, "one model per df03").
+"""Each experiment's latent source: where it is read from (the store, or the lab's layout
+under --latents-root), and one check of every source before it is merged: the model
+that wrote it, and its z columns (SPEC §12, "one model per df03").
 
 A source is a store file (CSV or Parquet), a lab merged file or a folder of lab shards.
 Its model is what the manifest records for it (store files: the model's fingerprint, and
@@ -15,14 +16,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
 
+from morphseq_stages.errors import UserError
 from morphseq_stages.files import sha256_file
 
 from . import manifest, parquet_store
-from .latents import dimension_key
+from .inputs import not_regular
+from .latents import dimension_key, latent_file_name
 from .store import StoreRead, latent_z_columns
 
 OVERWRITE_HINT = "pass --overwrite-latents to re-embed it with this one"
@@ -34,7 +38,7 @@ class SourceCheck:
     warnings: tuple[str, ...]
 
 
-def check_sources(sources: Mapping[str, parquet_store.LatentSource], records: Mapping[str, Any],
+def check_sources(sources: Mapping[str, LatentSource], records: Mapping[str, Any],
                   model_name: str, fingerprint: str | None, schema: str, include_sigma: bool) -> SourceCheck:
     """Check the model and the z columns of the sources that exist (before they are read);
     ``records``: the manifest's entries by file name."""
@@ -62,7 +66,7 @@ def check_sources(sources: Mapping[str, parquet_store.LatentSource], records: Ma
     return SourceCheck(left_out=left_out, warnings=tuple(warnings))
 
 
-def changed_since_recorded(sources: Mapping[str, parquet_store.LatentSource], records: Mapping[str, Any],
+def changed_since_recorded(sources: Mapping[str, LatentSource], records: Mapping[str, Any],
                            read: StoreRead) -> dict[str, str]:
     """experiment -> a warning, for each store file read whose sha256 (of the bytes read) is
     not the one its manifest entry records."""
@@ -83,7 +87,7 @@ def _fp(fingerprint: str | None) -> str:
     return f" (weights {fingerprint[:12]})" if fingerprint else ""
 
 
-def _other_model(source: parquet_store.LatentSource, record: Mapping[str, Any] | None, model_name: str,
+def _other_model(source: LatentSource, record: Mapping[str, Any] | None, model_name: str,
                  fingerprint: str | None) -> tuple[str, str] | None:
     """(the other model, in a few words; what says so) when the source is another model's."""
     recorded = record.get("model_fingerprint") if record else None
@@ -111,3 +115,54 @@ def _describe(dims: frozenset[tuple[str, int] | None]) -> str:
             parts.append(f"{kind} {span}")
     n = len({d[1] for d in dims if d is not None})
     return f"{n} dimension{'s' * (n != 1)} ({', '.join(parts)})"
+
+
+@attrs.frozen(kw_only=True)
+class LatentSource:
+    """Where an experiment's latents are read from, and why that file."""
+
+    path: Path
+    note: str = ""  # why this file, when there was a choice
+    skipped: tuple[Path, ...] = ()  # shards without their sentinel
+    writable: bool = True  # generation may write here (the store), not the lab's output root
+
+
+def lab_folder(latents_root: Path, experiment: str) -> Path:
+    return latents_root / "feature_extraction" / experiment / "latent_embeddings"
+
+
+def locate(store: Path, experiment: str, fmt: str, latents_root: Path | None) -> LatentSource:
+    """The latent file (or shard folder) of one experiment; ``skipped`` names every file
+    passed over that the user may expect to be read."""
+    if latents_root is not None:
+        folder = lab_folder(latents_root, experiment)
+        merged = folder / f"{experiment}{parquet_store.SHARD_SUFFIX}"
+        there = merged.is_file() or not_regular(merged) is not None
+        if there and parquet_store.validated(merged):
+            return LatentSource(path=merged, note="merged file under --latents-root", writable=False)
+        found, skipped = parquet_store.shards(folder / "per_well") if (folder / "per_well").is_dir() else ([], [])
+        skipped = ([merged] if there else []) + skipped
+        unvalidated = " (its merged file is not read)" if there else ""
+        if found:
+            return LatentSource(path=folder / "per_well", skipped=tuple(skipped), writable=False,
+                                note=f"{len(found)} validated per-well shard(s) under --latents-root{unvalidated}")
+        if skipped:
+            source = _in_store(store, experiment, fmt)
+            return attrs.evolve(source, skipped=tuple(skipped) + source.skipped,
+                                note=f"nothing validated under {folder}{unvalidated}; using the store")
+    return _in_store(store, experiment, fmt)
+
+
+def _in_store(store: Path, experiment: str, fmt: str) -> LatentSource:
+    other = "parquet" if fmt == "csv" else "csv"
+    chosen, alternative = store / latent_file_name(experiment, fmt), store / latent_file_name(experiment, other)
+    for path in (chosen, alternative):  # never opened, never taken for a missing file
+        odd = not_regular(path)
+        if odd is not None:
+            raise UserError(f"latent file {path} is {odd}, not a regular file; remove or replace it")
+    if chosen.is_file() and alternative.is_file():
+        return LatentSource(path=chosen, note=f"the store also holds {alternative.name}; reading the "
+                                              f"--latent-format {fmt} file")
+    if alternative.is_file():
+        return LatentSource(path=alternative, note=f"only a {other} file (--latent-format {fmt})")
+    return LatentSource(path=chosen)

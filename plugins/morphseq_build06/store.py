@@ -75,7 +75,7 @@ class StoreRead:
     columns: tuple[str, ...]  # the z columns of all files together, in dimension order
     rows: Mapping[str, LatentRows]  # by experiment, in the order asked for
     lines: pa.Array  # large_binary: every file's z text in one buffer; each ``rows[e].lines`` is a slice of it
-    stamps: Mapping[str, tuple[int, int]]  # (mtime_ns, size) of each file as read
+    stamps: Mapping[str, tuple[int, int] | None]  # (mtime_ns, size) of each file as read
     keys: Mapping[str, tuple[pa.Array, dict[str, int]]]  # normalised snip ids of each file, rules that fired
 
     def identities(self) -> dict[str, dict[str, Any]]:
@@ -88,11 +88,16 @@ class StoreRead:
         return [f for r in self.rows.values() for f in r.sources]
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    if path.is_dir():  # a folder of shards: its newest shard and their total size
-        stats = [os.stat(p) for p in parquet_store.shards(path)[0]]
-        return max((s.st_mtime_ns for s in stats), default=0), sum(s.st_size for s in stats)
-    st = os.stat(path)
+def stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime, size) of a latent file, or of a folder of shards (its newest shard, their
+    total size): how a later look tells that it changed since it was read. None: not there."""
+    try:
+        if path.is_dir():
+            stats = [os.stat(p) for p in parquet_store.shards(path)[0]]
+            return max((s.st_mtime_ns for s in stats), default=0), sum(s.st_size for s in stats)
+        st = os.stat(path)
+    except OSError:
+        return None
     return st.st_mtime_ns, st.st_size
 
 
@@ -100,7 +105,7 @@ def read_store(paths: Mapping[str, Path], schema: str, include_sigma: bool, prev
     existing = {e: p for e, p in paths.items() if p.is_file() or p.is_dir()}
     zcols = {e: latent_z_columns(p, schema, include_sigma) for e, p in existing.items()}
     columns = tuple(dimension_columns([c for cols in zcols.values() for c in cols]))
-    stamps = {e: _stamp(p) for e, p in existing.items()}
+    stamps = {e: stamp(p) for e, p in existing.items()}
     rows = {e: previous.rows[e] for e in existing
             if e in previous.rows and previous.stamps.get(e) == stamps[e]} \
         if previous is not None and previous.columns == columns else {}
