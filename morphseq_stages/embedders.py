@@ -24,7 +24,7 @@ start-up.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,15 @@ if TYPE_CHECKING:  # torch stays out of start-up
 def _non_empty(instance: object, attribute: attrs.Attribute, value: object) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{attribute.name} must be a non-empty string, got {value!r}")
+
+
+def _names(instance: object, attribute: attrs.Attribute, value: tuple[object, ...]) -> None:
+    if not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
+        raise ValueError(f"{attribute.name} must be distinct non-empty strings, got {value!r}")
+
+
+def _as_tuple(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(names)
 
 
 def _as_dict(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,12 +82,26 @@ class ModelInfo:
     embedder's; ``fingerprint`` (for example the sha256 of the weights) lets the manifest
     tell which model wrote a latent file. Both are required. ``config_sha256``, the
     sha256 of the model's configuration file where it has one, goes into provenance records.
+
+    ``mu_columns`` and ``sigma_columns`` are the z column names the loaded model will
+    write (its :attr:`Embedder.mu_columns` and :attr:`Embedder.sigma_columns`, which the
+    host checks against them), where they are known without loading it: a stage can then
+    refuse, before anything is embedded, latents its options could not read. Empty
+    ``mu_columns`` means unknown (an embedder may leave both out); with ``mu_columns``
+    given, empty ``sigma_columns`` means the model writes none.
     """
 
     name: str = attrs.field(validator=_non_empty)
     fingerprint: str = attrs.field(validator=_non_empty)
     location: str | None = None
     config_sha256: str | None = None
+    mu_columns: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple, validator=_names)
+    sigma_columns: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple, validator=_names)
+
+    def __attrs_post_init__(self) -> None:
+        if self.sigma_columns and len(self.sigma_columns) != len(self.mu_columns):
+            raise ValueError(f"{len(self.sigma_columns)} sigma_columns for {len(self.mu_columns)} mu_columns "
+                             f"(none, or one per mean column)")
 
 
 class ModelUnavailable(UserError):
@@ -178,6 +201,11 @@ def check_embedder(embedder: Embedder, origin: str, expected: ModelInfo | None =
         problems.append(f"fingerprint must be a non-empty string, got {fingerprint!r}")
     elif expected is not None and fingerprint != expected.fingerprint:
         problems.append(f"its fingerprint {fingerprint[:16]} differs from describe()'s {expected.fingerprint[:16]}")
+    if expected is not None and expected.mu_columns:
+        loaded = (tuple(getattr(embedder, "mu_columns", ())), tuple(getattr(embedder, "sigma_columns", ())))
+        if loaded != (expected.mu_columns, expected.sigma_columns):
+            problems.append(f"its columns ({_span(loaded[0])}; sigma {_span(loaded[1])}) differ from describe()'s "
+                            f"({_span(expected.mu_columns)}; sigma {_span(expected.sigma_columns)})")
     if not isinstance(getattr(embedder, "device", None), str):
         problems.append(f"device must be a string such as 'cpu', got {getattr(embedder, 'device', None)!r}")
     problems += [f"it has no {m} method" for m in ("preprocess", "embed_batch", "describe")
@@ -188,3 +216,8 @@ def check_embedder(embedder: Embedder, origin: str, expected: ModelInfo | None =
 
 def _positive(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _span(names: tuple[str, ...]) -> str:
+    """``first .. last (count)``, for messages."""
+    return "none" if not names else names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]} ({len(names)})"

@@ -89,7 +89,8 @@ class Registry:
         An embedder without ``describe`` is loaded to learn its fingerprint."""
         if self.embedder(name).describe is None:
             loaded = self.load_embedder(name, attrs.evolve(request, device="cpu"))
-            return ModelInfo(name=name, fingerprint=loaded.fingerprint, location=type(loaded).__module__)
+            return ModelInfo(name=name, fingerprint=loaded.fingerprint, location=type(loaded).__module__,
+                             mu_columns=loaded.mu_columns, sigma_columns=loaded.sigma_columns)
         info = self._call(name, "describe", request)
         if not isinstance(info, ModelInfo):
             raise PluginError(f"{self.embedder_origin(name)}: describe returned {type(info).__name__}, "

@@ -42,7 +42,7 @@ from .latents import LATENT_FORMATS, latent_file_name
 from .options import Build06Options
 from .outputs import plan_outputs, restrict_to_manifest
 from .records import Coverage, ExperimentPlan, MissingModel, Output, OutputKind, find, the
-from .sources import changed_since_recorded, check_sources, locate
+from .sources import changed_since_recorded, check_generated_columns, check_sources, locate
 from .store import StoreRead, read_store
 
 log = structlog.get_logger()
@@ -245,6 +245,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
             changed_since_recorded=e in changed)
         for k, e in enumerate(in_df02)
     ]
+    check_generated_columns(exp_plans, model, opts.z_schema, opts.include_sigma)
     unreadable_rows = has_image(row_keys, codes, [[p for p, _ in e.unreadable] for e in exp_plans]) & ~matched
     keep, unknown_flags = parse_flags(cols["use_embryo_flag"]) if opts.qc_filter else (np.ones(len(df02), bool), 0)
     warnings = ([] if len(df02) else [f"df02 {df02_path} has no rows"])

@@ -15,18 +15,20 @@ read as of unknown origin.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from morphseq_stages.embedders import ModelInfo
 from morphseq_stages.errors import UserError
 from morphseq_stages.files import sha256_file
 
 from . import manifest, parquet_store
 from .inputs import not_regular
-from .latents import dimension_key, latent_file_name
+from .latents import Z_SCHEMAS, dimension_key, latent_file_name, select_z_columns
+from .records import ExperimentPlan, MissingModel
 from .store import StoreRead, latent_z_columns
 
 OVERWRITE_HINT = "pass --overwrite-latents to re-embed it with this one"
@@ -64,6 +66,29 @@ def check_sources(sources: Mapping[str, LatentSource], records: Mapping[str, Any
                 warnings.append(f"{present[e].path} has z columns for {_describe(d)}, where the other latent files "
                                 f"have {_describe(run)}: its rows are not merged")
     return SourceCheck(left_out=left_out, warnings=tuple(warnings))
+
+
+def check_generated_columns(experiments: Sequence[ExperimentPlan], model: ModelInfo | MissingModel, schema: str,
+                            include_sigma: bool) -> None:
+    """Refuse, before anything is embedded, a run that would embed rows whose z columns
+    ``--z-schema`` drops (``flat`` and a model naming its dimensions b/n): the merge could
+    not read the files it wrote (nor a later one: ``--generate-only``). A top-up counts too:
+    its rows are the model's columns, which an existing file of the schema's naming refuses.
+    The model's columns are what ``describe`` says; an embedder that does not say is not checked."""
+    if not isinstance(model, ModelInfo) or not model.mu_columns:
+        return
+    embedding = [e.experiment for e in experiments if e.generating]
+    names = model.mu_columns + model.sigma_columns
+    kept = set(select_z_columns(names, schema, include_sigma))
+    dropped = [c for c in model.mu_columns if c not in kept]
+    if not embedding or not dropped:
+        return
+    fits = [s for s in Z_SCHEMAS if set(model.mu_columns) <= set(select_z_columns(names, s, include_sigma))]
+    shown = ", ".join(embedding[:3]) + (f" and {len(embedding) - 3} more" if len(embedding) > 3 else "")
+    raise UserError(f"--z-schema {schema} cannot read the z columns model {model.name!r} writes "
+                    f"({', '.join(dropped[:3])}{', ...' if len(dropped) > 3 else ''}; {len(model.mu_columns)} in all), "
+                    f"so nothing this run would embed for {shown} could be merged: pass --z-schema "
+                    f"{' or '.join(fits)}, or run without generating latents")
 
 
 def changed_since_recorded(sources: Mapping[str, LatentSource], records: Mapping[str, Any],

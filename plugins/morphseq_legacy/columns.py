@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
+
+from .folder import SPLIT_CONFIGS
+
+#: the nuisance share of a split config that does not say (pythae's MetricVAEConfig default)
+DEFAULT_ZN_FRAC = 0.2
 
 
 def column_names(latent_dim: int, nuisance_dims: int | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -19,3 +26,13 @@ def column_names(latent_dim: int, nuisance_dims: int | None = None) -> tuple[tup
 def nuisance_dims(latent_dim: int, zn_frac: float) -> int:
     """How many leading dimensions are nuisance (``z_mu_n_*``): ``floor(latent_dim * zn_frac)``."""
     return math.floor(latent_dim * zn_frac)
+
+
+def config_columns(config: Mapping[str, Any], latent_dim: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The columns a model of this ``model_config.json`` writes: the config's name alone decides
+    the naming (b/n for the split configs, with ``zn_frac`` of the dimensions nuisance), the
+    latent dimension the count."""
+    if config.get("name") not in SPLIT_CONFIGS:
+        return column_names(latent_dim)
+    zn = config.get("zn_frac")
+    return column_names(latent_dim, nuisance_dims(latent_dim, DEFAULT_ZN_FRAC if zn is None else zn))

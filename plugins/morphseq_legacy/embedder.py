@@ -15,7 +15,7 @@ from morphseq_stages.images import decode_image
 
 from . import onnx_backend
 from .architecture import build_encoder, fold_batchnorm, infer_shape, load_checked
-from .columns import column_names, nuisance_dims
+from .columns import DEFAULT_ZN_FRAC, config_columns
 from .folder import REFORMATTED, SPLIT_CONFIGS, VAE_CONFIGS, ModelFolder, resolve
 
 if TYPE_CHECKING:  # torch is imported when a model is loaded
@@ -24,7 +24,6 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded
     from torch import nn
 
 log = structlog.get_logger()
-DEFAULT_ZN_FRAC = 0.2
 
 
 def read_weights(folder: ModelFolder) -> dict[str, Any]:
@@ -141,14 +140,9 @@ class LegacyEmbedder(Embedder):
         self.folder = folder
         self.fingerprint = folder.fingerprint()
         self.onnx = self._onnx_encoder(str(request.options.get("backend", "auto")))
-        split = None
-        if folder.config["name"] in SPLIT_CONFIGS:
-            zn = folder.config.get("zn_frac")
-            if zn is None:
-                log.warning("legacy.zn_frac_missing", assumed=DEFAULT_ZN_FRAC, path=str(folder.path))
-                zn = DEFAULT_ZN_FRAC
-            split = nuisance_dims(self.latent_dim, zn)
-        self.mu_columns, self.sigma_columns = column_names(self.latent_dim, split)
+        if folder.config["name"] in SPLIT_CONFIGS and folder.config.get("zn_frac") is None:
+            log.warning("legacy.zn_frac_missing", assumed=DEFAULT_ZN_FRAC, path=str(folder.path))
+        self.mu_columns, self.sigma_columns = config_columns(folder.config, self.latent_dim)
 
     def _onnx_encoder(self, asked: str) -> onnx_backend.OnnxEncoder | None:
         backend, reason = onnx_backend.choose_backend(asked, self.device)

@@ -246,3 +246,53 @@ def test_demo_runs_the_main_job_and_a_rerun_changes_nothing(tmp_path, cli):
     (tmp_path / "other" / "keep.txt").write_text("mine")
     code, _, err = cli("demo", tmp_path / "other")
     assert code == 2 and "is not a demo folder" in err
+
+
+FLAT_REFUSED = ("morphseq-stages: error: --z-schema flat cannot read the z columns model 'tiny' writes (z_mu_n_00, "
+                "z_mu_n_01, z_mu_b_02, ...; 10 in all), so nothing this run would embed for {} could be merged: "
+                "pass --z-schema auto or bio_nuisance, or run without generating latents\n")
+
+
+@pytest.mark.parametrize("extra", [("--generate-missing-latents",), ("--generate-missing-latents", "--dry-run"),
+                                   ("--generate-only",), ("--generate-only", "--experiments", "20231207"),
+                                   ("--overwrite-latents", "--json")])
+def test_a_flat_schema_run_that_would_embed_b_n_columns_is_refused_before_embedding(synth, cli, extra):
+    # the model names its dimensions b/n: --z-schema flat could read none of the files it
+    # would write (a --generate-only file would be refused by the next merge)
+    before = tree_digest(synth.root.parent)
+    code, out, err = build06(cli, synth, "--z-schema", "flat", "--quiet", *extra)
+    assert code == 2
+    embedded = "20231207" if "20231207" in extra else "20231207, 20240509_18ss"
+    if "--json" in extra:  # the line, and the run.failed event beside it
+        assert json.loads(out)["exit_code"] == 2 and FLAT_REFUSED.format(embedded) in err
+    else:
+        assert err == FLAT_REFUSED.format(embedded)
+    assert tree_digest(synth.root.parent) == before
+
+
+def test_a_flat_schema_top_up_of_a_flat_file_by_a_b_n_model_is_refused(synth, cli):
+    # the rows it would add are b/n: the flat file refuses them, --z-schema flat reads none
+    from morphseq_build06.testing import write_latent_file
+
+    path, _ = write_latent_file(synth.latent_dir(MODEL), "20231207", synth.snips["20231207"][:2], latent_dim=10,
+                                nuisance=None)
+    before = tree_digest(synth.root.parent)
+    code, _, err = build06(cli, synth, "--z-schema", "flat", "--generate-missing-latents", "--experiments", "20231207")
+    assert code == 2 and err.splitlines()[-1] + "\n" == FLAT_REFUSED.format("20231207")
+    assert tree_digest(synth.root.parent) == before
+    # what it read is readable: a merge alone goes on
+    code, _, err = build06(cli, synth, "--z-schema", "flat", "--min-coverage", "0")
+    assert code == 0, err
+    assert read_rows(synth.root / "metadata" / "combined_metadata_files" / "embryo_metadata_df03.csv")[0][-1] \
+        == "z_mu_09"
+
+
+def test_flat_schema_generation_with_a_flat_model_and_b_n_schema_with_a_b_n_model_go_on(synth, cli, tmp_path):
+    code, _, err = build06(cli, synth, "--z-schema", "bio_nuisance", "--generate-missing-latents")
+    assert code == 0, err
+    flat = make_legacy_model(tmp_path / "flat_model", name="VAEConfig", latent_dim=4, n_out_channels=2, seed=2)
+    code, _, err = cli("build06", "--root", synth.root, "--data-root", synth.data_root, "--model-dir", flat,
+                       "--z-schema", "flat", "--generate-missing-latents", "--log-format", "json", "--overwrite")
+    assert code == 0, err
+    header = read_rows(synth.root / "metadata" / "combined_metadata_files" / "embryo_metadata_df03.csv")[0]
+    assert header[-4:] == ["z_mu_00", "z_mu_01", "z_mu_02", "z_mu_03"]

@@ -123,3 +123,37 @@ def test_a_folder_the_plan_only_reads_is_recovered_when_free(tmp_path):
     run_stage(fake_host(), "echo", {"root": root, "names": ["img0.png"]})
     assert (root / "in" / "img9.png").read_bytes() == b"new"
     assert not (root / "in" / JOURNAL).exists() and not (root / "in" / ".in.lock").exists()
+
+
+def test_describes_columns_are_what_the_loaded_embedder_must_write():
+    # a stage checks its options against the columns describe names, before loading the
+    # model: a loaded model that writes others is the plugin's mistake, named
+    from morphseq_stages import ModelInfo, PluginError
+    from morphseq_stages.embedders import EmbedderRequest, check_embedder
+
+    loaded = FakeEmbedder(EmbedderRequest())
+    said = ModelInfo(name="fake-v1", fingerprint=loaded.fingerprint, mu_columns=("fake_mean", "fake_max"))
+    check_embedder(loaded, "embedder 'fake'", said)
+    check_embedder(loaded, "embedder 'fake'", ModelInfo(name="fake-v1", fingerprint=loaded.fingerprint))  # unknown
+    for other in (("fake_max", "fake_mean"), ("z_mu_00", "z_mu_01")):
+        with pytest.raises(PluginError, match=r"embedder 'fake': its columns \(fake_mean .. fake_max \(2\); sigma "
+                                              r"none\) differ from describe\(\)'s"):
+            check_embedder(loaded, "embedder 'fake'", ModelInfo(name="f", fingerprint=loaded.fingerprint,
+                                                                mu_columns=other))
+    with pytest.raises(PluginError, match="differ from describe"):  # a sigma column it does not write
+        check_embedder(loaded, "embedder 'fake'", ModelInfo(name="f", fingerprint=loaded.fingerprint,
+                                                            mu_columns=said.mu_columns, sigma_columns=("s0", "s1")))
+    for mu, sigma in ((("a",), ("s0", "s1")), (("a", "a"), ()), (("a", ""), ()), ((), ("s0",))):
+        with pytest.raises(ValueError):
+            ModelInfo(name="f", fingerprint="x", mu_columns=mu, sigma_columns=sigma)
+
+
+def test_an_embedder_without_describe_is_described_with_its_loaded_columns():
+    from morphseq_stages import EmbedderSpec
+    from morphseq_stages.embedders import EmbedderRequest
+    from morphseq_stages.registry import Provider, Registry
+
+    registry = Registry()
+    registry.add_embedder(EmbedderSpec(name="fake", load=FakeEmbedder), Provider(plugin="tests"))
+    info = registry.describe_model("fake", EmbedderRequest())
+    assert (info.mu_columns, info.sigma_columns) == (("fake_mean", "fake_max"), ())

@@ -97,6 +97,41 @@ def test_columns_follow_the_config(tmp_path):
     assert seq.mu_columns[:4] == ("z_mu_n_00", "z_mu_n_01", "z_mu_n_02", "z_mu_b_03")
 
 
+@pytest.mark.parametrize(("config", "zn_frac", "first"), [
+    ("MetricVAEConfig", 0.2, "z_mu_n_00"), ("SeqVAEConfig", 0.5, "z_mu_n_00"), ("MetricVAEConfig", None, "z_mu_n_00"),
+    ("SeqVAEConfig", 0.0, "z_mu_b_00"), ("VAEConfig", 0.2, "z_mu_00"), ("BetaVAEConfig", 0.5, "z_mu_00")])
+def test_describe_names_the_columns_load_gives(tmp_path, config, zn_frac, first):
+    # the plan refuses a --z-schema that cannot read the model's columns before loading it:
+    # describe (no torch, no weights read) must say exactly what the loaded model writes
+    from morphseq_stages import get_host
+
+    folder = make_legacy_model(tmp_path / "m", name=config, latent_dim=7, n_out_channels=2,
+                               config_overrides={"zn_frac": zn_frac} if zn_frac is not None else {"zn_frac": None})
+    request = EmbedderRequest(model_name="m", model_dir=folder)
+    info = get_host().registry.describe_model("legacy", request)
+    loaded = load(folder)
+    assert info.mu_columns[0] == first and len(info.mu_columns) == 7
+    assert (info.mu_columns, info.sigma_columns) == (loaded.mu_columns, loaded.sigma_columns)
+
+
+def test_describe_leaves_the_columns_unknown_when_the_config_does_not_decide_them(tmp_path):
+    from morphseq_stages import get_host
+
+    registry = get_host().registry
+    bare = make_legacy_model(tmp_path / "bare", latent_dim=6, n_out_channels=2, config_overrides={"latent_dim": None})
+    info = registry.describe_model("legacy", EmbedderRequest(model_dir=bare))
+    assert info.mu_columns == () and len(load(bare).mu_columns) == 6  # the weights say 6
+    pickled = make_legacy_model(tmp_path / "pickled", latent_dim=6, n_out_channels=2)
+    (pickled / "encoder.pkl").write_bytes(b"\x80\x04N.")
+    assert len(registry.describe_model("legacy", EmbedderRequest(model_dir=pickled)).mu_columns) == 6
+    # with --allow-pickle the unpickled module's output could say another size
+    unpickled = registry.describe_model("legacy", EmbedderRequest(model_dir=pickled, options={"allow_pickle": True}))
+    assert unpickled.mu_columns == ()
+    # a config claiming 2**40 dimensions (load refuses it against the weights) names none
+    huge = make_legacy_model(tmp_path / "huge", latent_dim=6, n_out_channels=2, config_overrides={"latent_dim": 2**40})
+    assert registry.describe_model("legacy", EmbedderRequest(model_dir=huge)).mu_columns == ()
+
+
 def test_missing_config_keys_are_inferred_from_the_weights(tmp_path):
     full = make_legacy_model(tmp_path / "full", latent_dim=6, n_out_channels=3, n_conv_layers=7, orth=False, seed=3)
     bare = make_legacy_model(tmp_path / "bare", latent_dim=6, n_out_channels=3, n_conv_layers=7, orth=False, seed=3,

@@ -71,7 +71,7 @@ def check_run(world: World, before: Snapshot, after: Snapshot, result: RunResult
             fail(result, f"a dry run changed the disk: {sorted(touched)}")
         return
     check_latents_kept(world, result, latents_before)
-    if result.code == 0 and result.interface == "cli":
+    if result.code == 0 and result.has_summary:
         check_summary(result, before, after, changed)
     elif result.code == 2 and changed and not result.kept:
         fail(result, f"a run refused as bad input changed files: {sorted(changed)}")
@@ -87,7 +87,8 @@ def check_latents_kept(world: World, result: RunResult, before: dict[Path, dict[
     now = latent_rows(world)
     for path, rows in before.items():
         exp = path.stem[len("morph_latents_"):]
-        if opts.overwrite_latents and exp in selected and result.code != 2:
+        # (the API's OutputExists, exit 2, comes after the latent files are written)
+        if opts.overwrite_latents and exp in selected and (result.code != 2 or result.kept):
             continue
         if path not in now:
             fail(result, f"latent file {path} is gone")
@@ -143,7 +144,7 @@ def check_current_outputs(world: World, result: RunResult) -> None:
     current hold df02's (the training set's) records and the z of each row's latent row;
     typed copies recorded as made from their CSV as it is hold that CSV's values."""
     opts = result.options
-    if opts.generate_only or result.code not in (0, 3):
+    if opts.generate_only or result.code not in (0, 3) or unread_after_reembedding(world, result):
         return
     written, skipped = summary_paths(result)
     exp = expected(world, opts)
@@ -172,6 +173,19 @@ def check_current_outputs(world: World, result: RunResult) -> None:
                     fail(result, f"analysis copy called current is not df03's rows of {name}: {why}")
     for folder in {df03.parent, world.copies_dir, *(world.train_output(t).parent for t in world.training_sets())}:
         check_typed_copies(result, folder, written, skipped)
+
+
+def unread_after_reembedding(world: World, result: RunResult) -> bool:
+    """A known defect, reported (test_a_reembedding_that_reads_no_image_keeps_the_existing_
+    latent_file_in_df03): --overwrite-latents into the other --latent-format that decodes no
+    image of an experiment writes nothing, and the merge then leaves out its existing file."""
+    opts = result.options
+    if not (opts.overwrite_latents and _undecodable(result)):
+        return False
+    other = "csv" if opts.latent_format == "parquet" else "parquet"
+    selected = opts.experiments or world.experiments()
+    return any((world.store / f"morph_latents_{e}.{other}").is_file()
+               and not (world.store / f"morph_latents_{e}.{opts.latent_format}").is_file() for e in selected)
 
 
 def check_unembedded(world: World, result: RunResult, exp: Expected) -> None:
@@ -258,7 +272,10 @@ def _same(got: Any, want: float) -> bool:
 
 def check_rerun(first: RunResult, before: Snapshot, after: Snapshot, rerun: RunResult) -> None:
     """An identical rerun after a completed run changes no file."""
-    if rerun.code != first.code or rerun.kept != first.kept:
+    # a known defect, reported (test_an_identical_strict_overwrite_latents_rerun_exits_as_the_first)
+    strict_reembedding = (first.code == 0 and rerun.code == 3 and first.options.strict
+                          and first.options.overwrite_latents and "re-embedded by this run" in rerun.stderr)
+    if (rerun.code != first.code or rerun.kept != first.kept) and not strict_reembedding:
         fail(rerun, f"an identical rerun exited {rerun.code}, the run {first.code}")
     touched = before.changed(after, rewrites=True)
     if first.options.overwrite_latents:
@@ -279,26 +296,44 @@ def check_plan_followed(plan: RunResult, real: RunResult) -> None:
     """A dry run's plan is what the real run then does: the same exit, every output it
     plans to write written and every one it plans to skip skipped, every latent file it
     plans to generate generated (or its images all unreadable)."""
-    # found by this model, reported (the plan's z-schema check covers existing latent files
-    # only; cells' one z-schema check for every source): --z-schema flat with a model that
-    # names its dimensions b/n plans a new latent file and df03 at exit 0, then the real run
-    # embeds, finds no flat column and exits 2 (writing nothing)
-    unplanned_schema = (plan.code == 0 and real.code == 2 and real.options.z_schema == "flat"
-                        and real.options.generates and "no z columns for --z-schema flat" in real.stderr)
+    if plan.interface != real.interface:
+        fail(real, f"a dry run through {plan.interface} followed by a run through {real.interface}")
+    if plan.code == 0 and not (plan.json.get("outputs") and "experiments" in plan.json):
+        fail(plan, f"the dry run exited 0 and showed no plan: {plan.stdout[:300]!r}")
     if plan.code != real.code and not (plan.code == 0 and real.code == 3 and real.options.strict) \
-            and not unplanned_schema:
+            and not (plan.code == 0 and _api_kept_df03(plan, real)):
         fail(real, f"the dry run exited {plan.code}, the real run {real.code}")
     if plan.code != 0 or real.code != 0:
         return
-    written, skipped = summary_paths(real)
+    # the API returns no summary: what it wrote is what it rewrote on disk
+    written = summary_paths(real)[0] if real.has_summary else set(real.touched)
     for out in plan.json.get("outputs", []):
         path, action = str(out.get("path")), out.get("action")
-        if action == "write" and path not in written:
+        # a plan assumes every image decodes: one that did not may leave a planned output unwritten
+        if action == "write" and path not in written and not _undecodable(real):
             fail(real, f"the plan would write {path} ({out.get('reason')}); the run did not")
         if action == "skip" and path in written:
             fail(real, f"the plan would skip {path} ({out.get('reason')}); the run wrote it")
-    generated = {Path(p).stem for p in real.json.get("generated", {}).get("files", [])}
+    generated = ({Path(p).stem for p in real.json.get("generated", {}).get("files", [])} if real.has_summary
+                 else {Path(p).stem for p in real.touched if Path(p).name.startswith("morph_latents_")})
     planned = {Path(e["latent_file"]).stem for e in plan.json.get("experiments", []) if e.get("action") in GENERATING}
     if extra := generated - planned:
         fail(real, f"the run generated {sorted(extra)}, which the plan did not plan")
 
+
+def _undecodable(real: RunResult) -> bool:
+    """Whether the run found images it could not decode among those it embedded."""
+    if real.has_summary:
+        return bool(real.json.get("generated", {}).get("unreadable_images"))
+    return '"image.unreadable"' in real.stderr
+
+
+def _api_kept_df03(plan: RunResult, real: RunResult) -> bool:
+    """Whether build_df03_with_embeddings raised for a df03 it kept not current (OutputExists;
+    with ``overwrite``, kept for want of a latent file, a UserError) where the CLI exits 0 and
+    says so: as the plan said (df03 skipped, not current), or because no image of what it
+    planned to embed could be read (which no plan knows before decoding them)."""
+    status = plan.json.get("df03_status", {})
+    planned_kept = status.get("action") == "skip" and status.get("status") != "current"
+    said_kept = real.kept or (real.options.overwrite and " kept: " in real.stderr)
+    return real.interface == "api" and real.code == 2 and said_kept and (planned_kept or _undecodable(real))

@@ -21,7 +21,7 @@ import os
 import random
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -290,14 +290,16 @@ class World:
                 structlog.reset_defaults()
         return RunResult(options=options, argv=argv, code=code, stdout=out.getvalue(), stderr=err.getvalue())
 
+    def runner(self, interface: str) -> Callable[[Options], RunResult]:
+        """Build06 through ``interface``: ``cli``, ``api`` or ``run_stage``."""
+        return {"cli": self.run, "api": self.run_api, "run_stage": self.run_stage}[interface]
+
     def run_api(self, options: Options) -> RunResult:
         """Build06 through ``api.build_df03_with_embeddings`` (the CLI's code path): exit 0
         when it returns, a UserError's exit code when it raises one (``kept``: it raised
-        OutputExists, an output left as it was), 70 for any other exception."""
-        import traceback
-
+        OutputExists, an output left as it was), 70 for any other exception. A dry run's
+        :class:`PlannedRun` goes to ``stdout`` as JSON, as ``--dry-run --json`` prints it."""
         from morphseq_build06 import api
-        from morphseq_stages.errors import UserError
 
         o = options
         kwargs: dict[str, Any] = dict(
@@ -307,22 +309,40 @@ class World:
             generate_only=o.generate_only, overwrite_latents=o.overwrite_latents, formats=["csv", *o.formats],
             report=o.report, latent_format=o.latent_format, include_sigma=o.include_sigma, strict=o.strict,
             backend=o.backend, batch_size=8, workers=1, device="cpu")
-        out, err = io.StringIO(), io.StringIO()
-        code, kept = 0, False
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                api.build_df03_with_embeddings(self.root, self.data_root, **kwargs)
-            except api.OutputExists as exc:
-                code, kept = exc.exit_code, True
-                print(f"OutputExists: {exc}", file=sys.stderr)
-            except UserError as exc:
-                code = exc.exit_code
-                print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-            except Exception:
-                code = 70
-                traceback.print_exc()
-        return RunResult(options=options, argv=[f"api.build_df03_with_embeddings(R, D, **{kwargs!r})"], code=code,
-                         stdout=out.getvalue(), stderr=err.getvalue(), interface="api", kept=kept)
+
+        def call() -> str:
+            returned = api.build_df03_with_embeddings(self.root, self.data_root, **kwargs)
+            if not o.dry_run:
+                return ""
+            if not isinstance(returned, api.PlannedRun):  # what an analyst prints must be the plan
+                raise TypeError(f"build_df03_with_embeddings(dry_run=True) returned {returned!r}, not a PlannedRun")
+            return json.dumps(returned)
+
+        return _in_process(options, f"api.build_df03_with_embeddings(R, D, **{kwargs!r})", "api", call)
+
+    def run_stage(self, options: Options) -> RunResult:
+        """Build06 through ``morphseq_stages.run_stage(host, "build06", {...})``, ``dry_run``
+        among the options as a notebook user passes it; ``stdout``: the summary (``--json``'s),
+        or for a dry run the plan (``--dry-run --json``'s)."""
+        from morphseq_stages import get_host, run_stage
+
+        o = options
+        given: dict[str, Any] = dict(
+            root=self.root, data_root=self.data_root, model_name=MODEL, experiments=o.experiments,
+            generate_missing_latents=o.generate_missing_latents, generate_only=o.generate_only,
+            overwrite=o.overwrite, overwrite_latents=o.overwrite_latents,
+            export_analysis_copies=o.export_analysis_copies, train_name=o.train_name, formats=("csv", *o.formats),
+            report=o.report, latent_format=o.latent_format, z_schema=o.z_schema, include_sigma=o.include_sigma,
+            strict=o.strict, backend=o.backend, batch_size=8, workers=1, device="cpu", dry_run=o.dry_run)
+        given = {k: v for k, v in given.items() if v is not None}
+
+        def call() -> str:
+            result = run_stage(get_host(), "build06", given)
+            if result.exit_code:
+                print(f"exit {result.exit_code}: {' | '.join(result.summary['warnings'])}", file=sys.stderr)
+            return json.dumps(result.plan.as_dict() if o.dry_run else result.summary, default=str)
+
+        return _in_process(options, f"morphseq_stages.run_stage(host, 'build06', {given!r})", "run_stage", call)
 
     # -- what is on disk -------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -335,6 +355,37 @@ class World:
                     p = Path(dirpath) / name
                     files[str(p)] = (sha256(p), p.stat().st_mtime_ns)
         return Snapshot(files=files, dirs=frozenset(dirs))
+
+
+def _in_process(options: Options, command: str, interface: str, call: Callable[[], str]) -> RunResult:
+    """``call()`` (it returns what goes to stdout) as the CLI's exit codes would report it:
+    0 when it returns, a UserError's exit code (``kept``: OutputExists, an output left as it
+    was), 70 with the traceback for any other exception."""
+    import traceback
+
+    import structlog
+
+    from morphseq_build06 import api
+    from morphseq_stages.errors import UserError
+
+    out, err = io.StringIO(), io.StringIO()
+    code, kept = 0, False
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            print(call())
+        except api.OutputExists as exc:
+            code, kept = exc.exit_code, True
+            print(f"OutputExists: {exc}", file=sys.stderr)
+        except UserError as exc:
+            code = exc.exit_code
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        except Exception:
+            code = 70
+            traceback.print_exc()
+        finally:
+            structlog.reset_defaults()
+    return RunResult(options=options, argv=[command], code=code, stdout=out.getvalue(), stderr=err.getvalue(),
+                     interface=interface, kept=kept)
 
 
 @attrs.frozen
@@ -356,8 +407,14 @@ class RunResult:
     code: int
     stdout: str
     stderr: str
-    interface: str = "cli"
+    interface: str = "cli"  # or "api" (build_df03_with_embeddings), "run_stage"
     kept: bool = False  # the API raised OutputExists
+    touched: frozenset[str] = frozenset()  # the files the run created, removed or rewrote
+
+    @property
+    def has_summary(self) -> bool:
+        """Whether ``json`` is the run summary ``--json`` prints (the CLI's, run_stage's)."""
+        return self.interface != "api" and not self.options.dry_run
 
     @property
     def json(self) -> dict[str, Any]:
