@@ -216,7 +216,12 @@ def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwri
         raise UserError(f"df03 {out} is Build06's own output: it is written from load_latents' table of a latent "
                         f"store's files as they are, and this table {why}; pass out_name= to join it into a file "
                         "of your own")
-    run, _ = store_plan(base, source, overwrite, f"df03 {out} holds")
+    run, plan, lacking = store_plan(base, source, overwrite)
+    if lacking:
+        held = sorted(e for e in source.files if e in {x.experiment for x in plan.experiments})
+        raise UserError(f"df03 {out} holds every embedding of the store {plan.store}, and this table lacks the latent "
+                        f"file(s) of {', '.join(lacking)} (it has {', '.join(held) or 'none'}); load every experiment "
+                        "of df02, or pass out_name= to join it into a file of your own")
     return df03_of(call(run), overwrite)
 
 
@@ -230,9 +235,14 @@ def merge_train_with_embeddings(root: PathLike, train_name: str, latents_df: pd.
         latents_df: ``snip_id`` + z columns, e.g. from :func:`load_latents`.
         overwrite: replace the output if it exists.
 
+    Given :func:`load_latents`' table of a latent store's files as they are (those of the
+    training set's experiments at least), the join is the stage's own: written by its
+    export with its sidecar, as ``--train-name`` writes it. Any other table is joined as
+    it is, without a record.
+
     Returns:
         The path of ``embryo_metadata_with_embeddings.csv`` beside the training metadata
-        (written, or already identical), or None (logged) when that metadata does not exist.
+        (written, or already current), or None (logged) when that metadata does not exist.
 
     Raises:
         OutputExists: the output exists, differs, and ``overwrite`` is off (it is kept).
@@ -251,9 +261,12 @@ def merge_train_with_embeddings(root: PathLike, train_name: str, latents_df: pd.
         join(read_text_table(train_in, what="training metadata"), index, out, overwrite, "training")
         return out
     with exclusive_lock(*paths.training_lock(out.parent)):
-        _, plan = store_plan(base, source, overwrite, f"the training join {out} is built from",
-                              train_name=str(train_name))
-        written_or_current(write_only(plan, [OutputKind.TRAINING]), overwrite)
+        _, plan, lacking = store_plan(base, source, overwrite, train_name=str(train_name))
+        if not set(lacking) & plan.inputs.held_by(train_in):  # the table is the store's files the join reads
+            written_or_current(write_only(plan, [OutputKind.TRAINING]), overwrite)
+            return out
+    # the table lacks a latent file of the training set's experiments: joined as it is, without a record
+    join(read_text_table(train_in, what="training metadata"), index, out, overwrite, "training")
     return out
 
 

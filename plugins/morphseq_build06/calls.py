@@ -134,22 +134,17 @@ def existing_latents(data_root: PathLike | None, model_name: str, names: list[st
     return found
 
 
-def store_plan(root: Path, source: StoreTable, overwrite: bool, what: str, **options: Any
-                ) -> tuple[dict[str, Any], Build06StagePlan]:
-    """The run that merges a latent store's files (``source``) into ``root``'s outputs, and
-    its plan; a UserError when the table lacks some of the files the run reads."""
+def store_plan(root: Path, source: StoreTable, overwrite: bool, **options: Any
+               ) -> tuple[dict[str, Any], Build06StagePlan, list[str]]:
+    """The run that merges a latent store's files (``source``) into ``root``'s outputs, its
+    plan, and the experiments whose latent file the run reads but the table lacks (or
+    holds as other files)."""
     run = {"root": root, "data_root": source.data_root, "model_name": source.model_name,
            "embedder": source.embedder, "z_schema": source.z_schema, "latent_format": source.latent_format,
            "overwrite": overwrite, **options}
     plan = plan_of(call(run, dry_run=True))
     read = {e.experiment: e.latent_path.resolve() for e in plan.experiments if e.latent_path.exists()}
-    held = {e: p for e, p in source.files.items() if e in {x.experiment for x in plan.experiments}}
-    if read != held:
-        lacking = sorted(e for e in read if held.get(e) != read[e])
-        raise UserError(f"{what} every embedding of the store {plan.store}, and this table lacks the latent "
-                        f"file(s) of {', '.join(lacking) or 'none'} (it has {', '.join(sorted(held)) or 'none'}); "
-                        "load every experiment of df02, or pass out_name= to join it into a file of your own")
-    return run, plan
+    return run, plan, sorted(e for e in read if source.files.get(e) != read[e])
 
 
 def df03_of(result: RunResult, overwrite: bool) -> Path:

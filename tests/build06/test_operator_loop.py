@@ -15,7 +15,7 @@ from morphseq_build06 import api
 from morphseq_build06.testing import make_pipeline_root, write_latent_file
 from morphseq_stages import UserError, get_host, run_stage
 
-from conftest import tree_digest
+from conftest import read_rows, tree_digest
 
 MODEL = "tiny"
 EXPS = {"20231207": 4, "20240509_18ss": 3, "20250612_30hpf_ctrl_atf6": 2}
@@ -309,3 +309,16 @@ def test_the_api_keeps_a_training_join_the_stage_would_not_write_now(synth, cli)
     assert joined.read_bytes() == before
     assert api.merge_train_with_embeddings(synth.root, "t1", z, overwrite=True) == joined
     assert len(joined.read_bytes().split(b"\n")) == len(before.split(b"\n")) + 1
+
+
+def test_the_api_training_join_needs_only_the_training_sets_latent_files(synth, cli):
+    train = synth.root / "training_data" / "t1" / "embryo_metadata_df_train.csv"
+    train.parent.mkdir(parents=True)
+    train.write_bytes(b"\n".join(synth.df02.read_bytes().split(b"\n")[:4]) + b"\n")  # rows of 20231207 only
+    some = api.load_latents(api.ensure_latents_for_experiments(synth.data_root, MODEL, ["20231207"]))
+    joined = api.merge_train_with_embeddings(synth.root, "t1", some)
+    assert _statuses(cli, synth, "--train-name", "t1")[str(joined)] == "current"
+    other = api.load_latents(api.ensure_latents_for_experiments(synth.data_root, MODEL, ["20240509_18ss"]))
+    api.merge_train_with_embeddings(synth.root, "t1", other, overwrite=True)  # lacks 20231207: joined as it is
+    assert _statuses(cli, synth, "--train-name", "t1")[str(joined)] == "foreign"
+    assert not any(r[-1] for r in read_rows(joined)[1])  # no embedding of 20231207 there
