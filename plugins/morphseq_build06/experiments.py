@@ -78,12 +78,15 @@ def plan_experiment(opts: Build06Options, experiment: str, selected: bool, sourc
         reason = reason.removesuffix(" and no snip images") + (f"; {len(bad)} snip image(s) could not be read by an earlier run (listed in "
                    f"{manifest.MANIFEST_NAME}), not tried again until they change")
     note = source.note
+    read_path = None
     if action == "regenerate" and latent_path.suffix != f".{opts.latent_format}":
         # re-embedding writes the asked format; the other file stays, read only if its format is asked for
-        latent_path = latent_path.with_name(latent_file_name(experiment, opts.latent_format))
+        # (or if the re-embedding writes nothing)
+        read_path, latent_path = latent_path, latent_path.with_name(latent_file_name(experiment, opts.latent_format))
         note = f"re-embedded into {latent_path.name} (--latent-format {opts.latent_format}); {source.path.name} is left as it was"
     return ExperimentPlan(
         experiment=experiment, selected=selected, df02_rows=int(rows_mask.sum()), latent_path=latent_path,
+        read_path=read_path,
         latent_exists=exists, latent_rows=len(file_keys) if file_keys is not None else None, snip_dir=snip_dir,
         left_out=left_out,
         image_dir=image_dir, snip_images=len(all_images) if snip_dir else None,

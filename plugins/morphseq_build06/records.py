@@ -48,6 +48,7 @@ class ExperimentPlan:
     source_note: str = ""  # which latent file is read and why, when there was a choice
     left_out: str = ""  # why its latent file is not merged (another model's, other z columns; see sources)
     changed_since_recorded: bool = False  # a store file whose sha256 is not the manifest's
+    read_path: Path | None = None  # the file read, when it is not ``latent_path`` (a re-embedding into the other format)
 
     @property
     def generating(self) -> bool:

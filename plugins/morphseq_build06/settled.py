@@ -53,8 +53,9 @@ def _after_generation(plan: Build06Plan, written: Collection[str]) -> tuple[Expe
         if str(e.latent_path) in written:
             e = attrs.evolve(e, action="read", latent_exists=True, to_embed=(), left_out="",
                              reason=f"{e.reason}; written by this run")
-        elif e.generating:
+        elif e.generating:  # the file it meant to replace is read as it is
             e = attrs.evolve(e, action="read" if e.latent_exists else "missing", to_embed=(),
+                             latent_path=e.read_path or e.latent_path, read_path=None,
                              reason=f"{e.reason}; nothing written by this run")
         out.append(e)
     return tuple(out)

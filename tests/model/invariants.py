@@ -144,7 +144,7 @@ def check_current_outputs(world: World, result: RunResult) -> None:
     current hold df02's (the training set's) records and the z of each row's latent row;
     typed copies recorded as made from their CSV as it is hold that CSV's values."""
     opts = result.options
-    if opts.generate_only or result.code not in (0, 3) or unread_after_reembedding(world, result):
+    if opts.generate_only or result.code not in (0, 3):
         return
     written, skipped = summary_paths(result)
     exp = expected(world, opts)
@@ -173,19 +173,6 @@ def check_current_outputs(world: World, result: RunResult) -> None:
                     fail(result, f"analysis copy called current is not df03's rows of {name}: {why}")
     for folder in {df03.parent, world.copies_dir, *(world.train_output(t).parent for t in world.training_sets())}:
         check_typed_copies(result, folder, written, skipped)
-
-
-def unread_after_reembedding(world: World, result: RunResult) -> bool:
-    """A known defect, reported (test_a_reembedding_that_reads_no_image_keeps_the_existing_
-    latent_file_in_df03): --overwrite-latents into the other --latent-format that decodes no
-    image of an experiment writes nothing, and the merge then leaves out its existing file."""
-    opts = result.options
-    if not (opts.overwrite_latents and _undecodable(result)):
-        return False
-    other = "csv" if opts.latent_format == "parquet" else "parquet"
-    selected = opts.experiments or world.experiments()
-    return any((world.store / f"morph_latents_{e}.{other}").is_file()
-               and not (world.store / f"morph_latents_{e}.{opts.latent_format}").is_file() for e in selected)
 
 
 def check_unembedded(world: World, result: RunResult, exp: Expected) -> None:
@@ -272,10 +259,7 @@ def _same(got: Any, want: float) -> bool:
 
 def check_rerun(first: RunResult, before: Snapshot, after: Snapshot, rerun: RunResult) -> None:
     """An identical rerun after a completed run changes no file."""
-    # a known defect, reported (test_an_identical_strict_overwrite_latents_rerun_exits_as_the_first)
-    strict_reembedding = (first.code == 0 and rerun.code == 3 and first.options.strict
-                          and first.options.overwrite_latents and "re-embedded by this run" in rerun.stderr)
-    if (rerun.code != first.code or rerun.kept != first.kept) and not strict_reembedding:
+    if rerun.code != first.code or rerun.kept != first.kept:
         fail(rerun, f"an identical rerun exited {rerun.code}, the run {first.code}")
     touched = before.changed(after, rewrites=True)
     if first.options.overwrite_latents:

@@ -79,8 +79,6 @@ def test_generate_only_with_the_flat_schema_writes_no_latent_file_the_next_merge
     assert merge.code == 0, merge.stderr[-300:]
 
 
-@pytest.mark.xfail(strict=True, reason="reported (issue 16, model run): a re-embedding into the other "
-                   "--latent-format that writes nothing leaves the experiment's existing latent file unread")
 def test_a_reembedding_that_reads_no_image_keeps_the_existing_latent_file_in_df03(world):
     # found by the model: build06 --generate-missing-latents; every snip of 20231207 breaks;
     # build06 --overwrite --overwrite-latents --latent-format parquet embeds nothing (no image
@@ -96,8 +94,6 @@ def test_a_reembedding_that_reads_no_image_keeps_the_existing_latent_file_in_df0
     assert result.json["df03"]["matched"] == 4, result.json["df03"]
 
 
-@pytest.mark.xfail(strict=True, reason="reported (issue 16, model run): --strict fails on the plan's prediction "
-                   "that re-embedding leaves df03 out of date, which a re-embedding into the same bytes does not")
 def test_an_identical_strict_overwrite_latents_rerun_exits_as_the_first(world):
     # found by the model: build06 --overwrite-latents --strict exits 0 (df03 new); the same
     # command again exits 3: "df03 ... is out of date: latent file for 20231207 re-embedded
