@@ -102,3 +102,20 @@ def test_an_identical_strict_overwrite_latents_rerun_exits_as_the_first(world):
     assert first.code == 0, first.stderr[-300:]
     again = world.run(Options(overwrite_latents=True, strict=True))
     assert again.code == 0, again.stderr[-300:]
+
+
+@pytest.mark.xfail(strict=True, reason="reported (issue 16, model run): an analysis copy's freshness is its "
+                   "experiment's rows and latent file, not df03's z columns")
+def test_an_analysis_copy_called_current_has_df03s_columns(world):
+    # found by the model: build06 --export-analysis-copies with no latent file at all (df03
+    # and the copies without z columns); a latent file for 20231207 arrives; build06
+    # --export-analysis-copies --overwrite rewrites df03 and df03_20231207.csv with the z
+    # columns, but calls df03_20240509_18ss.csv "current" and leaves it without them
+    world.append_experiment("20240509_18ss", 1)
+    assert world.run(Options(export_analysis_copies=True)).code == 0
+    world.foreign_latent_file("20231207", world.snips("20231207")[:1], seed=0)
+    result = world.run(Options(export_analysis_copies=True, overwrite=True))
+    assert result.code == 0, result.stderr[-300:]
+    df03_header = world.df03.read_text().splitlines()[0]
+    assert df03_header.endswith("z_mu_b_04")
+    assert (world.copies_dir / "df03_20240509_18ss.csv").read_text().splitlines()[0] == df03_header
