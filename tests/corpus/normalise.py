@@ -67,8 +67,10 @@ class Normaliser:
         self._pattern: re.Pattern[str] | None = None
 
     def name_file(self, digest: str, rel: str) -> None:
-        """Name ``digest`` (the sha256 of ``rel``'s bytes) wherever a text holds it."""
-        self._add(digest, f"<sha256 of {rel}>")
+        """Name ``digest`` (the sha256 of ``rel``'s bytes) wherever a text holds it; bytes
+        seen before keep their first name (an empty file is not renamed by the next one)."""
+        if digest not in self.replacements:
+            self._add(digest, f"<sha256 of {rel}>")
 
     def _add(self, text: str, name: str) -> None:
         if self.replacements.get(text) != name:
@@ -106,7 +108,8 @@ class Normaliser:
     def _remember(self, key: str, value: Any) -> None:
         # ids, clocks and stamps are long enough never to match anything else by chance
         if key in _TOKEN_KEYS and isinstance(value, str | int) and not isinstance(value, bool) and len(str(value)) >= 10:
-            self._add(str(value), f"<{key}>")
+            # one name for all: a created_at and a written_at can be the same second
+            self._add(str(value), "<volatile>")
 
     def json_text(self, data: Any) -> str:
         self._collect(data)
