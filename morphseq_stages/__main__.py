@@ -1,7 +1,6 @@
 """``python -m morphseq_stages``: the same command as ``morphseq-stages``."""
 
-import sys
 
-from .cli import main
+from .cli import run
 
-sys.exit(main())
+run()

@@ -164,6 +164,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _failed(argv, run_id, message, 70, "internal error")
 
 
+def run() -> None:
+    """The ``morphseq-stages`` program: :func:`main`, then the process ends at once.
+
+    Its work is done and flushed when ``main`` returns; what the interpreter would still do
+    at exit is tear down native libraries, and that has been seen to abort (SIGABRT,
+    "terminate called without an active exception", about one run in ten on a loaded
+    machine, with pyarrow loaded), turning a finished run's exit code into 134.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a reader gone: main said so already
+    os._exit(code)
+
+
 def _stdout_gone() -> None:
     """stdout's reader left (`| head`): nothing more can be printed there, nor flushed at exit."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -155,10 +155,10 @@ def _read(path: Path, columns: Sequence[str]) -> tuple[pa.Table | None, ReadFile
 def models_by_file(path: Path) -> dict[Path, list[str]]:
     """The model names each Parquet latent file (each shard of a folder) records in its
     rows; {} for a CSV file, which records none."""
-    import pyarrow.parquet as pq
-
     if not is_parquet(path):
         return {}
+    import pyarrow.parquet as pq  # not for a CSV: it loads pyarrow's cloud filesystems too
+
     found = {}
     for f in shards(path)[0]:
         try:
