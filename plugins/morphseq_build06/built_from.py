@@ -19,7 +19,7 @@ from morphseq_stages.errors import UserError
 
 from . import keys
 from .csvtext import TextTable, read_table_columns, value_bytes
-from .freshness import CELLS_CHECKED, CONTENT_OPTIONS, file_state
+from .freshness import CELLS_CHECKED, CONTENT_OPTIONS, Z_COLUMNS, file_state
 from .inputs import ReadFile
 from .latents import parse_z
 from .records import ExperimentPlan, MissingModel
@@ -94,7 +94,8 @@ class InputsNow:
         return built_from(
             df02={k: self._df02_state[k] for k in ("sha256", "size", "mtime_ns")}, parts=self.parts(),
             latents=latents, fingerprint=self.model.fingerprint,
-            options=content_options(self.opts, self.model.name), only=only, training=train_state,
+            options=content_options(self.opts, self.model.name), z_columns=self.read.columns, only=only,
+            training=train_state,
             odd_rows={e: int(r.odd_rows.sum()) for e, r in self.read.rows.items() if e in latents})
 
 
@@ -162,11 +163,13 @@ def content_options(opts: Any, model_name: str) -> dict[str, Any]:
 
 
 def built_from(*, df02: Mapping[str, Any], parts: Mapping[str, list], latents: Mapping[str, Mapping[str, Any]],
-               fingerprint: str | None, options: Mapping[str, Any], only: str | None = None,
-               training: Mapping[str, Any] | None = None, odd_rows: Mapping[str, int] | None = None
-               ) -> dict[str, Any]:
-    """What an output is built from; ``only``: the one experiment of an analysis copy;
-    ``odd_rows``: per experiment, its latent rows holding a cell that is not one number."""
+               fingerprint: str | None, options: Mapping[str, Any], z_columns: Sequence[str],
+               only: str | None = None, training: Mapping[str, Any] | None = None,
+               odd_rows: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """What an output is built from; ``z_columns``: those it holds (an analysis copy holds
+    every latent file's, not only its experiment's); ``only``: the one experiment of an
+    analysis copy; ``odd_rows``: per experiment, its latent rows holding a cell that is not
+    one number."""
     odd = {e: int(n) for e, n in (odd_rows or {}).items() if n}
     if only is not None:
         parts = {only: parts[only]} if only in parts else {}
@@ -179,6 +182,7 @@ def built_from(*, df02: Mapping[str, Any], parts: Mapping[str, list], latents: M
         "model_fingerprint": fingerprint,
         "options": dict(options),
         CELLS_CHECKED: odd,
+        Z_COLUMNS: list(z_columns),
     }
     if training is not None:  # a training join is built from its own metadata, not from df02
         record["training"] = dict(training)

@@ -3,6 +3,7 @@ generate it, top it up, re-embed it, or nothing: missing), and why."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,11 @@ def _why_missing(p: ExperimentPlan) -> str:
     if p.unreadable:
         return f"its {len(p.unreadable)} snip image(s) could not be read, e.g. {p.unreadable[0][0]}"
     return f"no snip images in {p.image_dir}" if not p.snip_images else p.reason
+
+
+def check_backend(opts: Build06Options, plans: list[ExperimentPlan]) -> None:
+    """``--backend onnxruntime`` without ONNX Runtime installed, in a run that embeds: one
+    line now (the dry run says it too), not once the model is loaded."""
+    if opts.backend == "onnxruntime" and any(p.generating for p in plans) \
+            and importlib.util.find_spec("onnxruntime") is None:
+        raise UserError("--backend onnxruntime needs ONNX Runtime: pip install 'morphseq-stages[onnx]'")

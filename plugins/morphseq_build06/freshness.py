@@ -31,6 +31,9 @@ CONTENT_OPTIONS = ("embedder", "model_name", "z_schema", "include_sigma", "qc_fi
 #: in ``built_from`` since latent cells are checked one by one: per experiment, the latent
 #: rows left out for a cell that is not one number
 CELLS_CHECKED = "latent_rows_not_one_number"
+#: in ``built_from``: the z columns of the output (recorded since an analysis copy of an
+#: experiment without latents kept its old columns while df03 gained new ones)
+Z_COLUMNS = "z_columns"
 
 
 def file_state(path: Path, recorded: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -104,8 +107,11 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[st
     if "df02" in new:
         reasons += _df02_reasons(old.get("df02", {}), new["df02"], row_changes)
     if not other_model:
-        reasons += _latent_reasons(old.get("latents", {}), new.get("latents", {}), changing)
-        reasons += _unchecked_cells(old, new)
+        latent = _latent_reasons(old.get("latents", {}), new.get("latents", {}), changing)
+        reasons += latent + _unchecked_cells(old, new)
+        if not latent and Z_COLUMNS in old and Z_COLUMNS in new and old[Z_COLUMNS] != new[Z_COLUMNS]:
+            # another experiment's latent file changed the columns every copy holds
+            reasons.append(f"its z columns changed ({_columns(old[Z_COLUMNS])} -> {_columns(new[Z_COLUMNS])})")
     if "training" in new and old.get("training", {}).get("sha256") != new["training"].get("sha256"):
         reasons.append("training metadata changed")
     if "made_from" in new and (old.get("made_from") or {}).get("sha256") != new["made_from"]["sha256"]:
@@ -116,6 +122,10 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[st
             f"{_option_name(k)} {_shown(made.get(k))} -> {_shown(v)}" for k, v in new["made_with"].items()
             if made.get(k) != v))
     return reasons
+
+
+def _columns(names: Sequence[str]) -> str:
+    return "none" if not names else f"{names[0]} .. {names[-1]}, {len(names)}" if len(names) > 1 else names[0]
 
 
 def _show(v: Any) -> str:

@@ -36,7 +36,7 @@ from .built_from import InputsNow
 from .coverage import coverage_warnings, in_memory_prefix, predict, prediction_dict
 from .csvtext import TextTable
 from .df02 import parse_flags, read_df02, row_codes, selected_experiments
-from .experiments import experiment_warnings, find_images, has_image, plan_experiment
+from .experiments import check_backend, experiment_warnings, find_images, has_image, plan_experiment
 from .index import LatentMatch, index_latents, odd_rows_warning
 from .latents import LATENT_FORMATS, latent_file_name
 from .options import Build06Options
@@ -246,6 +246,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
         for k, e in enumerate(in_df02)
     ]
     check_generated_columns(exp_plans, model, opts.z_schema, opts.include_sigma)
+    check_backend(opts, exp_plans)
     unreadable_rows = has_image(row_keys, codes, [[p for p, _ in e.unreadable] for e in exp_plans]) & ~matched
     keep, unknown_flags = parse_flags(cols["use_embryo_flag"]) if opts.qc_filter else (np.ones(len(df02), bool), 0)
     warnings = ([] if len(df02) else [f"df02 {df02_path} has no rows"])

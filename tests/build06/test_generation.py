@@ -296,3 +296,17 @@ def test_flat_schema_generation_with_a_flat_model_and_b_n_schema_with_a_b_n_mode
     assert code == 0, err
     header = read_rows(synth.root / "metadata" / "combined_metadata_files" / "embryo_metadata_df03.csv")[0]
     assert header[-4:] == ["z_mu_00", "z_mu_01", "z_mu_02", "z_mu_03"]
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_backend_onnxruntime_without_onnx_runtime_is_refused_before_embedding(synth, cli, monkeypatch, dry_run):
+    """The dry run says what the run says (the model-based test's pairwise row 5 without the [onnx] extra)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    before = tree_digest(synth.root.parent)
+    code, _, err = build06(cli, synth, "--generate-missing-latents", "--backend", "onnxruntime",
+                           *(["--dry-run"] if dry_run else []))
+    assert code == 2 and "--backend onnxruntime needs ONNX Runtime: pip install 'morphseq-stages[onnx]'" in err
+    assert tree_digest(synth.root.parent) == before
