@@ -168,21 +168,11 @@ def check_current_outputs(world: World, result: RunResult) -> None:
         ei = world.col("experiment_date")
         for copy in sorted(world.copies_dir.glob("df03_*.csv")):
             name = copy.stem[len("df03_"):]
-            if name in world.experiments() and _called_current(copy, written, skipped) \
-                    and not _copy_kept_without_z_columns(world, copy, exp, name):
+            if name in world.experiments() and _called_current(copy, written, skipped):
                 if why := table_mismatch(copy, world.df02, exp, keep=lambda r, e=name: r[ei] == e):
                     fail(result, f"analysis copy called current is not df03's rows of {name}: {why}")
     for folder in {df03.parent, world.copies_dir, *(world.train_output(t).parent for t in world.training_sets())}:
         check_typed_copies(result, folder, written, skipped)
-
-
-def _copy_kept_without_z_columns(world: World, copy: Path, exp: Expected, experiment: str) -> bool:
-    """A known defect, reported (test_an_analysis_copy_called_current_has_df03s_columns): a
-    copy written when no latent file existed is called current, without z columns, once
-    df03 has them, as long as its experiment has no embedding."""
-    header = copy.read_bytes().split(b"\n", 1)[0]
-    return (bool(exp.z_columns) and header == world.df02.read_bytes().split(b"\n", 1)[0]
-            and all(exp.z_of(s) is None for s in world.snips(experiment)))
 
 
 def check_unembedded(world: World, result: RunResult, exp: Expected) -> None:

@@ -104,8 +104,6 @@ def test_an_identical_strict_overwrite_latents_rerun_exits_as_the_first(world):
     assert again.code == 0, again.stderr[-300:]
 
 
-@pytest.mark.xfail(strict=True, reason="reported (issue 16, model run): an analysis copy's freshness is its "
-                   "experiment's rows and latent file, not df03's z columns")
 def test_an_analysis_copy_called_current_has_df03s_columns(world):
     # found by the model: build06 --export-analysis-copies with no latent file at all (df03
     # and the copies without z columns); a latent file for 20231207 arrives; build06
