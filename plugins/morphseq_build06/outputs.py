@@ -235,14 +235,21 @@ def _typed_and_report(outputs: Sequence[Output], opts: Build06Options,
                 state = out.freshness.describe()
                 warnings.append(f"{path} is {out.reason}" if out.reason.startswith(state)
                                 else f"{path} is {state}; not updated: {out.reason}")
+    df03 = next(o for o in outputs if o.kind is OutputKind.DF03)
+    report = df03.path.with_name(REPORT_NAME)
     if opts.report:
-        df03 = next(o for o in outputs if o.kind is OutputKind.DF03)
         # the report describes df03 as on disk: current while df03 and the report's options are
-        out = _made_from(df03, OutputKind.REPORT, df03.path.with_name(REPORT_NAME), opts.overwrite, records,
+        out = _made_from(df03, OutputKind.REPORT, report, opts.overwrite, records,
                          made_with=made_with(opts.report_color_by))
         extra.append(out)
         if not out.writes and out.freshness.status in ("out-of-date", "foreign") and out.path.exists():
             warnings.append(f"{out.path} is {out.reason}")
+    elif report.exists() and df03.writes:  # as a typed copy left out of --formats
+        warnings.append(f"{report} is not rewritten by this run (no --report): it will no longer describe "
+                        f"{df03.path.name}; pass --report to update it")
+    elif report.exists() and (fresh := copy_freshness(report, df03, records)).status == "out-of-date":
+        warnings.append(f"{report} is out of date ({'; '.join(fresh.reasons)}); pass --report --overwrite "
+                        "to update it")
     return extra, warnings
 
 

@@ -202,3 +202,22 @@ def test_colour_option_through_the_api(tmp_path):
     latents_for(df02, data)
     run_stage(get_host(), "build06", {"root": root, "data_root": data, "report_color_by": ["genotype"]})
     assert '"label":"genotype"' in report_of(root).read_text().replace(": ", ":")
+
+
+def test_a_report_left_behind_by_a_df03_rewrite_is_said_until_it_is_updated(qc, cli):
+    """As a typed copy left out of --formats: df03 rewritten without --report warns that the
+    page no longer describes it, and so does every later run until --report updates it."""
+    root, data, _ = qc
+    base = ("build06", "--root", root, "--data-root", data, "--model-name", QC_MODEL)
+    assert cli(*base, "--report")[0] == 0
+    page = report_of(root)
+    before = page.read_bytes()
+    code, _, err = cli(*base, "--qc-filter", "--overwrite")
+    assert code == 0 and f"{page} is not rewritten by this run (no --report)" in err
+    assert page.read_bytes() == before
+    code, _, err = cli(*base, "--qc-filter")
+    assert code == 0 and f"{page} is out of date (not made from embryo_metadata_df03.csv as it is now)" in err
+    code, _, err = cli(*base, "--qc-filter", "--report", "--overwrite")
+    assert code == 0 and page.read_bytes() != before
+    code, _, err = cli(*base, "--qc-filter")
+    assert code == 0 and "report.html is" not in err
