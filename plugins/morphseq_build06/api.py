@@ -1,10 +1,9 @@
 """Build06 from Python: the seed's "pipeline-first service" (SPEC §10).
 
-Each function is a thin layer over the code the command line runs: the one-shot
-:func:`build_df03_with_embeddings` and :func:`ensure_latents_for_experiments` go through
-:func:`morphseq_stages.run_stage` with the same checked options as ``morphseq-stages
-build06``; the step functions reuse its readers, key matching and byte-faithful
-writers. Paths may be ``str`` or ``Path``; bad input is a
+Each function is a thin façade over the stage: the one-shot calls go through
+:func:`morphseq_stages.run_stage` with the CLI's checked options; the step functions write
+df03, the training join and the analysis copies through the stage's own export (with
+their sidecars) from a latent store's table. Paths may be ``str`` or ``Path``; bad input is a
 :class:`morphseq_stages.UserError` with the CLI's one-line message; nothing is replaced
 without ``overwrite=True``: a writer returns normally when its output is written or
 already current (identical to what it would write), and raises :class:`OutputExists`
@@ -24,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import structlog
 
 from morphseq_stages import logs
+from morphseq_stages.embedders import EmbedderRequest
 from morphseq_stages.errors import UserError
-from morphseq_stages.files import atomic_write, check_safe_id, exclusive_lock
+from morphseq_stages.files import check_safe_id, exclusive_lock
 
 from . import paths
 from .calls import (
@@ -48,7 +48,7 @@ from .csvtext import read_text_table
 from .frames import latents_frame, store_table
 from .latents import Z_SCHEMAS
 from .options import DEFAULT_MODEL
-from .own_tables import OutputExists, by_experiment, bytes_of, index_of_frame, join, kept
+from .own_tables import OutputExists, copy_by_experiment, index_of_frame, join
 from .partial import write_only
 from .records import OutputKind
 
@@ -88,8 +88,6 @@ def resolve_model_dir(data_root: PathLike | None, model_name: str = DEFAULT_MODE
         UserError: naming the path, when the folder, its config or its weights are missing,
             or the config is not a model config.
     """
-    from morphseq_stages.embedders import EmbedderRequest
-
     logs.library_default()
     root = data_root_arg(data_root)
     name = model_arg(model_name)
@@ -306,17 +304,7 @@ def export_df03_copies_by_experiment(df03: PathLike | pd.DataFrame, data_root: P
             copies = write_only(plan, [OutputKind.ANALYSIS])
             written_or_current(copies, overwrite)
             return [o.path for o in copies if not o.fmt]
-        writers = {folder / paths.analysis_copy(Path(), model_name, check_safe_id(exp, "experiment")).name: write
-                   for exp, write in by_experiment(frame if frame is not None else source).items()}
-        todo = dict(writers)
-        if not overwrite:
-            for out in [o for o in writers if o.exists()]:
-                kept(out, bytes_of(writers[out]), "analysis copy")
-                del todo[out]
-        for out, write in todo.items():
-            atomic_write(out, write)
-            log.info("write.staged", path=str(out), what="analysis")
-    return list(writers)
+        return copy_by_experiment(frame if frame is not None else source, folder, model_name, overwrite)
 
 
 @overload

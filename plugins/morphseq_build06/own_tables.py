@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import structlog
 
 from morphseq_stages.errors import UserError
-from morphseq_stages.files import atomic_write, exclusive_lock
+from morphseq_stages.files import atomic_write, check_safe_id, exclusive_lock
 
 from . import keys, paths
 from .csvtext import TextTable, float_text, header_with, read_columns, read_text_table, write_rows
@@ -135,3 +135,21 @@ def _write_frame(rows: Any, fh: Any) -> None:
 
 def _write_records(table: TextTable, rows: np.ndarray, fh: Any) -> None:
     write_rows(fh, table.header, table.records.take(pa.array(rows, pa.int64())), table.newline)
+
+
+def copy_by_experiment(df03: Any, folder: Path, model_name: str, overwrite: bool) -> list[Path]:
+    """``df03_<experiment>.csv`` in ``folder`` for each experiment of ``df03`` (a file's rows
+    byte for byte, or a DataFrame's); each checked before any is written (call holding the
+    folder's lock). Existing copies are kept when identical, and refused
+    (:class:`OutputExists`) when they differ, unless ``overwrite``."""
+    writers = {folder / paths.analysis_copy(Path(), model_name, check_safe_id(exp, "experiment")).name: write
+               for exp, write in by_experiment(df03).items()}
+    todo = dict(writers)
+    if not overwrite:
+        for out in [o for o in writers if o.exists()]:
+            kept(out, bytes_of(writers[out]), "analysis copy")
+            del todo[out]
+    for out, write in todo.items():
+        atomic_write(out, write)
+        log.info("write.staged", path=str(out), what="analysis")
+    return list(writers)
