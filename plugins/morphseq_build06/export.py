@@ -121,7 +121,7 @@ def _export(plan: Build06Plan, merged: MergeResult) -> RunSummary:
     entries = write_extras(plan, merged, df03_rows, record, run, training)
     if train is not None and str(train.path) in run.rows:
         _write_training_sidecar(plan, merged, train, run, training()[0].source,
-                                entries.pop(paths.sidecar(train.path), {}))
+                                entries.pop(sidecar_of(train), {}))
     if copies and (any(str(o.path) in run.rows for o in copies) or sidecar_of(copies[0]) in entries):
         _write_copies_sidecar(plan, merged, copies, run, entries.pop(sidecar_of(copies[0]), {}))
     report = settled.output(OutputKind.REPORT)
@@ -300,7 +300,7 @@ def _write_copies_sidecar(plan: Build06Plan, merged: MergeResult, copies: list[O
         if str(o.path) in run.rows:
             built = settled.inputs.record(_recorded(settled, OutputKind.ANALYSIS, o.path), only=o.experiment)
             files[o.path.name] = _file_entry(o.path, run.rows[str(o.path)], built, experiment=o.experiment)
-    _write_record(copies[0].path.parent / paths.COPIES_SIDECAR,
+    _write_record(sidecar_of(copies[0]),
                   {**_provenance(plan, merged, {str(o.experiment) for o in copies}), "files": files},
                   run, "analysis copies sidecar")
 
@@ -310,7 +310,7 @@ def _write_training_sidecar(plan: Build06Plan, merged: MergeResult, train: Outpu
     settled = merged.settled
     train_in = paths.training_input(plan.options.root, str(plan.options.train_name))
     record = settled.inputs.record(_recorded(settled, OutputKind.TRAINING, train.path), training=read or train_in)
-    _write_record(paths.sidecar(train.path),
+    _write_record(sidecar_of(train),
                   {**_provenance(plan, merged), "training_metadata": str(train_in.resolve()),
                    "files": {**settled.records.get(OutputKind.TRAINING, {}).get("files", {}),
                              train.path.name: _file_entry(train.path, run.rows[str(train.path)], record), **made}},
