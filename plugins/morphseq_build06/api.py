@@ -1,13 +1,13 @@
 """Build06 from Python: the seed's "pipeline-first service" (SPEC §10).
 
 Each function is a thin façade over the stage: the one-shot calls go through
-:func:`morphseq_stages.run_stage` with the CLI's checked options; the step functions write
-df03, the training join and the analysis copies through the stage's own export (with
-their sidecars) from a latent store's table. Paths may be ``str`` or ``Path``; bad input is a
-:class:`morphseq_stages.UserError` with the CLI's one-line message; nothing is replaced
-without ``overwrite=True``: a writer returns normally when its output is written or
-already current (identical to what it would write), and raises :class:`OutputExists`
-when an existing output that is not current is left as it is.
+:func:`morphseq_stages.run_stage` with the CLI's checked options; from a latent store's table,
+the step functions write df03, the training join and the analysis copies through the stage's
+export (their sidecars, and the typed copies already beside them, with them). Paths may be
+``str`` or ``Path``; bad input is a :class:`morphseq_stages.UserError` with the CLI's
+one-line message; nothing is replaced without ``overwrite=True``: a writer returns normally
+when its output is written or already current (identical to what it would write), and
+raises :class:`OutputExists` when an existing output that is not current is left as it is.
 
 Logging: nothing is configured for you; warnings go to stderr until you configure
 structlog (``morphseq_stages.logs.configure("json")`` shows every event).
@@ -214,7 +214,7 @@ def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwri
         raise UserError(f"df03 {out} is Build06's own output: it is written from load_latents' table of a latent "
                         f"store's files as they are, and this table {why}; pass out_name= to join it into a file "
                         "of your own")
-    run, plan, lacking = store_plan(base, source, overwrite)
+    run, plan, lacking = store_plan(base, source, overwrite, [out])
     if lacking:
         held = sorted(e for e in source.files if e in {x.experiment for x in plan.experiments})
         raise UserError(f"df03 {out} holds every embedding of the store {plan.store}, and this table lacks the latent "
@@ -259,7 +259,7 @@ def merge_train_with_embeddings(root: PathLike, train_name: str, latents_df: pd.
         join(read_text_table(train_in, what="training metadata"), index, out, overwrite, "training")
         return out
     with exclusive_lock(*paths.training_lock(out.parent)):
-        _, plan, lacking = store_plan(base, source, overwrite, train_name=str(train_name))
+        _, plan, lacking = store_plan(base, source, overwrite, [out], train_name=str(train_name))
         if not set(lacking) & plan.inputs.held_by(train_in):  # the table is the store's files the join reads
             written_or_current(write_only(plan, [OutputKind.TRAINING]), overwrite)
             return out

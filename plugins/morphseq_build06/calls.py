@@ -19,6 +19,7 @@ from morphseq_stages.options import validate
 
 from . import paths
 from .declared import Build06StagePlan
+from .formats import SUFFIX, require
 from .frames import StoreTable
 from .freshness import load_sidecar
 from .options import DATA_ROOT_ENV, Build06Options
@@ -134,14 +135,29 @@ def existing_latents(data_root: PathLike | None, model_name: str, names: list[st
     return found
 
 
-def store_plan(root: Path, source: StoreTable, overwrite: bool, **options: Any
+def formats_beside(tables: Sequence[Path]) -> list[str]:
+    """``csv`` and the typed formats of the copies already beside these tables (``*`` in a
+    name: any file it matches): a step function rewrites them with their table, never leaving
+    one behind it. A format whose library is missing is left out (the stage warns of its copy)."""
+    found = []
+    for fmt, suffix in SUFFIX.items():
+        if any(next(t.parent.glob(t.with_suffix(suffix).name), None) for t in tables):
+            try:
+                require(fmt)
+            except UserError:
+                continue
+            found.append(fmt)
+    return ["csv", *found]
+
+
+def store_plan(root: Path, source: StoreTable, overwrite: bool, tables: Sequence[Path], **options: Any
                ) -> tuple[dict[str, Any], Build06StagePlan, list[str]]:
-    """The run that merges a latent store's files (``source``) into ``root``'s outputs, its
-    plan, and the experiments whose latent file the run reads but the table lacks (or
-    holds as other files)."""
+    """The run that merges a latent store's files (``source``) into ``root``'s outputs
+    (``tables``: those the caller asks for), its plan, and the experiments whose latent file
+    the run reads but the table lacks (or holds as other files)."""
     run = {"root": root, "data_root": source.data_root, "model_name": source.model_name,
            "embedder": source.embedder, "z_schema": source.z_schema, "latent_format": source.latent_format,
-           "overwrite": overwrite, **options}
+           "overwrite": overwrite, "formats": formats_beside(tables), **options}
     plan = plan_of(call(run, dry_run=True))
     read = {e.experiment: e.latent_path.resolve() for e in plan.experiments if e.latent_path.exists()}
     return run, plan, sorted(e for e in read if source.files.get(e) != read[e])
@@ -181,7 +197,8 @@ def stage_df03(df03: Path, data_root: Path, model_name: str, overwrite: bool) ->
         return None
     same = ("embedder", "z_schema", "include_sigma", "qc_filter", "latent_format", "latents_root")
     run = {"root": root, "data_root": data_root, "model_name": model_name, "export_analysis_copies": True,
-           "overwrite": overwrite, **{k: recorded[k] for k in same if recorded.get(k) is not None}}
+           "overwrite": overwrite, "formats": formats_beside([paths.analysis_copy(data_root, model_name, "*")]),
+           **{k: recorded[k] for k in same if recorded.get(k) is not None}}
     try:
         plan = plan_of(call(run, dry_run=True))
     except UserError:  # its inputs are no longer there as the run had them: copy the file as it is

@@ -87,11 +87,6 @@ class _Writer:
                  **({"rows": rows} if rows is not None else {}))
         return True
 
-    def wrote(self, path: Path | str, what: str) -> None:
-        """A record written beside the outputs (a sidecar)."""
-        self.written.append(str(path))
-        log.info("write.staged", path=str(path), what=what)
-
 
 def export(plan: Build06Plan, merged: MergeResult) -> RunSummary:
     # the outputs change together: all staged, then renamed folder by folder (docs/safety.md, "Write order")
@@ -119,21 +114,23 @@ def _export(plan: Build06Plan, merged: MergeResult) -> RunSummary:
     train_read = training()[0].source if train is not None and train.writes else None
     record = _df03_record(plan, merged, _inputs(plan, settled, train_read)) if df03.writes or typed else {}
     entries = write_extras(plan, merged, df03_rows, record, run, training)
-    if train is not None and str(train.path) in run.rows:
-        _write_training_sidecar(plan, merged, train, run, training()[0].source,
-                                entries.pop(sidecar_of(train), {}))
-    if copies and (any(str(o.path) in run.rows for o in copies) or sidecar_of(copies[0]) in entries):
-        _write_copies_sidecar(plan, merged, copies, run, entries.pop(sidecar_of(copies[0]), {}))
+    # each table's record, with the entries of its typed copies (and df03's report) written beside it
+    train_record = settled.output(OutputKind.TRAINING_SIDECAR)
+    if train is not None and train_record is not None:
+        made = entries.get(train_record.path, {})
+        run(train_record, functools.partial(_write_training_sidecar, plan, merged, train, run, training, made)
+            if train.writes else lambda: _add_to_record(train_record.path, settled.records.get(OutputKind.TRAINING, {}), made))
+    copies_record = settled.output(OutputKind.ANALYSIS_SIDECAR)
+    if copies_record is not None:
+        run(copies_record, functools.partial(_write_copies_sidecar, plan, merged, copies, run,
+                                             entries.get(copies_record.path, {})))
     report = settled.output(OutputKind.REPORT)
     sidecar = the(settled.outputs, OutputKind.SIDECAR)
-    made = entries.pop(sidecar.path, {})
+    made = entries.get(sidecar.path, {})
     if df03.writes:
         run(sidecar, functools.partial(_write_sidecar, plan, merged, record, run, made))
     else:  # df03 stays: its record gains what was written beside it, if anything
         run(sidecar, lambda: _add_to_record(sidecar.path, settled.records.get(OutputKind.DF03, {}), made))
-    for side, made in entries.items():  # a training join left as it is, whose typed copies were written
-        _add_to_record(side, settled.records.get(OutputKind.TRAINING, {}), made)
-        run.wrote(side, "training join sidecar")
     generated = settled.generated
     latents = [*generated.written, *([str(plan.manifest_path)] if generated.manifest else [])]
     return RunSummary(df03=_df03_state(plan, merged), df02_rows=len(plan.df02), selected=plan.selected,
@@ -263,11 +260,9 @@ def _recorded(settled: Settled, kind: OutputKind, path: Path) -> dict[str, Any]:
     return entry.get("built_from", {}) if isinstance(entry, dict) else {}
 
 
-def _write_record(path: Path, data: dict[str, Any], run: _Writer | None = None, what: str = "") -> None:
+def _write_record(path: Path, data: dict[str, Any]) -> None:
     """Write a sidecar: every output's record is one JSON file beside it, staged with it."""
     atomic_write_json(path, data)
-    if run is not None:
-        run.wrote(path, what)
 
 
 def _add_to_record(path: Path, recorded: Mapping[str, Any], entries: Mapping[str, Any]) -> None:
@@ -301,17 +296,16 @@ def _write_copies_sidecar(plan: Build06Plan, merged: MergeResult, copies: list[O
             built = settled.inputs.record(_recorded(settled, OutputKind.ANALYSIS, o.path), only=o.experiment)
             files[o.path.name] = _file_entry(o.path, run.rows[str(o.path)], built, experiment=o.experiment)
     _write_record(sidecar_of(copies[0]),
-                  {**_provenance(plan, merged, {str(o.experiment) for o in copies}), "files": files},
-                  run, "analysis copies sidecar")
+                  {**_provenance(plan, merged, {str(o.experiment) for o in copies}), "files": files})
 
 
 def _write_training_sidecar(plan: Build06Plan, merged: MergeResult, train: Output, run: _Writer,
-                            read: ReadFile | None, made: Mapping[str, Any]) -> None:
+                            training: Callable[[], tuple[TextTable, np.ndarray]], made: Mapping[str, Any]) -> None:
     settled = merged.settled
     train_in = paths.training_input(plan.options.root, str(plan.options.train_name))
+    read = training()[0].source  # the training metadata as the join read it
     record = settled.inputs.record(_recorded(settled, OutputKind.TRAINING, train.path), training=read or train_in)
     _write_record(sidecar_of(train),
                   {**_provenance(plan, merged), "training_metadata": str(train_in.resolve()),
                    "files": {**settled.records.get(OutputKind.TRAINING, {}).get("files", {}),
-                             train.path.name: _file_entry(train.path, run.rows[str(train.path)], record), **made}},
-                  run, "training join sidecar")
+                             train.path.name: _file_entry(train.path, run.rows[str(train.path)], record), **made}})

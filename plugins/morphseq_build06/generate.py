@@ -20,11 +20,11 @@ from morphseq_stages.registry import Registry
 
 from . import manifest, parquet_store
 from .csvtext import read_text_table
-from .latents import ID_COLUMNS, write_latents
+from .latents import write_latents
 from .plan import Build06Plan, strict_failure
 from .provenance import plain
 from .records import ExperimentPlan, GenerateReport
-from .store import read_latent_header
+from .sources import top_up_refusal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -155,14 +155,13 @@ def check_strict(plan: Build06Plan) -> None:
 
 
 def _can_append(exp: ExperimentPlan, embedder: Embedder) -> bool:
-    """Whether new rows from this embedder fit the columns an existing file has."""
-    known = {*ID_COLUMNS, parquet_store.MODEL_COLUMN, *embedder.mu_columns, *embedder.sigma_columns}
-    alien = [c for c in read_latent_header(exp.latent_path) if c not in known]
-    if alien:
-        log.warning("latents.top_up_refused", path=str(exp.latent_path),
-                    reason=f"column {alien[0]!r} is not one this embedder writes",
+    """Whether new rows from this embedder fit the columns an existing file has (the plan
+    checked it already when the model's ``describe`` named its columns)."""
+    why = top_up_refusal(exp.latent_path, embedder.mu_columns, embedder.sigma_columns)
+    if why:
+        log.warning("latents.top_up_refused", path=str(exp.latent_path), reason=why,
                     hint="pass --overwrite-latents to re-embed the file with this model")
-    return not alien
+    return why is None
 
 
 def _write(plan: Build06Plan, exp: ExperimentPlan, embedder: Embedder, snip_ids: list[str], mu: np.ndarray,

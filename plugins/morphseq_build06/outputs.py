@@ -23,7 +23,7 @@ from .coverage import nothing_to_merge
 from .formats import SUFFIX, sibling
 from .freshness import load_sidecar, made_from, status
 from .options import Build06Options
-from .records import CHANGES, NEW, TABLES, Freshness, Output, OutputKind
+from .records import CHANGES, NEW, SIDECAR_OF, TABLES, Freshness, Output, OutputKind
 from .report_spec import REPORT_NAME, check_color_by, made_with
 
 UPDATE_HINT = "pass --overwrite to update it (nothing is re-embedded)"
@@ -99,6 +99,8 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
     extra, extra_warnings = _typed_and_report(outputs, opts, records)
     outputs += extra
     warnings += extra_warnings
+    outputs += [_record_of(outputs, kind) for kind in (OutputKind.TRAINING, OutputKind.ANALYSIS)
+                if any(o.kind is kind for o in outputs)]
     if not main.writes and any(o.writes for o in extra if o.kind in (OutputKind.DF03, OutputKind.REPORT)):
         # df03 stays; its record gains the typed copies and the report this run writes beside it
         outputs = [attrs.evolve(o, action="overwrite", reason="records the typed copies and report written")
@@ -132,6 +134,21 @@ def _made_from(csv: Output, kind: OutputKind, path: Path, overwrite: bool,
     if fresh.status == "current":
         return attrs.evolve(kept, reason=f"as {csv.path.name}: {csv.reason}")
     return decide(kind, path, fresh, overwrite, csv.experiment, fmt)
+
+
+def _record_of(outputs: Sequence[Output], kind: OutputKind) -> Output:
+    """The sidecar of the outputs of ``kind`` (the training join's, the analysis copies'):
+    rewritten when one of them, or one of their typed copies, is written."""
+    group = [o for o in outputs if o.kind is kind]
+    path = sidecar_of(group[0])
+    record = SIDECAR_OF[kind]
+    if any(o.writes for o in group):
+        fresh = Freshness(status="out-of-date", reasons=("records the files written beside it",)) \
+            if path.exists() else NEW
+        return Output(kind=record, path=path, action="overwrite" if path.exists() else "write",
+                      reason="records the files written beside it", freshness=fresh)
+    return Output(kind=record, path=path, action="skip", reason="nothing beside it is written",
+                  freshness=Freshness(status="current") if path.exists() else NEW)
 
 
 def sidecar_of(table: Output) -> Path:

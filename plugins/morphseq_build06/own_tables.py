@@ -19,8 +19,9 @@ from morphseq_stages.files import atomic_write, check_safe_id, exclusive_lock
 
 from . import keys, paths
 from .csvtext import TextTable, float_text, header_with, read_columns, read_text_table, write_rows
-from .index import LatentIndex
-from .latents import select_z_columns
+from .index import LatentIndex, index_latents
+from .latents import LatentRows, select_z_columns
+from .store import StoreRead
 
 log = structlog.get_logger()
 
@@ -42,8 +43,6 @@ def index_of_frame(latents_df: Any) -> LatentIndex:
     """A latents DataFrame (``snip_id`` + z columns) as the merge's index of latent rows."""
     import pandas as pd
 
-    from .index import LatentIndex
-
     if not isinstance(latents_df, pd.DataFrame) or "snip_id" not in latents_df.columns:
         raise UserError("latents_df must be a DataFrame with a snip_id column and z columns (see load_latents)")
     columns = select_z_columns([str(c) for c in latents_df.columns], "auto", include_sigma=True)
@@ -56,17 +55,12 @@ def index_of_frame(latents_df: Any) -> LatentIndex:
     ids = pa.array([str(s) for s in latents_df["snip_id"]], pa.string())
     cells = [float_text(values[:, j]) for j in range(len(columns))]
     lines = pc.binary_join_element_wise(*cells, b",", null_handling="replace", null_replacement=b"")
-    finite = np.isfinite(values).all(axis=1)
-    all_keys = keys.normalise(ids)[0]
-    good = np.flatnonzero(finite)
-    good_keys = all_keys.take(pa.array(good, pa.int64()))
-    first = keys.first_of(good_keys) == np.arange(len(good_keys))
-    index = good_keys.filter(pa.array(first))
-    channel_index, channel_rows = keys.channel_free_index(index)
-    bad = pc.unique(all_keys.filter(pa.array(~finite)))
-    return LatentIndex(columns=tuple(columns), lines=pc.cast(lines, pa.large_binary()), rows=good[first],
-                       index=index, channel_index=channel_index, channel_rows=channel_rows,
-                       bad_keys=bad.filter(pc.invert(pc.is_in(bad, value_set=index))))
+    rows = LatentRows(path=Path("latents_df"), snip_ids=ids, columns=tuple(columns),
+                      lines=pc.cast(lines, pa.large_binary()), nan_rows=np.isnan(values).any(axis=1),
+                      inf_rows=np.isinf(values).any(axis=1), odd_rows=np.zeros(len(ids), bool))
+    # indexed as a latent file is: the same hygiene and duplicate rules
+    read = StoreRead(columns=tuple(columns), rows={"": rows}, lines=rows.lines, stamps={}, keys={"": keys.normalise(ids)})
+    return index_latents(read, [""])[0]
 
 
 def join(table: TextTable, index: LatentIndex, out: Path, overwrite: bool, what: str) -> bool:

@@ -11,7 +11,7 @@ import attrs
 from .export import export
 from .merge import merge
 from .plan import Build06Plan
-from .records import GenerateReport, Output, OutputKind
+from .records import SIDECAR_OF, GenerateReport, Output, OutputKind
 from .settled import settle
 
 NOT_ASKED = "not asked for by this call"
@@ -22,7 +22,8 @@ def write_only(plan: Build06Plan, kinds: Collection[OutputKind]) -> list[Output]
     and nothing else; nothing is generated. Returns those outputs as decided. Call it
     holding the lock of their folder."""
     settled = settle(plan, GenerateReport())
-    outputs = tuple(o if o.kind in kinds else attrs.evolve(o, action="skip", reason=NOT_ASKED)
+    written = {*kinds, *(SIDECAR_OF[k] for k in kinds)}  # with their records
+    outputs = tuple(o if o.kind in written else attrs.evolve(o, action="skip", reason=NOT_ASKED)
                     for o in settled.outputs)
     # what is said of the outputs not asked for does not apply
     warnings = tuple(w for w in settled.warnings if w not in plan.output_warnings)

@@ -136,8 +136,9 @@ class Build06Plan:
         for o in self.outputs:
             if o.kind is OutputKind.MANIFEST:
                 continue  # the latent store: see ``locks``
-            lock = (paths.copies_lock(o.path.parent) if o.kind is OutputKind.ANALYSIS
-                    else paths.training_lock(o.path.parent) if o.kind is OutputKind.TRAINING
+            lock = (paths.copies_lock(o.path.parent) if o.kind in (OutputKind.ANALYSIS, OutputKind.ANALYSIS_SIDECAR)
+                    else paths.training_lock(o.path.parent)
+                    if o.kind in (OutputKind.TRAINING, OutputKind.TRAINING_SIDECAR)
                     else paths.output_lock(self.df03_path))
             folders.setdefault(lock, []).append(o)
         return folders
@@ -227,7 +228,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     sources = {e: locate(store, e, opts.latent_format, opts.latents_root) for e in in_df02}
     store_record, broken = manifest.read(store / manifest.MANIFEST_NAME)
     recorded = store_record["files"]
-    check = check_sources(sources, recorded, model.name, model.fingerprint, opts.z_schema, opts.include_sigma)
+    check = check_sources(sources, recorded, model, opts.z_schema, opts.include_sigma)
     latents = read_store({e: sources[e].path for e in in_df02 if e not in check.left_out}, opts.z_schema,
                          opts.include_sigma)
     changed = changed_since_recorded(sources, recorded, latents)

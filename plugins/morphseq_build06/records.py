@@ -49,6 +49,7 @@ class ExperimentPlan:
     left_out: str = ""  # why its latent file is not merged (another model's, other z columns; see sources)
     changed_since_recorded: bool = False  # a store file whose sha256 is not the manifest's
     read_path: Path | None = None  # the file read, when it is not ``latent_path`` (a re-embedding into the other format)
+    not_topped_up: str = ""  # why the snips without a latent row cannot be appended to its file
 
     @property
     def generating(self) -> bool:
@@ -111,15 +112,20 @@ class OutputKind(enum.Enum):
 
     DF03 = "df03"
     UNEMBEDDED = "unembedded"
-    SIDECAR = "sidecar"
+    SIDECAR = "sidecar"  # df03's: its record, and the record of what is written beside it
     TRAINING = "training"
+    TRAINING_SIDECAR = "training_sidecar"
     ANALYSIS = "analysis"
+    ANALYSIS_SIDECAR = "analysis_sidecar"  # one for all the analysis copies (df03_copies.json)
     MANIFEST = "manifest"
     REPORT = "report"
 
 
 #: the outputs that are tables: written as CSV, with Parquet and h5ad copies on request
 TABLES = (OutputKind.DF03, OutputKind.ANALYSIS, OutputKind.TRAINING)
+#: the record (sidecar) of a table's outputs, where each of them and its typed copies is entered
+SIDECAR_OF = {OutputKind.DF03: OutputKind.SIDECAR, OutputKind.TRAINING: OutputKind.TRAINING_SIDECAR,
+              OutputKind.ANALYSIS: OutputKind.ANALYSIS_SIDECAR}
 
 
 @attrs.frozen(kw_only=True)

@@ -27,9 +27,9 @@ from morphseq_stages.files import sha256_file
 
 from . import manifest, parquet_store
 from .inputs import not_regular
-from .latents import Z_SCHEMAS, dimension_key, latent_file_name, select_z_columns
+from .latents import ID_COLUMNS, Z_SCHEMAS, dimension_key, latent_file_name, select_z_columns
 from .records import ExperimentPlan, MissingModel
-from .store import StoreRead, latent_z_columns
+from .store import StoreRead, latent_z_columns, read_latent_header
 
 OVERWRITE_HINT = "pass --overwrite-latents to re-embed it with this one"
 
@@ -41,9 +41,12 @@ class SourceCheck:
 
 
 def check_sources(sources: Mapping[str, LatentSource], records: Mapping[str, Any],
-                  model_name: str, fingerprint: str | None, schema: str, include_sigma: bool) -> SourceCheck:
+                  model: ModelInfo | MissingModel, schema: str, include_sigma: bool) -> SourceCheck:
     """Check the model and the z columns of the sources that exist (before they are read);
-    ``records``: the manifest's entries by file name."""
+    ``records``: the manifest's entries by file name. A source whose mean dimensions are not
+    those the model writes (when its ``describe`` names them) is another model's; of the
+    others, one whose z columns are not those most sources share is left out too."""
+    model_name, fingerprint = model.name, model.fingerprint
     left_out: dict[str, str] = {}
     warnings: list[str] = []
     present = {e: s for e, s in sources.items() if s.path.is_file() or s.path.is_dir()}
@@ -57,6 +60,14 @@ def check_sources(sources: Mapping[str, LatentSource], records: Mapping[str, Any
                             f"its rows are not merged{hint}")
     dims = {e: frozenset(dimension_key(c) for c in latent_z_columns(s.path, schema, include_sigma))
             for e, s in present.items() if e not in left_out}
+    writes = _model_dimensions(model, schema)
+    for e, d in list(dims.items()) if writes else []:
+        mu = frozenset(k for k in d if k and k[0] == "mu")
+        if mu != writes:  # another model's, whatever the manifest says (or does not)
+            del dims[e]
+            left_out[e] = f"latent file with other z columns than model {model_name!r} writes ({_describe(mu)})"
+            warnings.append(f"{present[e].path} has z columns for {_describe(mu)}, where model {model_name!r} "
+                            f"writes {_describe(writes)}: its rows are not merged")
     if len(set(dims.values())) > 1:
         counts = Counter(dims.values())
         run = max(counts, key=lambda d: (counts[d], -list(dims.values()).index(d)))
@@ -66,6 +77,14 @@ def check_sources(sources: Mapping[str, LatentSource], records: Mapping[str, Any
                 warnings.append(f"{present[e].path} has z columns for {_describe(d)}, where the other latent files "
                                 f"have {_describe(run)}: its rows are not merged")
     return SourceCheck(left_out=left_out, warnings=tuple(warnings))
+
+
+def _model_dimensions(model: ModelInfo | MissingModel, schema: str) -> frozenset[tuple[str, int] | None]:
+    """The mean dimensions the model writes that the schema keeps; empty when ``describe``
+    does not name them (or the schema keeps none: the plan refuses to embed then)."""
+    if not isinstance(model, ModelInfo):
+        return frozenset()
+    return frozenset(dimension_key(c) for c in select_z_columns(model.mu_columns, schema))
 
 
 def check_generated_columns(experiments: Sequence[ExperimentPlan], model: ModelInfo | MissingModel, schema: str,
@@ -89,6 +108,15 @@ def check_generated_columns(experiments: Sequence[ExperimentPlan], model: ModelI
                     f"({', '.join(dropped[:3])}{', ...' if len(dropped) > 3 else ''}; {len(model.mu_columns)} in all), "
                     f"so nothing this run would embed for {shown} could be merged: pass --z-schema "
                     f"{' or '.join(fits)}, or run without generating latents")
+
+
+def top_up_refusal(path: Path, mu_columns: Sequence[str], sigma_columns: Sequence[str],
+                   model: str = "this model") -> str | None:
+    """Why the rows of a model writing these z columns cannot be appended to the latent file
+    at ``path`` (a column of the file is not one the model writes); None when they can."""
+    known = {*ID_COLUMNS, parquet_store.MODEL_COLUMN, *mu_columns, *sigma_columns}
+    alien = [c for c in read_latent_header(path) if c not in known]
+    return f"its column {alien[0]!r} is not one {model} writes" if alien else None
 
 
 def changed_since_recorded(sources: Mapping[str, LatentSource], records: Mapping[str, Any],

@@ -230,3 +230,28 @@ def test_dry_run_declares_reads_and_writes(tmp_path, cli):
     assert writes[("manifest", str(store / "manifest.json"))] == "write"
     assert writes[("df03", str(synth.df02.with_name("embryo_metadata_df03.csv")))] == "write"
     assert plan["generate_only"] is False
+
+
+def test_the_plan_lists_every_file_the_run_writes(tmp_path, cli):
+    """The training join's and the analysis copies' sidecars too (kinds ``training_sidecar``,
+    ``analysis_sidecar``): a workflow tool that takes ``writes`` as the rule's outputs knows
+    every file the run makes; a rerun that writes nothing plans none of them."""
+    synth = _layout(tmp_path)
+    train = synth.root / "training_data" / "t1"
+    train.mkdir()
+    lines = synth.df02.read_bytes().split(b"\n")
+    (train / "embryo_metadata_df_train.csv").write_bytes(b"\n".join(lines[:3]) + b"\n")
+    args = ("build06", "--root", synth.root, "--data-root", synth.data_root, "--model-name", MODEL,
+            "--export-analysis-copies", "--train-name", "t1", "--formats", "csv,parquet", "--log-format", "json")
+    for _ in range(2):  # a first run, then a rerun that finds every output current
+        code, out, err = cli(*args, "--dry-run", "--json")
+        assert code == 0, err
+        planned = {w["path"]: (w["kind"], w["action"]) for w in json.loads(out)["writes"]}
+        code, out, err = cli(*args, "--json")
+        assert code == 0, err
+        written = set(json.loads(out)["written"])
+        assert written == {p for p, (_, action) in planned.items() if action != "skip"}
+    kinds = {kind for kind, _ in planned.values()}
+    assert {"training_sidecar", "analysis_sidecar"} <= kinds
+    assert planned[str(train / "embryo_metadata_with_embeddings.json")] == ("training_sidecar", "skip")
+    assert not written

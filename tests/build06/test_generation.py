@@ -223,10 +223,18 @@ def test_top_up_refused_when_the_file_has_other_columns(synth, cli):
     ids = synth.snips["20231207"][:2]
     path, _ = write_latent_file(synth.latent_dir(MODEL), "20231207", ids, latent_dim=10, nuisance=None)
     before = path.read_bytes()
+    code, out, err = build06(cli, synth, "--generate-missing-latents", "--min-coverage", "0", "--dry-run", "--json")
+    assert code == 0, err
+    planned = {e["experiment"]: e for e in json.loads(out)["experiments"]}["20231207"]
+    # refused by the plan, from the columns the model's describe names: the dry run says it, and
+    # nothing is embedded for it
+    assert planned["action"] == "read" and "not topped up: its column 'z_mu_00'" in planned["reason"]
     code, _, err = build06(cli, synth, "--generate-missing-latents", "--min-coverage", "0")
     assert code == 0, err
     events = load_json_lines(err)
-    assert any(e["event"] == "latents.top_up_refused" and "z_mu_00" in e["reason"] for e in events)
+    summary = next(e for e in events if e["event"] == "build06.summary")
+    assert any("is not topped up: its column 'z_mu_00'" in w for w in summary["warnings"])
+    assert not any(e["event"] == "latents.generated" and e["path"].endswith(path.name) for e in events)
     assert path.read_bytes() == before  # an old file in another naming is never mixed with new rows
 
 
@@ -271,18 +279,22 @@ def test_a_flat_schema_run_that_would_embed_b_n_columns_is_refused_before_embedd
 
 
 def test_a_flat_schema_top_up_of_a_flat_file_by_a_b_n_model_is_refused(synth, cli):
-    # the rows it would add are b/n: the flat file refuses them, --z-schema flat reads none
+    # the rows it would add are b/n: the plan refuses the top-up (the flat file would not take
+    # them, --z-schema flat would read none), says so, and merges what the file holds
     from morphseq_build06.testing import write_latent_file
 
     path, _ = write_latent_file(synth.latent_dir(MODEL), "20231207", synth.snips["20231207"][:2], latent_dim=10,
                                 nuisance=None)
-    before = tree_digest(synth.root.parent)
-    code, _, err = build06(cli, synth, "--z-schema", "flat", "--generate-missing-latents", "--experiments", "20231207")
-    assert code == 2 and err.splitlines()[-1] + "\n" == FLAT_REFUSED.format("20231207")
-    assert tree_digest(synth.root.parent) == before
-    # what it read is readable: a merge alone goes on
-    code, _, err = build06(cli, synth, "--z-schema", "flat", "--min-coverage", "0")
+    before = path.read_bytes()
+    code, _, err = build06(cli, synth, "--z-schema", "flat", "--generate-missing-latents", "--experiments", "20231207",
+                           "--min-coverage", "0")
     assert code == 0, err
+    assert f"{path} is not topped up: its column 'z_mu_00' is not one model {MODEL!r} writes" in err
+    assert path.read_bytes() == before
+    # a re-embedding would write b/n columns that --z-schema flat cannot read: refused before it starts
+    code, _, err = build06(cli, synth, "--z-schema", "flat", "--overwrite-latents", "--experiments", "20231207")
+    assert code == 2 and err.splitlines()[-1] + "\n" == FLAT_REFUSED.format("20231207")
+    assert path.read_bytes() == before
     assert read_rows(synth.root / "metadata" / "combined_metadata_files" / "embryo_metadata_df03.csv")[0][-1] \
         == "z_mu_09"
 

@@ -297,10 +297,14 @@ def check_plan_followed(plan: RunResult, real: RunResult) -> None:
     for out in plan.json.get("outputs", []):
         path, action = str(out.get("path")), out.get("action")
         # a plan assumes every image decodes: one that did not may leave a planned output unwritten
-        if action == "write" and path not in written and not _undecodable(real):
-            fail(real, f"the plan would write {path} ({out.get('reason')}); the run did not")
+        if action in ("write", "overwrite") and path not in written and not _undecodable(real):
+            fail(real, f"the plan would {action} {path} ({out.get('reason')}); the run did not")
         if action == "skip" and path in written:
             fail(real, f"the plan would skip {path} ({out.get('reason')}); the run wrote it")
+    planned = {str(o.get("path")) for o in plan.json.get("outputs", [])}
+    planned |= {str(e.get("latent_file")) for e in plan.json.get("experiments", [])}
+    if unplanned := {p for p in written if p not in planned and Path(p).name != "manifest.json"}:
+        fail(real, f"the run wrote {sorted(unplanned)}, which its plan does not list")
     generated = ({Path(p).stem for p in real.json.get("generated", {}).get("files", [])} if real.has_summary
                  else {Path(p).stem for p in real.touched if Path(p).name.startswith("morph_latents_")})
     planned = {Path(e["latent_file"]).stem for e in plan.json.get("experiments", []) if e.get("action") in GENERATING}

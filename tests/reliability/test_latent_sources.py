@@ -237,6 +237,23 @@ def test_a_store_csv_with_fewer_dimensions_is_left_out(tmp_path, cli):
     _assert_left_out(synth, cli, summary, path.name, "dimension")
 
 
+def test_store_files_that_agree_with_each_other_but_not_with_the_model_are_left_out(tmp_path, cli):
+    """Every latent file of the store, of unknown origin (no manifest), one mean dimension
+    short of what the model writes: they agree with each other, so only the model's own
+    columns (from its describe) tell that they are another model's. Never merged as its."""
+    synth = _generated(tmp_path, cli)
+    for path in _store(synth).glob("morph_latents_*.csv"):
+        _drop_last_mu(path)
+    (_store(synth) / "manifest.json").unlink()
+    summary = _run(synth, cli)
+    warned = [w for w in summary["warnings"] if f"where model {scenario.MODEL!r} writes" in w]
+    assert len(warned) == len(synth.snips), summary["warnings"]
+    assert summary["df03"]["matched"] == 0
+    reasons = _reasons(synth)
+    assert all(reasons[s].startswith("latent file with other z columns than model")
+               for ids in synth.snips.values() for s in ids), reasons
+
+
 def test_a_lab_file_with_more_dimensions_beside_the_store_is_left_out(tmp_path, cli):
     synth = _generated(tmp_path, cli, "parquet")
     table = pq.read_table(_store(synth) / f"morph_latents_{EXP}.parquet")
