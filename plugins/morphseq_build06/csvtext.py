@@ -164,12 +164,6 @@ def _read_table(path: Path, what: str) -> tuple[TextTable, bytes]:
     return table, data
 
 
-def read_regular_file(path: Path, what: str, *, hash_now: bool = False) -> bytes:
-    """The bytes of a regular file; a FIFO, a device or a folder is refused before reading
-    (see ``inputs.read_file``, which also gives their identity)."""
-    return read_file(path, what, hash_now=hash_now)[0]
-
-
 def read_columns(table: TextTable, names: Sequence[str], body: memoryview | None = None) -> dict[str, pa.Array]:
     """Parse the named columns (first occurrence of each) as strings, one per record."""
     indices = {}

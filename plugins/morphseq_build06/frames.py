@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .freshness import file_state
 from .index import index_latents, log_index
 from .store import read_store
+from .typed import z_matrix
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,16 +91,8 @@ def latents_frame(files: Mapping[str, Path], z_schema: str) -> pd.DataFrame:
     ids = pa.concat_arrays([read.rows[e].snip_ids for e in files]) if files else pa.array([], pa.string())
     picked = ids.take(pa.array(index.rows, pa.int64())).to_pylist()
     frame = pd.DataFrame({"snip_id": pd.Series(picked, dtype=object)})
-    values = z_values(index.lines.take(pa.array(index.rows, pa.int64())), len(index.columns))
+    values = z_matrix(index, np.arange(len(index.rows)))
     table = pd.concat([frame, pd.DataFrame(values, columns=list(index.columns))], axis=1)
     stamp(table, files, z_schema)  # what it was read from: df03 can then be the stage's own
     return table
 
-
-def z_values(lines: pa.Array, width: int) -> np.ndarray:
-    """The z text cells of each row (comma-joined) as a float64 matrix (empty -> NaN)."""
-    if width == 0 or len(lines) == 0:
-        return np.empty((len(lines), width))
-    cells = pc.list_flatten(pc.split_pattern(pc.cast(lines, pa.large_string()), ","))
-    cells = pc.if_else(pc.equal(cells, ""), pa.scalar(None, cells.type), cells)
-    return pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False).reshape(len(lines), width)

@@ -93,6 +93,19 @@ def dimension_columns(names: Sequence[str]) -> list[str]:
     return list(chosen.values())
 
 
+def check_names(names: Sequence[str], path: Path) -> None:
+    """The columns every latent file must have right, whatever its format: a ``snip_id``,
+    z columns that each name a dimension, none of them twice."""
+    if "snip_id" not in names:
+        raise UserError(f"latent file {path} has no snip_id column")
+    odd = [n for n in names if n.startswith(("z_mu_", "z_sigma_")) and parse_z(n) is None]
+    if odd:
+        raise UserError(f"latent file {path}: column {odd[0]!r} maps to no latent dimension")
+    repeated = [n for n in names if parse_z(n) and names.count(n) > 1]
+    if repeated:
+        raise UserError(f"latent file {path} repeats column {repeated[0]!r}")
+
+
 def embryo_id_of(snip_id: str) -> str:
     return _TIME.sub("", snip_id)
 

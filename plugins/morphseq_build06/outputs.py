@@ -88,6 +88,7 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
         out, warning = _training(opts, now, records, changing)
         outputs.append(out)
         warnings.append(warning)
+    warnings += _stale_training_joins(opts, now, changing)
     if opts.export_analysis_copies:
         copies, warning = _copies(opts, now, records, changing)
         outputs += copies
@@ -99,8 +100,9 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
     extra, extra_warnings = _typed_and_report(outputs, opts, records)
     outputs += extra
     warnings += extra_warnings
+    # each table's record, unless there is nothing of it (a training set not found)
     outputs += [_record_of(outputs, kind) for kind in (OutputKind.TRAINING, OutputKind.ANALYSIS)
-                if any(o.kind is kind for o in outputs)]
+                if any(o.kind is kind and (o.writes or o.path.exists()) for o in outputs)]
     if not main.writes and any(o.writes for o in extra if o.kind in (OutputKind.DF03, OutputKind.REPORT)):
         # df03 stays; its record gains the typed copies and the report this run writes beside it
         outputs = [attrs.evolve(o, action="overwrite", reason="records the typed copies and report written")
@@ -222,6 +224,25 @@ def _stale_copies(opts: Build06Options, now: InputsNow, changing: Mapping[str, s
     return (f"{len(stale)} analysis cop{'y is' if len(stale) == 1 else 'ies are'} out of date in {folder} "
             f"({', '.join(stale)}): not built from df02 and the latent files as they are now; pass "
             "--export-analysis-copies --overwrite to update them")
+
+
+def _stale_training_joins(opts: Build06Options, now: InputsNow, changing: Mapping[str, str]) -> list[str]:
+    """The training joins this tool wrote (other than --train-name's) that no longer match
+    their training metadata and latent files as they are now (or will be after this run):
+    said on every run, as stale analysis copies are, so that none goes stale unsaid."""
+    name = paths.sidecar(Path(paths.TRAINING_OUTPUT)).name
+    warnings = []
+    for side in sorted(Path(opts.root, "training_data").glob(f"*/{name}")):
+        train = side.parent.name
+        train_in, train_out = paths.training_input(opts.root, train), paths.training_output(opts.root, train)
+        if train == opts.train_name or not (train_in.is_file() and train_out.is_file()):
+            continue
+        fresh = _fresh(train_out, side, load_sidecar(side), functools.partial(now.record, training=train_in),
+                       changing, held=now.held_by(train_in))
+        if fresh.status == "out-of-date":
+            warnings.append(f"training join {train_out} is out of date ({'; '.join(fresh.reasons)}): pass "
+                            f"--train-name {train} --overwrite to update it")
+    return warnings
 
 
 def _typed_and_report(outputs: Sequence[Output], opts: Build06Options,

@@ -28,8 +28,9 @@ import structlog
 from morphseq_stages.errors import UserError
 from morphseq_stages.files import atomic_write
 
+from . import latents
 from .inputs import ReadFile, not_regular, read_file, read_regular_text
-from .latents import LatentRows, parse_z
+from .latents import LatentRows
 
 log = structlog.get_logger()
 MODEL_COLUMN = "embedding_model_name"
@@ -85,13 +86,9 @@ def _schema(path: Path) -> pa.Schema:
 
 def check_names(names: Sequence[str], path: Path) -> None:
     """The column-level part of the contract."""
-    if "snip_id" not in names:
-        raise UserError(f"latent file {path} has no snip_id column")
+    latents.check_names(names, path)
     if MODEL_COLUMN not in names:
         raise UserError(f"latent file {path} has no {MODEL_COLUMN} column (the model that produced the vectors)")
-    odd = [n for n in names if n.startswith(("z_mu_", "z_sigma_")) and parse_z(n) is None]
-    if odd:
-        raise UserError(f"latent file {path}: column {odd[0]!r} maps to no latent dimension")
     twice = [n for n in names if names.count(n) > 1]
     if twice:
         raise UserError(f"latent file {path} repeats column {twice[0]!r}")

@@ -24,9 +24,9 @@ from .csvtext import value_bytes
 from .inputs import ReadFile, source_state
 from .latents import (
     LatentRows,
+    check_names,
     dimension_columns,
     dimension_key,
-    parse_z,
     read_csv_header,
     read_csv_rows,
     select_z_columns,
@@ -42,14 +42,7 @@ def read_latent_header(path: Path) -> tuple[str, ...]:
 def latent_z_columns(path: Path, schema: str = "auto", include_sigma: bool = False) -> tuple[str, ...]:
     """The z columns of a latent file that a schema keeps; an error if there are none."""
     names = read_latent_header(path)
-    if "snip_id" not in names:
-        raise UserError(f"latent file {path} has no snip_id column")
-    odd = [n for n in names if n.startswith(("z_mu_", "z_sigma_")) and parse_z(n) is None]
-    if odd:
-        raise UserError(f"latent file {path}: column {odd[0]!r} maps to no latent dimension")
-    repeated = [n for n in names if parse_z(n) and names.count(n) > 1]
-    if repeated:
-        raise UserError(f"latent file {path} repeats column {repeated[0]!r}")
+    check_names(names, path)
     zcols = select_z_columns(names, schema, include_sigma)
     if not zcols:
         raise UserError(f"latent file {path} has no z columns for --z-schema {schema} (columns: {', '.join(names[:8])}...)")

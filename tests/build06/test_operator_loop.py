@@ -135,6 +135,28 @@ def test_stale_analysis_copies_are_mentioned_on_every_run(synth, cli):
     assert "analysis cop" not in out, out
 
 
+def test_a_stale_training_join_is_mentioned_on_every_run(synth, cli):
+    """As analysis copies: a run without --train-name still says which training join it
+    wrote no longer matches its inputs; another experiment's latent file changes nothing."""
+    join = training_set(synth)
+    code, _, err = build06(cli, synth, "--train-name", "t1")
+    assert code == 0, err
+    write_latent_file(synth.latent_dir(MODEL), "20240509_18ss", synth.snips["20240509_18ss"], latent_dim=6, seed=9)
+    code, out, err = build06(cli, synth, "--overwrite")
+    assert code == 0 and "training join" not in out, out
+    write_latent_file(synth.latent_dir(MODEL), "20231207", synth.snips["20231207"], latent_dim=6, seed=8)
+    for extra in (("--overwrite",), ()):  # the run that updates df03, and every later one
+        code, out, err = build06(cli, synth, *extra)
+        assert code == 0, err
+        notice = [ln for ln in out.splitlines() if ln.startswith(f"warning: training join {join} is out of date")]
+        assert len(notice) == 1 and "latent file for 20231207 changed" in notice[0], out
+        assert notice[0].endswith("pass --train-name t1 --overwrite to update it")
+    code, out, err = build06(cli, synth, "--train-name", "t1", "--overwrite")
+    assert code == 0, err
+    code, out, err = build06(cli, synth)
+    assert "training join" not in out, out
+
+
 def test_copies_of_a_dataframe_with_an_empty_experiment_date(synth, cli):
     code, _, err = build06(cli, synth)
     assert code == 0, err

@@ -210,12 +210,12 @@ def test_a_file_written_through_the_hashing_writer_is_not_read_to_hash_it(tmp_pa
 def test_a_file_is_hashed_from_the_bytes_read_unless_it_changed_meanwhile(tmp_path, monkeypatch):
     import hashlib
 
-    from morphseq_build06.csvtext import read_regular_file
+    from morphseq_build06.inputs import read_file
     from morphseq_stages import files
 
     path = tmp_path / "df02.csv"
     path.write_bytes(b"snip_id\na\n")
-    data = read_regular_file(path, "df02", hash_now=True)
+    data, _ = read_file(path, "df02", hash_now=True)
     with monkeypatch.context() as m:
         m.setattr(files.hashing, "open", lambda *a, **k: pytest.fail("the file was read again to hash it"), raising=False)
         assert files.sha256_file(path) == hashlib.sha256(data).hexdigest()
