@@ -3,7 +3,7 @@
 Each function is a thin façade over the stage: the one-shot calls go through
 :func:`morphseq_stages.run_stage` with the CLI's checked options; from a latent store's table,
 the step functions write df03, the training join and the analysis copies through the stage's
-export (their sidecars, and the typed copies already beside them, with them). Paths may be
+export, with their sidecars and the typed copies and report already beside them. Paths may be
 ``str`` or ``Path``; bad input is a :class:`morphseq_stages.UserError` with the CLI's
 one-line message; nothing is replaced without ``overwrite=True``: a writer returns normally
 when its output is written or already current (identical to what it would write), and

@@ -3,6 +3,7 @@ the API's arguments (each a one-line :class:`~morphseq_stages.UserError`, as the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -25,6 +26,7 @@ from .freshness import load_sidecar
 from .options import DATA_ROOT_ENV, Build06Options
 from .own_tables import OutputExists
 from .records import Output, OutputKind
+from .report_spec import REPORT_NAME, require_report
 from .sources import locate
 
 if TYPE_CHECKING:
@@ -135,19 +137,26 @@ def existing_latents(data_root: PathLike | None, model_name: str, names: list[st
     return found
 
 
-def formats_beside(tables: Sequence[Path]) -> list[str]:
-    """``csv`` and the typed formats of the copies already beside these tables (``*`` in a
-    name: any file it matches): a step function rewrites them with their table, never leaving
-    one behind it. A format whose library is missing is left out (the stage warns of its copy)."""
+def beside(tables: Sequence[Path]) -> dict[str, Any]:
+    """The options that rewrite what is already beside these tables (``*`` in a name: any
+    file it matches) with them: the typed copies' ``formats``, and df03's report (drawn as
+    it was). A step function never leaves one behind its table; one whose library is
+    missing is left out (the stage warns of it)."""
     found = []
     for fmt, suffix in SUFFIX.items():
         if any(next(t.parent.glob(t.with_suffix(suffix).name), None) for t in tables):
-            try:
+            with contextlib.suppress(UserError):
                 require(fmt)
-            except UserError:
-                continue
-            found.append(fmt)
-    return ["csv", *found]
+                found.append(fmt)
+    options: dict[str, Any] = {"formats": ["csv", *found]}
+    for t in tables:
+        if (t.parent / REPORT_NAME).exists() and t == t.with_name(paths.DF03_NAME):
+            with contextlib.suppress(UserError):
+                require_report()
+                entry = load_sidecar(paths.sidecar(t)).get("files", {}).get(REPORT_NAME)
+                made = entry.get("built_from", {}).get("made_with", {}) if isinstance(entry, dict) else {}
+                options.update(report=True, report_color_by=made.get("report_color_by") or None)
+    return options
 
 
 def store_plan(root: Path, source: StoreTable, overwrite: bool, tables: Sequence[Path], **options: Any
@@ -157,7 +166,7 @@ def store_plan(root: Path, source: StoreTable, overwrite: bool, tables: Sequence
     the run reads but the table lacks (or holds as other files)."""
     run = {"root": root, "data_root": source.data_root, "model_name": source.model_name,
            "embedder": source.embedder, "z_schema": source.z_schema, "latent_format": source.latent_format,
-           "overwrite": overwrite, "formats": formats_beside(tables), **options}
+           "overwrite": overwrite, **beside(tables), **options}
     plan = plan_of(call(run, dry_run=True))
     read = {e.experiment: e.latent_path.resolve() for e in plan.experiments if e.latent_path.exists()}
     return run, plan, sorted(e for e in read if source.files.get(e) != read[e])
@@ -197,7 +206,7 @@ def stage_df03(df03: Path, data_root: Path, model_name: str, overwrite: bool) ->
         return None
     same = ("embedder", "z_schema", "include_sigma", "qc_filter", "latent_format", "latents_root")
     run = {"root": root, "data_root": data_root, "model_name": model_name, "export_analysis_copies": True,
-           "overwrite": overwrite, "formats": formats_beside([paths.analysis_copy(data_root, model_name, "*")]),
+           "overwrite": overwrite, **beside([paths.analysis_copy(data_root, model_name, "*")]),
            **{k: recorded[k] for k in same if recorded.get(k) is not None}}
     try:
         plan = plan_of(call(run, dry_run=True))

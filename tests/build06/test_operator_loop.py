@@ -351,13 +351,18 @@ def test_the_api_training_join_needs_only_the_training_sets_latent_files(synth, 
 
 
 def test_the_step_functions_rewrite_the_typed_copies_beside_what_they_write(synth, cli):
-    """A training join and analysis copies written with --formats parquet, then rewritten by
-    the step functions from a store whose latent file changed: their Parquet copies are
-    rewritten with them (they used to be left behind without a word), and the CLI's next
-    run finds every file current."""
+    """df03 (with its report), a training join and analysis copies written with --formats
+    parquet, then rewritten by the step functions from a store whose latent file changed:
+    their Parquet copies and the report are rewritten with them (they used to be left
+    behind without a word), and the CLI's next run finds every file current."""
+    pytest.importorskip("plotly")
     joined = training_set(synth, tuple(EXPS))
-    code, _, err = build06(cli, synth, "--train-name", "t1", "--export-analysis-copies", "--formats", "csv,parquet")
+    flags = ("--train-name", "t1", "--export-analysis-copies", "--formats", "csv,parquet", "--report-color-by",
+             "genotype")
+    code, _, err = build06(cli, synth, *flags)
     assert code == 0, err
+    report = df03(synth).with_name("embryo_metadata_df03_report.html")
+    drawn = report.read_bytes()
     write_latent_file(synth.latent_dir(MODEL), "20231207", synth.snips["20231207"], latent_dim=6, seed=9)
     z = api.load_latents(api.ensure_latents_for_experiments(synth.data_root, MODEL, list(EXPS)))
     out = api.merge_df02_with_embeddings(synth.root, z, overwrite=True)
@@ -368,5 +373,6 @@ def test_the_step_functions_rewrite_the_typed_copies_beside_what_they_write(synt
         z = [c for c in text.columns if c.startswith("z_mu_")]
         typed = pd.read_parquet(table.with_suffix(".parquet"))[z].to_numpy()
         assert np.array_equal(typed, text[z].to_numpy(), equal_nan=True), table
-    status = _statuses(cli, synth, "--train-name", "t1", "--export-analysis-copies", "--formats", "csv,parquet")
-    assert set(status.values()) == {"current"}, status
+    assert report.read_bytes() != drawn  # df03's report, drawn again as it was (coloured by genotype)
+    status = _statuses(cli, synth, *flags)
+    assert status[str(report)] == "current" and set(status.values()) == {"current"}, status
