@@ -8,6 +8,8 @@ import os
 import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -45,3 +47,18 @@ def workload_args(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "morphseq-bench-merge")
     return p
+
+
+def workload(parser: argparse.ArgumentParser, child: Callable[[str, Path], None],
+             prepare: Callable[[Path, argparse.Namespace], object]) -> tuple[argparse.Namespace, Path] | None:
+    """Parse the options; in a child process (``--child``), run ``child`` and return None;
+    else lay out the workload with ``prepare`` (timed) and return the options and its folder."""
+    a = parser.parse_args()
+    base = a.dir / f"rows{a.rows}"
+    if a.child:
+        child(a.child, base)
+        return None
+    t0 = time.perf_counter()
+    prepare(base, a)
+    print(f"data: {base} (built in {time.perf_counter() - t0:.1f}s)")
+    return a, base

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import median, peak_rss_mb, run_child, table, workload_args
+from ._common import median, peak_rss_mb, run_child, table, workload, workload_args
 
 MODEL = "20241107_ds_sweep01_optimum"
 
@@ -143,13 +143,10 @@ def main() -> None:
     p = workload_args(__doc__)
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--child", choices=("baseline", "ours"))
-    a = p.parse_args()
-    base = a.dir / f"rows{a.rows}"
-    if a.child:
-        return child(a.child, base)
-    t0 = time.perf_counter()
-    build(base, a.rows, a.experiments)
-    print(f"data: {base} (built in {time.perf_counter() - t0:.1f}s)")
+    started = workload(p, child, lambda base, a: build(base, a.rows, a.experiments))
+    if started is None:
+        return
+    a, base = started
     results = {}
     for which in (("ours",) if a.skip_baseline else ("baseline", "ours")):
         runs = [run_child("merge", "--child", which, "--rows", str(a.rows), "--dir", str(a.dir)) for _ in range(a.repeats)]

@@ -16,13 +16,14 @@ Target: under 30 s on a 2-core machine.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from ._common import median, peak_rss_mb, run_child, table, workload_args
+from ._common import median, peak_rss_mb, run_child, table, workload, workload_args
 from .merge import MODEL, build
 
 REPORT = "embryo_metadata_df03_report.html"
@@ -82,14 +83,14 @@ def child(which: str, base: Path) -> None:
 def main() -> None:
     p = workload_args(__doc__)
     p.add_argument("--child", choices=("df03", "plain", "report"))
-    a = p.parse_args()
-    base = a.dir / f"rows{a.rows}"
-    if a.child:
-        return child(a.child, base)
-    t0 = time.perf_counter()
-    build(base, a.rows, a.experiments)
-    add_snips(base)
-    print(f"data: {base} (built in {time.perf_counter() - t0:.1f}s)")
+    def prepare(base: Path, a: argparse.Namespace) -> None:
+        build(base, a.rows, a.experiments)
+        add_snips(base)
+
+    started = workload(p, child, prepare)
+    if started is None:
+        return
+    a, base = started
     run_child("report", "--child", "df03", "--rows", str(a.rows), "--dir", str(a.dir))
     results = {}
     for which in ("plain", "report"):
