@@ -62,7 +62,8 @@ def selected_experiments(opts: Build06Options, in_df02: list[str], df02_path: Pa
         return set(in_df02)
     absent = [e for e in opts.experiments if e not in in_df02]
     if absent:
-        close = difflib.get_close_matches(absent[0], in_df02, n=5, cutoff=0.5) or in_df02[:5]
-        raise UserError(f"--experiments {absent[0]} has no rows in df02 {df02_path}; closest experiments there: "
-                        f"{', '.join(close) or '(none)'}")
+        close = difflib.get_close_matches(absent[0], in_df02, n=5, cutoff=0.5)
+        there = f"closest experiments there: {', '.join(close)}" if close else \
+            f"experiments there: {', '.join(in_df02[:5]) or '(none)'}{' ...' if len(in_df02) > 5 else ''}"
+        raise UserError(f"--experiments {absent[0]} has no rows in df02 {df02_path}; {there}")
     return set(opts.experiments)

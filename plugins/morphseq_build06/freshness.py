@@ -70,13 +70,14 @@ RowChanges = Callable[[Sequence[str]], Mapping[str, tuple[int, int, int]] | None
 
 def status(path: Path, sidecar_path: Path, recorded: Mapping[str, Any] | None,
            current: Callable[[], Mapping[str, Any]], changing: Mapping[str, str],
-           row_changes: RowChanges | None = None) -> Freshness:
+           row_changes: RowChanges | None = None, left_out: Mapping[str, str] | None = None) -> Freshness:
     """The state of output ``path`` whose sidecar entry is ``recorded``.
 
     ``current()`` gives ``built_from`` as the inputs are now (called only when there is a
     record to compare with); ``changing``: experiment -> what this run does to its latent
     file; ``row_changes``: counts the df02 rows changed in the given experiments (by reading
-    the output, whose records are df02's when it was built), or None.
+    the output, whose records are df02's when it was built), or None; ``left_out``:
+    experiment -> why its latent file, there, is not merged.
     """
     if not path.exists():
         return Freshness(status="new")
@@ -85,12 +86,12 @@ def status(path: Path, sidecar_path: Path, recorded: Mapping[str, Any] | None,
     now = file_state(path, recorded)
     if now["sha256"] != recorded.get("sha256"):
         return Freshness(status="foreign", reasons=("edited since this tool wrote it",))
-    reasons = compare(recorded["built_from"], current(), changing, row_changes)
+    reasons = compare(recorded["built_from"], current(), changing, row_changes, left_out)
     return Freshness(status="out-of-date" if reasons else "current", reasons=tuple(reasons))
 
 
 def compare(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[str, str],
-            row_changes: RowChanges | None = None) -> list[str]:
+            row_changes: RowChanges | None = None, left_out: Mapping[str, str] | None = None) -> list[str]:
     reasons = []
     old_opts, new_opts = old.get("options", {}), new.get("options", {})
     other_model = any(old_opts.get(k) != new_opts.get(k) for k in ("embedder", "model_name"))
@@ -107,7 +108,7 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[st
     if "df02" in new:
         reasons += _df02_reasons(old.get("df02", {}), new["df02"], row_changes)
     if not other_model:
-        latent = _latent_reasons(old.get("latents", {}), new.get("latents", {}), changing)
+        latent = _latent_reasons(old.get("latents", {}), new.get("latents", {}), changing, left_out or {})
         reasons += latent + _unchecked_cells(old, new)
         if not latent and Z_COLUMNS in old and Z_COLUMNS in new and old[Z_COLUMNS] != new[Z_COLUMNS]:
             # another experiment's latent file changed the columns every copy holds
@@ -166,7 +167,8 @@ def _df02_reasons(old: Mapping[str, Any], new: Mapping[str, Any], row_changes: R
     return [f"df02 changed: {'; '.join(changes)}" if changes else "df02 changed"]
 
 
-def _latent_reasons(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[str, str]) -> list[str]:
+def _latent_reasons(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[str, str],
+                    left_out: Mapping[str, str]) -> list[str]:
     out = []
     for exp in dict.fromkeys([*old, *new, *changing]):
         if exp in changing:
@@ -174,7 +176,7 @@ def _latent_reasons(old: Mapping[str, Any], new: Mapping[str, Any], changing: Ma
         elif exp not in old:
             out.append(f"latent file for {exp} added")
         elif exp not in new:
-            out.append(f"latent file for {exp} removed")
+            out.append(f"latent file for {exp} " + (f"not merged: {left_out[exp]}" if exp in left_out else "removed"))
         elif old[exp].get("sha256") != new[exp].get("sha256"):
             out.append(f"latent file for {exp} changed")
     return out

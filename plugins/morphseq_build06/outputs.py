@@ -46,20 +46,21 @@ def decide(kind: OutputKind, path: Path, fresh: Freshness, overwrite: bool, expe
 
 
 def _fresh(path: Path, sidecar: Path, data: Mapping[str, Any], current: Callable[[Mapping], dict],
-           changing: Mapping[str, str], now: InputsNow | None = None, held: Collection[str] | None = None
-           ) -> Freshness:
-    """``now``: for an output whose records are df02's (df03, an analysis copy), to count
-    the df02 rows changed since it was built; ``held``: the only experiments whose latent
-    files the output is built from (a record that lists others was made before that rule)."""
+           changing: Mapping[str, str], now: InputsNow, *, count_rows: bool = False,
+           held: Collection[str] | None = None) -> Freshness:
+    """``count_rows``: for an output whose records are df02's (df03, an analysis copy),
+    count the df02 rows changed since it was built; ``held``: the only experiments whose
+    latent files the output is built from (a record that lists others was made before that rule)."""
     entry = data.get("files", {}).get(path.name)
     recorded = entry.get("built_from") if isinstance(entry, dict) else None
+    left_out = {e.experiment: e.left_out for e in now.experiments if e.left_out}
     if held is not None and isinstance(recorded, dict) and isinstance(recorded.get("latents"), dict):
         recorded = {**recorded, "latents": {e: v for e, v in recorded["latents"].items() if e in held}}
         entry = {**entry, "built_from": recorded}
         changing = {e: how for e, how in changing.items() if e in held}
     qc = (recorded or {}).get("options", {}).get("qc_filter")
-    counter = None if now is None or qc else functools.partial(row_changes, path, now)
-    return status(path, sidecar, entry, lambda: current(recorded or {}), changing, counter)
+    counter = functools.partial(row_changes, path, now) if count_rows and not qc else None
+    return status(path, sidecar, entry, lambda: current(recorded or {}), changing, counter, left_out)
 
 
 def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
@@ -68,8 +69,8 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
     changing = {e.experiment: CHANGES[e.action] for e in now.experiments if e.action in CHANGES}
     df03 = paths.df03(opts.root)
     records = {OutputKind.DF03: load_sidecar(paths.sidecar(df03))}
-    fresh = _fresh(df03, paths.sidecar(df03), records[OutputKind.DF03], now.record, changing, now)
-    listing = _fresh(paths.unembedded(df03), paths.sidecar(df03), records[OutputKind.DF03], now.record, changing)
+    fresh = _fresh(df03, paths.sidecar(df03), records[OutputKind.DF03], now.record, changing, now, count_rows=True)
+    listing = _fresh(paths.unembedded(df03), paths.sidecar(df03), records[OutputKind.DF03], now.record, changing, now)
     if fresh.status == "current" and listing.status != "current":
         fresh = Freshness(status="out-of-date", reasons=(f"{paths.unembedded(df03).name} is {listing.describe()}",))
     main = decide(OutputKind.DF03, df03, fresh, opts.overwrite)
@@ -83,7 +84,7 @@ def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path
                reason=follow, freshness=fresh)
         for k, p in ((OutputKind.UNEMBEDDED, paths.unembedded(df03)), (OutputKind.SIDECAR, paths.sidecar(df03)))]
     warnings = [f"df03 {df03} is {fresh.describe()}; not updated: {main.reason[len(fresh.describe()) + 2:]}"
-                if main.action == "skip" and fresh.status != "current" else ""]
+                + _beside(opts, [df03]) if main.action == "skip" and fresh.status != "current" else ""]
     if opts.train_name:
         out, warning = _training(opts, now, records, changing)
         outputs.append(out)
@@ -179,10 +180,11 @@ def _training(opts: Build06Options, now: InputsNow, records: dict[OutputKind, di
     side = paths.sidecar(train_out)
     records[OutputKind.TRAINING] = load_sidecar(side)
     fresh = _fresh(train_out, side, records[OutputKind.TRAINING], lambda rec: now.record(rec, training=train_in), changing,
-                   held=now.held_by(train_in))
+                   now, held=now.held_by(train_in))
     out = decide(OutputKind.TRAINING, train_out, fresh, opts.overwrite)
     skipped = not out.writes and fresh.status != "current"
-    return out, f"training join {train_out} is {fresh.describe()}; not updated: {UPDATE_HINT}" if skipped else ""
+    return out, (f"training join {train_out} is {fresh.describe()}; not updated: {UPDATE_HINT}"
+                 + _beside(opts, [train_out]) if skipped else "")
 
 
 def _copies(opts: Build06Options, now: InputsNow, records: dict[OutputKind, dict[str, Any]],
@@ -197,11 +199,12 @@ def _copies(opts: Build06Options, now: InputsNow, records: dict[OutputKind, dict
         path = paths.analysis_copy(opts.data_root, now.model.name, e.experiment)
         mine = {e.experiment: changing[e.experiment]} if e.experiment in changing else {}
         fresh = _fresh(path, side, records[OutputKind.ANALYSIS], functools.partial(now.record, only=e.experiment), mine,
-                       now)
+                       now, count_rows=True)
         out.append(decide(OutputKind.ANALYSIS, path, fresh, opts.overwrite, e.experiment))
-    stale = [str(o.experiment) for o in out if not o.writes and o.freshness.status != "current"]
+    stale = [o for o in out if not o.writes and o.freshness.status != "current"]
     warning = (f"{len(stale)} analysis cop{'y is' if len(stale) == 1 else 'ies are'} out of date or not written by "
-               f"this tool ({', '.join(stale)}); not updated: pass --overwrite to update them" if stale else "")
+               f"this tool ({', '.join(str(o.experiment) for o in stale)}); not updated: pass --overwrite to update "
+               f"them{_beside(opts, [o.path for o in stale])}" if stale else "")
     return out, warning
 
 
@@ -217,13 +220,14 @@ def _stale_copies(opts: Build06Options, now: InputsNow, changing: Mapping[str, s
         if path.name not in data.get("files", {}):
             continue
         mine = {e.experiment: changing[e.experiment]} if e.experiment in changing else {}
-        if _fresh(path, side, data, functools.partial(now.record, only=e.experiment), mine).status == "out-of-date":
+        if _fresh(path, side, data, functools.partial(now.record, only=e.experiment), mine, now).status == "out-of-date":
             stale.append(e.experiment)
     if not stale:
         return ""
     return (f"{len(stale)} analysis cop{'y is' if len(stale) == 1 else 'ies are'} out of date in {folder} "
             f"({', '.join(stale)}): not built from df02 and the latent files as they are now; pass "
-            "--export-analysis-copies --overwrite to update them")
+            "--export-analysis-copies --overwrite to update them"
+            + _beside(opts, [paths.analysis_copy(opts.data_root, now.model.name, e) for e in stale]))
 
 
 def _stale_training_joins(opts: Build06Options, now: InputsNow, changing: Mapping[str, str]) -> list[str]:
@@ -238,11 +242,22 @@ def _stale_training_joins(opts: Build06Options, now: InputsNow, changing: Mappin
         if train == opts.train_name or not (train_in.is_file() and train_out.is_file()):
             continue
         fresh = _fresh(train_out, side, load_sidecar(side), functools.partial(now.record, training=train_in),
-                       changing, held=now.held_by(train_in))
+                       changing, now, held=now.held_by(train_in))
         if fresh.status == "out-of-date":
             warnings.append(f"training join {train_out} is out of date ({'; '.join(fresh.reasons)}): pass "
-                            f"--train-name {train} --overwrite to update it")
+                            f"--train-name {train} --overwrite to update it{_beside(opts, [train_out])}")
     return warnings
+
+
+def _beside(opts: Build06Options, tables: Sequence[Path]) -> str:
+    """The flags that would also update what is beside these tables (typed copies, df03's
+    report) and this run does not ask for: advice that leaves nothing behind its table."""
+    fmts = [f for f, suffix in SUFFIX.items() if f not in opts.formats
+            and any(t.with_suffix(suffix).exists() for t in tables)]
+    flags = [f"--formats {','.join([*opts.formats, *fmts])}"] if fmts else []
+    if not opts.report and any(t.name == paths.DF03_NAME and (t.parent / REPORT_NAME).exists() for t in tables):
+        flags.append("--report")
+    return f" (with {' '.join(flags)}, for the copies beside it)" if flags else ""
 
 
 def _typed_and_report(outputs: Sequence[Output], opts: Build06Options,

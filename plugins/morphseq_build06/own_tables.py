@@ -19,6 +19,8 @@ from morphseq_stages.files import atomic_write, check_safe_id, exclusive_lock
 
 from . import keys, paths
 from .csvtext import TextTable, float_text, header_with, read_columns, read_text_table, write_rows
+from .formats import SUFFIX
+from .freshness import load_sidecar
 from .index import LatentIndex, index_latents
 from .latents import LatentRows, select_z_columns
 from .store import StoreRead
@@ -83,7 +85,22 @@ def join(table: TextTable, index: LatentIndex, out: Path, overwrite: bool, what:
             return False
         atomic_write(out, write)
     log.info("write.staged", path=str(out), what=what, rows=len(table))
+    left_behind(out, paths.sidecar(out))
     return True
+
+
+def left_behind(out: Path, sidecar: Path) -> None:
+    """Say what a file of the caller's own leaves behind it: typed copies beside it, made
+    from what it replaced, and (when it replaced the stage's own output) the stage's record."""
+    for suffix in SUFFIX.values():
+        if (copy := out.with_suffix(suffix)).exists():
+            log.warning("own_table.copy_left_behind", path=str(copy),
+                        message=f"{copy} is left as it was and no longer matches {out.name}, joined from a table "
+                                "of your own (typed copies are made by the stage only, from a latent store's table)")
+    if out.name in load_sidecar(sidecar).get("files", {}):
+        log.warning("own_table.replaced_stage_output", path=str(out),
+                    message=f"{out} was the stage's own output; joined from a table of your own, the stage's next "
+                            "run calls it not written by this tool")
 
 
 def bytes_of(write: Any) -> bytes:
@@ -146,4 +163,5 @@ def copy_by_experiment(df03: Any, folder: Path, model_name: str, overwrite: bool
     for out, write in todo.items():
         atomic_write(out, write)
         log.info("write.staged", path=str(out), what="analysis")
+        left_behind(out, folder / paths.COPIES_SIDECAR)
     return list(writers)

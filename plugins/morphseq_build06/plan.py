@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 
 from morphseq_stages.embedders import EmbedderRequest, ModelInfo, ModelUnavailable
@@ -75,6 +76,9 @@ class Build06Plan:
     outputs: tuple[Output, ...]
     warnings: tuple[str, ...]  # certain now
     output_warnings: tuple[str, ...]  # those of ``warnings`` about outputs left out of date
+    #: those of ``warnings`` about an experiment's latent file as read (another model's, edited):
+    #: said no more once this run rewrites that file
+    file_warnings: dict[str, tuple[str, ...]] = attrs.field(repr=False)
     predicted: tuple[str, ...]  # the coverage warnings this run's merge is expected to give
     predicted_coverage: Coverage
     records: dict[OutputKind, dict[str, Any]] = attrs.field(repr=False)  # sidecar contents as found
@@ -204,6 +208,19 @@ def _model_warnings(model_error: str | None, store: Path, generating: bool, late
     return [text]
 
 
+def _repeated_rows(snip_ids: pa.Array, row_keys: pa.Array, df02_path: Path) -> list[str]:
+    """df02 rows that share a snip (its normalised snip_id) with another row: each goes into
+    df03 as it is, with the same embedding, which a count of rows or embryos would take twice."""
+    _, shared = keys.repeats(row_keys)
+    shared &= pc.not_equal(row_keys, "").to_numpy(zero_copy_only=False)  # a row without a snip_id shares nothing
+    n = int(shared.sum())
+    if not n:
+        return []
+    example = snip_ids[int(np.flatnonzero(shared)[0])].as_py()
+    return [f"{n} df02 row(s) in {df02_path} share their snip with another row (e.g. {example!r}): each is kept in "
+            "df03 with the same embedding"]
+
+
 def _import_pandas_meanwhile() -> None:
     """pyarrow imports pandas, when installed, at the first ``pa.array`` of a process
     (about 0.2 s): start that import on a thread of its own while df02 is being read."""
@@ -256,11 +273,12 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
                         "unknown origin, and the next run that writes the store starts a new manifest")
     warnings += _model_warnings(model_error, store, any(p.generating for p in exp_plans),
                                opts.latents_root)
-    warnings += list(check.warnings) + [changed[e] for e in in_df02 if e in changed]
+    warnings += list(check.warnings.values()) + [changed[e] for e in in_df02 if e in changed]
     warnings += experiment_warnings(opts, exp_plans)
     warnings += [parquet_store.skip_reason(p) or f"{p} skipped" for src in sources.values() for p in src.skipped]
     if unknown_flags:
         warnings.append(f"{unknown_flags} use_embryo_flag value(s) are not true/false; treated as false")
+    warnings += _repeated_rows(cols["snip_id"], row_keys, df02_path)
     now = InputsNow(opts=opts, df02_path=df02_path, df02=df02, snip_ids=cols["snip_id"], row_codes=codes,
                     experiments=exp_plans, model=model, read=latents)
     outputs, records, out_warnings = plan_outputs(opts, now=now, store=store)
@@ -284,6 +302,7 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
         has_image=with_image, unreadable_rows=unreadable_rows, keep=keep, unknown_flags=unknown_flags,
         experiments=tuple(exp_plans), outputs=tuple(outputs), warnings=tuple(warnings + out_warnings),
         output_warnings=tuple(out_warnings), predicted=tuple(predicted),
+        file_warnings={e: tuple(w for w in (check.warnings.get(e), changed.get(e)) if w) for e in in_df02},
         predicted_coverage=predicted_coverage, records=records, inputs=now, latents=latents, matching=matching,
     )
     return attrs.evolve(plan, snapshot=_snapshot(plan.watched()))

@@ -50,9 +50,9 @@ class Settled:
 def _after_generation(plan: Build06Plan, written: Collection[str]) -> tuple[ExperimentPlan, ...]:
     out = []
     for e in plan.experiments:
-        if str(e.latent_path) in written:
+        if str(e.latent_path) in written:  # this model's now, recorded in the manifest
             e = attrs.evolve(e, action="read", latent_exists=True, to_embed=(), left_out="",
-                             reason=f"{e.reason}; written by this run")
+                             changed_since_recorded=False, unknown_origin=False, reason=f"{e.reason}; written by this run")
         elif e.generating:  # the file it meant to replace is read as it is
             e = attrs.evolve(e, action="read" if e.latent_exists else "missing", to_embed=(),
                              latent_path=e.read_path or e.latent_path, read_path=None,
@@ -80,6 +80,10 @@ def settle(plan: Build06Plan, generated: GenerateReport) -> Settled:
     if changed:
         decided, records, out_warnings = plan_outputs(opts, now=inputs, store=plan.store)
         outputs = tuple(decided)
-        warnings = tuple([w for w in plan.warnings if w not in plan.output_warnings] + out_warnings)
+        # what was said of the outputs, and of the latent files this run rewrote, holds no more
+        rewritten = {w for e in plan.experiments if e.action == "regenerate" and str(e.latent_path) in generated.written
+                     for w in plan.file_warnings.get(e.experiment, ())}
+        warnings = tuple([w for w in plan.warnings if w not in plan.output_warnings and w not in rewritten]
+                         + out_warnings)
     return Settled(experiments=experiments, latents=read, index=index, info=info, inputs=inputs, outputs=outputs,
                    records=records, warnings=warnings, generated=generated)

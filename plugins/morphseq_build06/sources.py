@@ -37,7 +37,7 @@ OVERWRITE_HINT = "pass --overwrite-latents to re-embed it with this one"
 @attrs.frozen(kw_only=True)
 class SourceCheck:
     left_out: Mapping[str, str]  # experiment -> why its latent file is not merged (its rows' reason)
-    warnings: tuple[str, ...]
+    warnings: Mapping[str, str]  # experiment -> the warning about its latent file
 
 
 def check_sources(sources: Mapping[str, LatentSource], records: Mapping[str, Any],
@@ -48,7 +48,7 @@ def check_sources(sources: Mapping[str, LatentSource], records: Mapping[str, Any
     others, one whose z columns are not those most sources share is left out too."""
     model_name, fingerprint = model.name, model.fingerprint
     left_out: dict[str, str] = {}
-    warnings: list[str] = []
+    warnings: dict[str, str] = {}
     present = {e: s for e, s in sources.items() if s.path.is_file() or s.path.is_dir()}
     for e, source in present.items():
         record = records.get(source.path.name) if source.writable else None
@@ -56,8 +56,8 @@ def check_sources(sources: Mapping[str, LatentSource], records: Mapping[str, Any
         if why:
             left_out[e] = f"latent file of another model ({why[0]})"
             hint = f"; {OVERWRITE_HINT}" if source.writable else ""
-            warnings.append(f"{source.path} {why[1]}, not this run's {model_name!r}{_fp(fingerprint)}: "
-                            f"its rows are not merged{hint}")
+            warnings[e] = (f"{source.path} {why[1]}, not this run's {model_name!r}{_fp(fingerprint)}: "
+                           f"its rows are not merged{hint}")
     dims = {e: frozenset(dimension_key(c) for c in latent_z_columns(s.path, schema, include_sigma))
             for e, s in present.items() if e not in left_out}
     writes = _model_dimensions(model, schema)
@@ -66,17 +66,17 @@ def check_sources(sources: Mapping[str, LatentSource], records: Mapping[str, Any
         if mu != writes:  # another model's, whatever the manifest says (or does not)
             del dims[e]
             left_out[e] = f"latent file with other z columns than model {model_name!r} writes ({_describe(mu)})"
-            warnings.append(f"{present[e].path} has z columns for {_describe(mu)}, where model {model_name!r} "
-                            f"writes {_describe(writes)}: its rows are not merged")
+            warnings[e] = (f"{present[e].path} has z columns for {_describe(mu)}, where model {model_name!r} "
+                           f"writes {_describe(writes)}: its rows are not merged")
     if len(set(dims.values())) > 1:
         counts = Counter(dims.values())
         run = max(counts, key=lambda d: (counts[d], -list(dims.values()).index(d)))
         for e, d in dims.items():
             if d != run:
                 left_out[e] = f"latent file with other z columns than the run's ({_describe(d)})"
-                warnings.append(f"{present[e].path} has z columns for {_describe(d)}, where the other latent files "
-                                f"have {_describe(run)}: its rows are not merged")
-    return SourceCheck(left_out=left_out, warnings=tuple(warnings))
+                warnings[e] = (f"{present[e].path} has z columns for {_describe(d)}, where the other latent files "
+                               f"have {_describe(run)}: its rows are not merged")
+    return SourceCheck(left_out=left_out, warnings=warnings)
 
 
 def _model_dimensions(model: ModelInfo | MissingModel, schema: str) -> frozenset[tuple[str, int] | None]:

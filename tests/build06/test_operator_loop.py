@@ -376,3 +376,51 @@ def test_the_step_functions_rewrite_the_typed_copies_beside_what_they_write(synt
     assert report.read_bytes() != drawn  # df03's report, drawn again as it was (coloured by genotype)
     status = _statuses(cli, synth, *flags)
     assert status[str(report)] == "current" and set(status.values()) == {"current"}, status
+
+
+def test_a_table_of_your_own_says_what_it_leaves_behind(synth, cli):
+    """A training join and analysis copies replaced from a table of the caller's own: their
+    Parquet copies (made from what they replaced) are named, as is the stage's record."""
+    from structlog.testing import capture_logs
+
+    joined = training_set(synth, tuple(EXPS))
+    code, _, err = build06(cli, synth, "--train-name", "t1", "--export-analysis-copies", "--formats", "csv,parquet")
+    assert code == 0, err
+    z = api.load_latents(api.ensure_latents_for_experiments(synth.data_root, MODEL, ["20231207"]))
+    frame = pd.read_csv(df03(synth))
+    with capture_logs() as logs:
+        api.merge_train_with_embeddings(synth.root, "t1", z, overwrite=True)  # lacks two experiments' files
+        copies = api.export_df03_copies_by_experiment(frame, synth.data_root, MODEL, overwrite=True)
+    left = {e["path"] for e in logs if e["event"] == "own_table.copy_left_behind"}
+    assert left == {str(p.with_suffix(".parquet")) for p in [joined, *copies]}, logs
+    replaced = {e["path"] for e in logs if e["event"] == "own_table.replaced_stage_output"}
+    assert replaced == {str(p) for p in [joined, *copies]}
+    assert all(e["log_level"] == "warning" for e in logs if e["event"].startswith("own_table."))
+
+
+def test_the_advice_to_update_an_output_names_the_flags_for_what_is_beside_it(synth, cli):
+    pytest.importorskip("plotly")
+    joined = training_set(synth)
+    code, _, err = build06(cli, synth, "--train-name", "t1", "--formats", "csv,parquet", "--report")
+    assert code == 0, err
+    write_latent_file(synth.latent_dir(MODEL), "20231207", synth.snips["20231207"], latent_dim=6, seed=8)
+    code, out, err = build06(cli, synth)
+    assert code == 0, err
+    warned = [ln for ln in out.splitlines() if ln.startswith("warning: ")]
+    assert any(ln.startswith(f"warning: df03 {df03(synth)} is out of date") and
+               ln.endswith("(with --formats csv,parquet --report, for the copies beside it)") for ln in warned), warned
+    assert any(ln.startswith(f"warning: training join {joined} is out of date") and
+               ln.endswith("(with --formats csv,parquet, for the copies beside it)") for ln in warned), warned
+
+
+def test_repeated_df02_rows_are_said(synth, cli):
+    lines = synth.df02.read_bytes().split(b"\n")
+    synth.df02.write_bytes(b"\n".join([*lines[:-1], lines[1], b""]))  # the first row again
+    code, out, err = build06(cli, synth, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["rows"]["df03"] == len(lines) - 1  # kept, as df02 has it
+    assert any(w.startswith("2 df02 row(s) in ") and f"(e.g. {synth.snips['20231207'][0]!r})" in w
+               for w in summary["warnings"]), summary["warnings"]
+    code, _, _ = build06(cli, synth, "--strict", "--overwrite")
+    assert code == 3

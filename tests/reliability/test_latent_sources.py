@@ -254,6 +254,26 @@ def test_store_files_that_agree_with_each_other_but_not_with_the_model_are_left_
                for ids in synth.snips.values() for s in ids), reasons
 
 
+def test_a_left_out_file_is_named_in_df03s_status_and_no_more_once_re_embedded(tmp_path, cli):
+    """df03 built with a latent file that is then left out (another model's width) is out of
+    date for that reason (it used to say "removed"); re-embedding the file with this model
+    (--strict too) leaves no warning about it, in the summary nor in the sidecar."""
+    synth = _generated(tmp_path, cli)
+    path = _store(synth) / f"morph_latents_{EXP}.csv"
+    _drop_last_mu(path)
+    code, out, err = cli(*scenario.args(synth, "--dry-run", "--json"))
+    assert code == 0, err
+    reasons = json.loads(out)["df03_status"]["reasons"]
+    assert any(r.startswith(f"latent file for {EXP} not merged: latent file with other z columns than model")
+               for r in reasons), reasons
+    summary = _run(synth, cli, "--overwrite-latents", "--experiments", EXP, "--strict")
+    assert not any(path.name in w for w in summary["warnings"]), summary["warnings"]
+    sidecar = json.loads(synth.df02.with_name("embryo_metadata_df03.json").read_text())
+    assert not any(path.name in w for w in sidecar["warnings"]), sidecar["warnings"]
+    assert sidecar["latent_files"][EXP]["origin"] == "manifest"
+    assert summary["df03"]["matched"] == summary["df03"]["rows"]
+
+
 def test_a_lab_file_with_more_dimensions_beside_the_store_is_left_out(tmp_path, cli):
     synth = _generated(tmp_path, cli, "parquet")
     table = pq.read_table(_store(synth) / f"morph_latents_{EXP}.parquet")
