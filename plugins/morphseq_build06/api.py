@@ -187,7 +187,7 @@ def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwri
         root: the pipeline root holding ``metadata/combined_metadata_files/embryo_metadata_df02.csv``.
         latents_df: ``snip_id`` + z columns, e.g. from :func:`load_latents`.
         overwrite: replace the output if it exists and is out of date (otherwise it is kept).
-        out_name: the output's file name in df02's folder.
+        out_name: the output's file name in df02's folder (a ``.csv``; not df02, nor the unembedded list).
 
     Returns:
         The path of the output: every df02 row and column, bytes unchanged, then the z
@@ -201,10 +201,9 @@ def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwri
     logs.library_default()
     base = path_arg(root, "root")
     df02 = paths.df02(base)
-    check_safe_id(str(out_name), "output name")
-    if out_name == df02.name:
-        raise UserError("out_name must not be df02 itself")
-    out = df02.with_name(str(out_name))
+    out = df02.with_name(check_safe_id(str(out_name), "output name"))
+    if out in (df02, paths.unembedded(paths.df03(base))) or out.suffix != ".csv":  # the stage's own files
+        raise UserError(f"out_name must name a .csv file of your own beside df02, not {out.name!r}")
     index = index_of_frame(latents_df)  # the table's own checks, whichever file it goes to
     if out != paths.df03(base):  # a file of the caller's own: df02 plus the table's z cells
         join(read_text_table(df02, what="df02"), index, out, overwrite, "df03")

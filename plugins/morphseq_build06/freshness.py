@@ -70,14 +70,15 @@ RowChanges = Callable[[Sequence[str]], Mapping[str, tuple[int, int, int]] | None
 
 def status(path: Path, sidecar_path: Path, recorded: Mapping[str, Any] | None,
            current: Callable[[], Mapping[str, Any]], changing: Mapping[str, str],
-           row_changes: RowChanges | None = None, left_out: Mapping[str, str] | None = None) -> Freshness:
+           row_changes: RowChanges | None = None, how: Mapping[str, str] | None = None) -> Freshness:
     """The state of output ``path`` whose sidecar entry is ``recorded``.
 
     ``current()`` gives ``built_from`` as the inputs are now (called only when there is a
     record to compare with); ``changing``: experiment -> what this run does to its latent
     file; ``row_changes``: counts the df02 rows changed in the given experiments (by reading
-    the output, whose records are df02's when it was built), or None; ``left_out``:
-    experiment -> why its latent file, there, is not merged.
+    the output, whose records are df02's when it was built), or None; ``how``: experiment ->
+    how its latent file came to be as it is now (not merged, and why; written by this run),
+    the words of a reason it gives.
     """
     if not path.exists():
         return Freshness(status="new")
@@ -86,12 +87,12 @@ def status(path: Path, sidecar_path: Path, recorded: Mapping[str, Any] | None,
     now = file_state(path, recorded)
     if now["sha256"] != recorded.get("sha256"):
         return Freshness(status="foreign", reasons=("edited since this tool wrote it",))
-    reasons = compare(recorded["built_from"], current(), changing, row_changes, left_out)
+    reasons = compare(recorded["built_from"], current(), changing, row_changes, how)
     return Freshness(status="out-of-date" if reasons else "current", reasons=tuple(reasons))
 
 
 def compare(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[str, str],
-            row_changes: RowChanges | None = None, left_out: Mapping[str, str] | None = None) -> list[str]:
+            row_changes: RowChanges | None = None, how: Mapping[str, str] | None = None) -> list[str]:
     reasons = []
     old_opts, new_opts = old.get("options", {}), new.get("options", {})
     other_model = any(old_opts.get(k) != new_opts.get(k) for k in ("embedder", "model_name"))
@@ -108,7 +109,7 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[st
     if "df02" in new:
         reasons += _df02_reasons(old.get("df02", {}), new["df02"], row_changes)
     if not other_model:
-        latent = _latent_reasons(old.get("latents", {}), new.get("latents", {}), changing, left_out or {})
+        latent = _latent_reasons(old.get("latents", {}), new.get("latents", {}), changing, how or {})
         reasons += latent + _unchecked_cells(old, new)
         if not latent and Z_COLUMNS in old and Z_COLUMNS in new and old[Z_COLUMNS] != new[Z_COLUMNS]:
             # another experiment's latent file changed the columns every copy holds
@@ -168,17 +169,16 @@ def _df02_reasons(old: Mapping[str, Any], new: Mapping[str, Any], row_changes: R
 
 
 def _latent_reasons(old: Mapping[str, Any], new: Mapping[str, Any], changing: Mapping[str, str],
-                    left_out: Mapping[str, str]) -> list[str]:
+                    how: Mapping[str, str]) -> list[str]:
     out = []
     for exp in dict.fromkeys([*old, *new, *changing]):
         if exp in changing:
-            out.append(f"latent file for {exp} {changing[exp]} by this run")
-        elif exp not in old:
-            out.append(f"latent file for {exp} added")
-        elif exp not in new:
-            out.append(f"latent file for {exp} " + (f"not merged: {left_out[exp]}" if exp in left_out else "removed"))
-        elif old[exp].get("sha256") != new[exp].get("sha256"):
-            out.append(f"latent file for {exp} changed")
+            what = f"{changing[exp]} by this run"
+        elif exp in old and exp in new and old[exp].get("sha256") == new[exp].get("sha256"):
+            continue
+        else:
+            what = how.get(exp) or ("added" if exp not in old else "removed" if exp not in new else "changed")
+        out.append(f"latent file for {exp} {what}")
     return out
 
 

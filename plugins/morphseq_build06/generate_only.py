@@ -23,7 +23,6 @@ from .generate import generate as embed
 from .latents import LATENT_FORMATS, latent_file_name
 from .plan import Build06Plan
 from .records import ExperimentPlan, GenerateReport, RunSummary, Skipped
-from .store import stamp
 
 log = structlog.get_logger()
 #: how long a --generate-only job waits for another job writing to the same latent store
@@ -54,9 +53,9 @@ def store_write(plan: Build06Plan, exp: ExperimentPlan) -> Iterator[bool]:
                     raise
                 time.sleep(0.2)
         other = written_meanwhile(plan, exp)
-        # the file the plan read (a re-embedding may write the other --latent-format beside it)
-        read = plan.latents.rows[exp.experiment].path if exp.experiment in plan.latents.rows else exp.latent_path
-        current = other is None and stamp(read) == plan.latents.stamps.get(exp.experiment)
+        # the file the plan found (a re-embedding may write the other --latent-format beside it),
+        # whether or not it was read (another model's is not)
+        current = other is None and plan.unchanged(exp.read_path or exp.latent_path)
         if not current:
             log.warning("latents.changed_meanwhile", path=str(other or exp.latent_path),
                         reason="another run wrote it after this one planned; left as it is")
@@ -78,4 +77,4 @@ def summary(plan: Build06Plan, generated: GenerateReport) -> RunSummary:
     return RunSummary(df03=None, df02_rows=len(plan.df02), selected=plan.selected, generated=generated,
                       written=(*generated.written, *([str(plan.manifest_path)] if generated.manifest else [])),
                       skipped=tuple(Skipped(path=p, reason="not written (see the log)") for p in generated.skipped),
-                      warnings=plan.warnings)
+                      warnings=plan.warnings_after(generated.written))

@@ -53,14 +53,15 @@ def _fresh(path: Path, sidecar: Path, data: Mapping[str, Any], current: Callable
     latent files the output is built from (a record that lists others was made before that rule)."""
     entry = data.get("files", {}).get(path.name)
     recorded = entry.get("built_from") if isinstance(entry, dict) else None
-    left_out = {e.experiment: e.left_out for e in now.experiments if e.left_out}
+    how = {e.experiment: f"not merged: {e.left_out}" if e.left_out else f"{e.written_as} by this run"
+           for e in now.experiments if e.left_out or e.written_as}
     if held is not None and isinstance(recorded, dict) and isinstance(recorded.get("latents"), dict):
         recorded = {**recorded, "latents": {e: v for e, v in recorded["latents"].items() if e in held}}
         entry = {**entry, "built_from": recorded}
         changing = {e: how for e, how in changing.items() if e in held}
     qc = (recorded or {}).get("options", {}).get("qc_filter")
     counter = functools.partial(row_changes, path, now) if count_rows and not qc else None
-    return status(path, sidecar, entry, lambda: current(recorded or {}), changing, counter, left_out)
+    return status(path, sidecar, entry, lambda: current(recorded or {}), changing, counter, how)
 
 
 def plan_outputs(opts: Build06Options, *, now: InputsNow, store: Path

@@ -33,12 +33,16 @@ class OutputExists(UserError):
     to replace it. The message names the file; other outputs of the call may be written."""
 
 
-def kept(out: Path, data: bytes, what: str) -> None:
-    """``out`` exists and ``overwrite`` is off: fine when it already holds ``data``."""
+def kept(out: Path, data: bytes, what: str, overwrite: bool) -> bool:
+    """Whether ``out``, which exists, is kept: when it already holds ``data`` (identical), or
+    (:class:`OutputExists`) when it differs and ``overwrite`` is off."""
     if out.read_bytes() != data:
+        if overwrite:
+            return False
         raise OutputExists(f"{what} {out} exists and differs from what this call would write; "
                            "pass overwrite=True to replace it")
     log.info("write.skipped", path=str(out), what=what, reason="current (identical)")
+    return True
 
 
 def index_of_frame(latents_df: Any) -> LatentIndex:
@@ -80,8 +84,7 @@ def join(table: TextTable, index: LatentIndex, out: Path, overwrite: bool, what:
         write_rows(fh, header, table.records, table.newline, lambda a, b: index.cells(take[a:b]))
 
     with exclusive_lock(*paths.output_lock(out)):
-        if out.exists() and not overwrite:
-            kept(out, bytes_of(write), what)
+        if out.exists() and kept(out, bytes_of(write), what, overwrite):
             return False
         atomic_write(out, write)
     log.info("write.staged", path=str(out), what=what, rows=len(table))
@@ -152,14 +155,11 @@ def copy_by_experiment(df03: Any, folder: Path, model_name: str, overwrite: bool
     """``df03_<experiment>.csv`` in ``folder`` for each experiment of ``df03`` (a file's rows
     byte for byte, or a DataFrame's); each checked before any is written (call holding the
     folder's lock). Existing copies are kept when identical, and refused
-    (:class:`OutputExists`) when they differ, unless ``overwrite``."""
+    (:class:`OutputExists`) when they differ, unless ``overwrite``: then replaced."""
     writers = {folder / paths.analysis_copy(Path(), model_name, check_safe_id(exp, "experiment")).name: write
                for exp, write in by_experiment(df03).items()}
-    todo = dict(writers)
-    if not overwrite:
-        for out in [o for o in writers if o.exists()]:
-            kept(out, bytes_of(writers[out]), "analysis copy")
-            del todo[out]
+    todo = {out: write for out, write in writers.items()
+            if not (out.exists() and kept(out, bytes_of(write), "analysis copy", overwrite))}
     for out, write in todo.items():
         atomic_write(out, write)
         log.info("write.staged", path=str(out), what="analysis")

@@ -76,8 +76,8 @@ class Build06Plan:
     outputs: tuple[Output, ...]
     warnings: tuple[str, ...]  # certain now
     output_warnings: tuple[str, ...]  # those of ``warnings`` about outputs left out of date
-    #: those of ``warnings`` about an experiment's latent file as read (another model's, edited):
-    #: said no more once this run rewrites that file
+    #: per experiment, what is said of its latent file as read (another model's, edited); not
+    #: in ``warnings`` for a file this run re-embeds whole, unless it is not rewritten
     file_warnings: dict[str, tuple[str, ...]] = attrs.field(repr=False)
     predicted: tuple[str, ...]  # the coverage warnings this run's merge is expected to give
     predicted_coverage: Coverage
@@ -113,11 +113,23 @@ class Build06Plan:
     def prediction(self) -> dict[str, Any]:
         return prediction_dict(self.predicted_coverage)
 
+    def warnings_after(self, written: Collection[str]) -> tuple[str, ...]:
+        """``warnings`` once generation wrote the latent files ``written``: with what was said of
+        a file this run meant to re-embed and did not (it is read as it was)."""
+        kept = [w for e in self.experiments if e.action == "regenerate" and str(e.latent_path) not in written
+                for w in self.file_warnings.get(e.experiment, ())]
+        return (*self.warnings, *kept)
+
     def watched(self) -> list[Path]:
         # each experiment's store files in both formats: a job may have written the one not read
         store = [self.store / latent_file_name(e.experiment, f) for e in self.experiments for f in LATENT_FORMATS]
         return [self.df02_path, self.manifest_path, *(e.latent_path for e in self.experiments), *store,
                 *(o.path for o in self.outputs)]
+
+    def unchanged(self, path: Path) -> bool:
+        """Whether ``path``, a file the plan looked at, is as the plan saw it."""
+        watched = self.watched()
+        return path in watched and _snapshot([path])[0] == self.snapshot[watched.index(path)]
 
     def still_current(self) -> bool:
         """Whether no file the plan read or decided on changed since (another run may have
@@ -273,7 +285,10 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
                         "unknown origin, and the next run that writes the store starts a new manifest")
     warnings += _model_warnings(model_error, store, any(p.generating for p in exp_plans),
                                opts.latents_root)
-    warnings += list(check.warnings.values()) + [changed[e] for e in in_df02 if e in changed]
+    # what is said of a latent file this run re-embeds whole holds only if it is not rewritten (see warnings_after)
+    redone = {p.experiment for p in exp_plans if p.action == "regenerate"}
+    warnings += [w for e, w in check.warnings.items() if e not in redone] + \
+        [changed[e] for e in in_df02 if e in changed and e not in redone]
     warnings += experiment_warnings(opts, exp_plans)
     warnings += [parquet_store.skip_reason(p) or f"{p} skipped" for src in sources.values() for p in src.skipped]
     if unknown_flags:

@@ -50,6 +50,7 @@ class ExperimentPlan:
     changed_since_recorded: bool = False  # a store file whose sha256 is not the manifest's
     read_path: Path | None = None  # the file read, when it is not ``latent_path`` (a re-embedding into the other format)
     not_topped_up: str = ""  # why the snips without a latent row cannot be appended to its file
+    written_as: str = ""  # once generation wrote its latent file: how (``CHANGES``), for the reasons' words
 
     @property
     def generating(self) -> bool:

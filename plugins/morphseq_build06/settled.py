@@ -18,7 +18,16 @@ from .built_from import InputsNow
 from .index import LatentIndex, index_latents, log_index
 from .outputs import plan_outputs
 from .plan import Build06Plan
-from .records import ExperimentPlan, GenerateReport, IndexCounts, Output, OutputKind, find, the
+from .records import (
+    CHANGES,
+    ExperimentPlan,
+    GenerateReport,
+    IndexCounts,
+    Output,
+    OutputKind,
+    find,
+    the,
+)
 from .store import StoreRead, read_store
 
 log = structlog.get_logger()
@@ -51,7 +60,7 @@ def _after_generation(plan: Build06Plan, written: Collection[str]) -> tuple[Expe
     out = []
     for e in plan.experiments:
         if str(e.latent_path) in written:  # this model's now, recorded in the manifest
-            e = attrs.evolve(e, action="read", latent_exists=True, to_embed=(), left_out="",
+            e = attrs.evolve(e, action="read", latent_exists=True, to_embed=(), left_out="", written_as=CHANGES[e.action],
                              changed_since_recorded=False, unknown_origin=False, reason=f"{e.reason}; written by this run")
         elif e.generating:  # the file it meant to replace is read as it is
             e = attrs.evolve(e, action="read" if e.latent_exists else "missing", to_embed=(),
@@ -80,10 +89,8 @@ def settle(plan: Build06Plan, generated: GenerateReport) -> Settled:
     if changed:
         decided, records, out_warnings = plan_outputs(opts, now=inputs, store=plan.store)
         outputs = tuple(decided)
-        # what was said of the outputs, and of the latent files this run rewrote, holds no more
-        rewritten = {w for e in plan.experiments if e.action == "regenerate" and str(e.latent_path) in generated.written
-                     for w in plan.file_warnings.get(e.experiment, ())}
-        warnings = tuple([w for w in plan.warnings if w not in plan.output_warnings and w not in rewritten]
+        # what was said of the outputs holds no more: they are decided again
+        warnings = tuple([w for w in plan.warnings_after(generated.written) if w not in plan.output_warnings]
                          + out_warnings)
     return Settled(experiments=experiments, latents=read, index=index, info=info, inputs=inputs, outputs=outputs,
                    records=records, warnings=warnings, generated=generated)

@@ -55,9 +55,8 @@ def check_sources(sources: Mapping[str, LatentSource], records: Mapping[str, Any
         why = _other_model(source, record, model_name, fingerprint)
         if why:
             left_out[e] = f"latent file of another model ({why[0]})"
-            hint = f"; {OVERWRITE_HINT}" if source.writable else ""
             warnings[e] = (f"{source.path} {why[1]}, not this run's {model_name!r}{_fp(fingerprint)}: "
-                           f"its rows are not merged{hint}")
+                           f"its rows are not merged{_hint(source)}")
     dims = {e: frozenset(dimension_key(c) for c in latent_z_columns(s.path, schema, include_sigma))
             for e, s in present.items() if e not in left_out}
     writes = _model_dimensions(model, schema)
@@ -67,7 +66,7 @@ def check_sources(sources: Mapping[str, LatentSource], records: Mapping[str, Any
             del dims[e]
             left_out[e] = f"latent file with other z columns than model {model_name!r} writes ({_describe(mu)})"
             warnings[e] = (f"{present[e].path} has z columns for {_describe(mu)}, where model {model_name!r} "
-                           f"writes {_describe(writes)}: its rows are not merged")
+                           f"writes {_describe(writes)}: its rows are not merged{_hint(present[e])}")
     if len(set(dims.values())) > 1:
         counts = Counter(dims.values())
         run = max(counts, key=lambda d: (counts[d], -list(dims.values()).index(d)))
@@ -75,7 +74,7 @@ def check_sources(sources: Mapping[str, LatentSource], records: Mapping[str, Any
             if d != run:
                 left_out[e] = f"latent file with other z columns than the run's ({_describe(d)})"
                 warnings[e] = (f"{present[e].path} has z columns for {_describe(d)}, where the other latent files "
-                               f"have {_describe(run)}: its rows are not merged")
+                               f"have {_describe(run)}: its rows are not merged{_hint(present[e])}")
     return SourceCheck(left_out=left_out, warnings=warnings)
 
 
@@ -134,6 +133,11 @@ def changed_since_recorded(sources: Mapping[str, LatentSource], records: Mapping
             out[e] = (f"{source.path} changed since {manifest.MANIFEST_NAME} recorded it (its sha256 differs): "
                       "merged as of unknown origin")
     return out
+
+
+def _hint(source: LatentSource) -> str:
+    """How to replace a store file that is not merged (a lab file under --latents-root is not this tool's to replace)."""
+    return f"; {OVERWRITE_HINT}" if source.writable else ""
 
 
 def _fp(fingerprint: str | None) -> str:

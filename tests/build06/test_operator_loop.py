@@ -396,6 +396,13 @@ def test_a_table_of_your_own_says_what_it_leaves_behind(synth, cli):
     replaced = {e["path"] for e in logs if e["event"] == "own_table.replaced_stage_output"}
     assert replaced == {str(p) for p in [joined, *copies]}
     assert all(e["log_level"] == "warning" for e in logs if e["event"].startswith("own_table."))
+    with capture_logs() as logs:  # the same table again: the files hold it already, nothing is said
+        api.merge_train_with_embeddings(synth.root, "t1", z, overwrite=True)
+    assert not any(e["event"].startswith("own_table.") for e in logs), logs
+    # nor may a file of one's own take the place of the stage's own files beside df03
+    for name in ("embryo_metadata_df03.json", "embryo_metadata_df03.parquet", "embryo_metadata_df03_unembedded.csv"):
+        with pytest.raises(UserError, match=f"out_name must name a .csv file of your own beside df02, not '{name}'"):
+            api.merge_df02_with_embeddings(synth.root, z, overwrite=True, out_name=name)
 
 
 def test_the_advice_to_update_an_output_names_the_flags_for_what_is_beside_it(synth, cli):

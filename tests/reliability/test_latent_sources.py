@@ -274,6 +274,39 @@ def test_a_left_out_file_is_named_in_df03s_status_and_no_more_once_re_embedded(t
     assert summary["df03"]["matched"] == summary["df03"]["rows"]
 
 
+@pytest.mark.parametrize("generate_only", [False, True])
+def test_what_is_said_of_a_file_is_not_said_when_the_run_re_embeds_it(tmp_path, cli, generate_only):
+    """A file recorded for another model, and another edited since its manifest entry: a run
+    that re-embeds both whole says nothing of them, in its dry run (--strict: what the run
+    would fail on) as in its summary; a run that does not, does."""
+    synth = _generated(tmp_path, cli)
+    data = _manifest(synth)
+    data["files"][f"morph_latents_{OTHER_EXP}.csv"].update(model_fingerprint="f" * 64, model_name=OTHER_MODEL)
+    _set_manifest(synth, data)
+    edited = _store(synth) / f"morph_latents_{EXP}.csv"
+    edited.write_text(edited.read_text().replace(",0.", ",1.", 1))
+    named = (edited.name, f"morph_latents_{OTHER_EXP}.csv")
+    extra = ("--generate-only",) if generate_only else ()
+    code, out, err = cli(*scenario.args(synth, "--dry-run", "--json", *extra))
+    assert code == 0 and all(any(n in w for w in json.loads(out)["warnings"]) for n in named), out
+    redo = ("--overwrite-latents", "--experiments", EXP, OTHER_EXP, "--strict", *extra)
+    code, out, err = cli(*scenario.args(synth, "--dry-run", "--json", *redo))
+    assert code == 0 and not any(n in w for n in named for w in json.loads(out)["warnings"]), out
+    summary = _run(synth, cli, *redo)
+    assert not any(n in w for n in named for w in summary["warnings"]), summary["warnings"]
+    if not generate_only:
+        assert not any(n in w for n in named for w in summary["df03"]["reason"].split("; "))
+
+
+def test_a_left_out_file_re_embedded_is_said_so(tmp_path, cli):
+    synth = _generated(tmp_path, cli)
+    _drop_last_mu(_store(synth) / f"morph_latents_{EXP}.csv")
+    _run(synth, cli)  # df03 without that file's rows
+    summary = _run(synth, cli, "--overwrite-latents", "--experiments", EXP)
+    assert summary["df03"]["reason"].startswith(f"out of date: latent file for {EXP} re-embedded by this run"), \
+        summary["df03"]
+
+
 def test_a_lab_file_with_more_dimensions_beside_the_store_is_left_out(tmp_path, cli):
     synth = _generated(tmp_path, cli, "parquet")
     table = pq.read_table(_store(synth) / f"morph_latents_{EXP}.parquet")
