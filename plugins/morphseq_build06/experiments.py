@@ -61,7 +61,7 @@ def plan_experiment(opts: Build06Options, experiment: str, selected: bool, sourc
                      found: tuple[Path | None, Path, list[Path]], record: dict[str, Any] | None,
                      model: ModelInfo | MissingModel, file_keys: pa.Array | None, rows_mask: np.ndarray,
                      matched: np.ndarray, has_image: np.ndarray, known_bad: dict[str, dict[str, Any]],
-                     left_out: str = "") -> ExperimentPlan:
+                     left_out: str = "", edited: bool = False) -> ExperimentPlan:
     snip_dir, image_dir, all_images = found
     bad = tuple((p, str(known_bad[p.name].get("error", ""))) for p in all_images
                 if manifest.still_unreadable(p, known_bad.get(p.name)))
@@ -75,7 +75,9 @@ def plan_experiment(opts: Build06Options, experiment: str, selected: bool, sourc
     recorded_model = record.get("model_fingerprint") if record else None
     stale = bool(exists and recorded_model and model.fingerprint and recorded_model != model.fingerprint)
     action, reason, todo = _action(opts, selected, source.writable, exists, left_out, images, new_images)
-    refused = _refused_top_up(latent_path, model) if action == "top-up" else None
+    refused = (None if action != "top-up" else _refused_top_up(latent_path, model)
+               or (f"it changed since {manifest.MANIFEST_NAME} recorded it, and new rows would record the "
+                   "change as this model's" if edited else None))
     if refused:  # said now, not found once the images are embedded
         action, reason, todo = "read", f"{len(new_images)} snip(s) without a latent row, not topped up: {refused}", ()
     if bad:
@@ -97,7 +99,7 @@ def plan_experiment(opts: Build06Options, experiment: str, selected: bool, sourc
         rows_without_latent=int((rows_mask & ~matched).sum()), rows_without_image=int((rows_mask & ~has_image).sum()),
         to_embed=todo, unreadable=bad, recorded_model=recorded_model, recorded_name=record.get("model_name") if record else None,
         unknown_origin=exists and source.writable and not record, stale=stale, action=action, reason=reason, source_note=note,
-        not_topped_up=refused or "",
+        not_topped_up=refused or "", changed_since_recorded=edited,
     )
 
 

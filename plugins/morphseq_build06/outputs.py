@@ -58,7 +58,7 @@ def _fresh(path: Path, sidecar: Path, data: Mapping[str, Any], current: Callable
     if held is not None and isinstance(recorded, dict) and isinstance(recorded.get("latents"), dict):
         recorded = {**recorded, "latents": {e: v for e, v in recorded["latents"].items() if e in held}}
         entry = {**entry, "built_from": recorded}
-        changing = {e: how for e, how in changing.items() if e in held}
+        changing = {e: what for e, what in changing.items() if e in held}
     qc = (recorded or {}).get("options", {}).get("qc_filter")
     counter = functools.partial(row_changes, path, now) if count_rows and not qc else None
     return status(path, sidecar, entry, lambda: current(recorded or {}), changing, counter, how)

@@ -268,11 +268,9 @@ def make_plan(opts: Build06Options, registry: Registry) -> Build06Plan:
     found = {e: find_images(opts, e) for e in in_df02}
     with_image = has_image(row_keys, codes, [found[e][2] for e in in_df02])
     exp_plans = [
-        attrs.evolve(
-            plan_experiment(opts, e, e in selected, sources[e], found[e], recorded.get(sources[e].path.name), model,
-                             latents.keys[e][0] if e in latents.keys else None, codes == k, matched, with_image,
-                             manifest.unreadable(store_record, e), check.left_out.get(e, "")),
-            changed_since_recorded=e in changed)
+        plan_experiment(opts, e, e in selected, sources[e], found[e], recorded.get(sources[e].path.name), model,
+                        latents.keys[e][0] if e in latents.keys else None, codes == k, matched, with_image,
+                        manifest.unreadable(store_record, e), check.left_out.get(e, ""), edited=e in changed)
         for k, e in enumerate(in_df02)
     ]
     check_generated_columns(exp_plans, model, opts.z_schema, opts.include_sigma)

@@ -298,6 +298,19 @@ def test_what_is_said_of_a_file_is_not_said_when_the_run_re_embeds_it(tmp_path, 
         assert not any(n in w for n in named for w in summary["df03"]["reason"].split("; "))
 
 
+def test_a_file_edited_since_its_manifest_entry_is_not_topped_up(tmp_path, cli):
+    """New rows appended to it would have the manifest record the edited file as this model's."""
+    synth = _generated(tmp_path, cli)
+    path = _store(synth) / f"morph_latents_{EXP}.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], *lines[2:]]).replace(",0.", ",1.", 1) + "\n")  # a row less, a value edited
+    before, recorded = path.read_bytes(), _manifest(synth)["files"][path.name]["sha256"]
+    summary = _run(synth, cli, "--generate-missing-latents")
+    assert any(w.startswith(f"{path} is not topped up: it changed since manifest.json recorded it")
+               for w in summary["warnings"]), summary["warnings"]
+    assert path.read_bytes() == before and _manifest(synth)["files"][path.name]["sha256"] == recorded
+
+
 def test_a_left_out_file_re_embedded_is_said_so(tmp_path, cli):
     synth = _generated(tmp_path, cli)
     _drop_last_mu(_store(synth) / f"morph_latents_{EXP}.csv")
