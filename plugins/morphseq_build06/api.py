@@ -202,7 +202,8 @@ def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwri
     base = path_arg(root, "root")
     df02 = paths.df02(base)
     out = df02.with_name(check_safe_id(str(out_name), "output name"))
-    if out in (df02, paths.unembedded(paths.df03(base))) or out.suffix != ".csv":  # the stage's own files
+    own = [df02, paths.unembedded(paths.df03(base))] + ([paths.df03(base)] if out != paths.df03(base) else [])
+    if out.name.lower() in {p.name.lower() for p in own} or out.suffix != ".csv":  # in any case: a Mac's disk ignores it
         raise UserError(f"out_name must name a .csv file of your own beside df02, not {out.name!r}")
     index = index_of_frame(latents_df)  # the table's own checks, whichever file it goes to
     if out != paths.df03(base):  # a file of the caller's own: df02 plus the table's z cells

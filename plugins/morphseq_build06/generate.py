@@ -66,10 +66,11 @@ def generate(plan: Build06Plan, registry: Registry,
     if plan.options.strict:
         check_strict(plan)
     todo = [e for e in plan.experiments if e.generating]
+    refused = [str(e.latent_path) for e in plan.experiments if e.not_topped_up]  # by the plan (it said why)
     if not todo:
         if plan.options.generate_missing_latents or plan.options.overwrite_latents:
             log.info("latents.nothing_to_generate")
-        return GenerateReport()
+        return GenerateReport(skipped=tuple(refused))
     opts = plan.options
     start = time.monotonic()
     request = attrs.evolve(plan.request, device=resolve_device(opts.device))
@@ -80,7 +81,7 @@ def generate(plan: Build06Plan, registry: Registry,
                 if opts.executor == "dask"
                 else LocalExecutor(embedder, batch_size=opts.batch_size, workers=opts.workers))
     written: list[str] = []
-    skipped: list[str] = []
+    skipped: list[str] = refused
     unreadable: list[tuple[str, str]] = []
     embedded, noted = 0, False
     try:

@@ -131,7 +131,7 @@ def changed_since_recorded(sources: Mapping[str, LatentSource], records: Mapping
         sha = files[0].sha256 if len(files) == 1 else sha256_file(source.path)
         if record["sha256"] != sha:
             out[e] = (f"{source.path} changed since {manifest.MANIFEST_NAME} recorded it (its sha256 differs): "
-                      "merged as of unknown origin")
+                      "read as of unknown origin")
     return out
 
 

@@ -400,7 +400,8 @@ def test_a_table_of_your_own_says_what_it_leaves_behind(synth, cli):
         api.merge_train_with_embeddings(synth.root, "t1", z, overwrite=True)
     assert not any(e["event"].startswith("own_table.") for e in logs), logs
     # nor may a file of one's own take the place of the stage's own files beside df03
-    for name in ("embryo_metadata_df03.json", "embryo_metadata_df03.parquet", "embryo_metadata_df03_unembedded.csv"):
+    for name in ("embryo_metadata_df03.json", "embryo_metadata_df03.parquet", "embryo_metadata_df03_unembedded.csv",
+                 "Embryo_Metadata_DF03.csv", "EMBRYO_METADATA_DF02.csv"):
         with pytest.raises(UserError, match=f"out_name must name a .csv file of your own beside df02, not '{name}'"):
             api.merge_df02_with_embeddings(synth.root, z, overwrite=True, out_name=name)
 

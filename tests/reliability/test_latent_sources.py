@@ -309,6 +309,7 @@ def test_a_file_edited_since_its_manifest_entry_is_not_topped_up(tmp_path, cli):
     assert any(w.startswith(f"{path} is not topped up: it changed since manifest.json recorded it")
                for w in summary["warnings"]), summary["warnings"]
     assert path.read_bytes() == before and _manifest(synth)["files"][path.name]["sha256"] == recorded
+    assert str(path) in summary["generated"]["not_topped_up"]
 
 
 def test_a_left_out_file_re_embedded_is_said_so(tmp_path, cli):
