@@ -200,13 +200,13 @@ def merge_df02_with_embeddings(root: PathLike, latents_df: pd.DataFrame, overwri
     """
     logs.library_default()
     base = path_arg(root, "root")
-    df02 = paths.df02(base)
+    df02, df03 = paths.df02(base), paths.df03(base)
     out = df02.with_name(check_safe_id(str(out_name), "output name"))
-    own = [df02, paths.unembedded(paths.df03(base))] + ([paths.df03(base)] if out != paths.df03(base) else [])
-    if out.name.lower() in {p.name.lower() for p in own} or out.suffix != ".csv":  # in any case: a Mac's disk ignores it
+    stage_files = {p.name.lower() for p in (df02, df03, paths.unembedded(df03))}  # any case: a Mac's disk ignores it
+    if out != df03 and (out.name.lower() in stage_files or out.suffix != ".csv"):
         raise UserError(f"out_name must name a .csv file of your own beside df02, not {out.name!r}")
     index = index_of_frame(latents_df)  # the table's own checks, whichever file it goes to
-    if out != paths.df03(base):  # a file of the caller's own: df02 plus the table's z cells
+    if out != df03:  # a file of the caller's own: df02 plus the table's z cells
         join(read_text_table(df02, what="df02"), index, out, overwrite, "df03")
         return out
     source, why = store_table(latents_df)

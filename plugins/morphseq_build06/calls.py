@@ -20,10 +20,11 @@ from morphseq_stages.options import validate
 
 from . import paths
 from .declared import Build06StagePlan
-from .formats import SUFFIX, require
+from .formats import require
 from .frames import StoreTable
 from .freshness import load_sidecar
 from .options import DATA_ROOT_ENV, Build06Options
+from .outputs import found_beside
 from .own_tables import OutputExists
 from .records import Output, OutputKind
 from .report_spec import REPORT_NAME, require_report
@@ -138,24 +139,22 @@ def existing_latents(data_root: PathLike | None, model_name: str, names: list[st
 
 
 def beside(tables: Sequence[Path]) -> dict[str, Any]:
-    """The options that rewrite what is already beside these tables (``*`` in a name: any
-    file it matches) with them: the typed copies' ``formats``, and df03's report (drawn as
-    it was). A step function never leaves one behind its table; one whose library is
-    missing is left out (the stage warns of it)."""
-    found = []
-    for fmt, suffix in SUFFIX.items():
-        if any(next(t.parent.glob(t.with_suffix(suffix).name), None) for t in tables):
-            with contextlib.suppress(UserError):
-                require(fmt)
-                found.append(fmt)
-    options: dict[str, Any] = {"formats": ["csv", *found]}
-    for t in tables:
-        if (t.parent / REPORT_NAME).exists() and t == t.with_name(paths.DF03_NAME):
-            with contextlib.suppress(UserError):
-                require_report()
-                entry = load_sidecar(paths.sidecar(t)).get("files", {}).get(REPORT_NAME)
-                made = entry.get("built_from", {}).get("made_with", {}) if isinstance(entry, dict) else {}
-                options.update(report=True, report_color_by=made.get("report_color_by") or None)
+    """The options that rewrite what is already beside these tables with them: the typed
+    copies' ``formats``, and df03's report (drawn as it was). A step function never leaves
+    one behind its table; one whose library is missing is left out (the stage warns of it)."""
+    fmts, report = found_beside(tables)
+    options: dict[str, Any] = {"formats": ["csv"]}
+    for fmt in fmts:
+        with contextlib.suppress(UserError):
+            require(fmt)
+            options["formats"].append(fmt)
+    if report:
+        with contextlib.suppress(UserError):
+            require_report()
+            df03 = next(t for t in tables if t.name == paths.DF03_NAME)
+            entry = load_sidecar(paths.sidecar(df03)).get("files", {}).get(REPORT_NAME)
+            made = entry.get("built_from", {}).get("made_with", {}) if isinstance(entry, dict) else {}
+            options.update(report=True, report_color_by=made.get("report_color_by") or None)
     return options
 
 
@@ -205,8 +204,9 @@ def stage_df03(df03: Path, data_root: Path, model_name: str, overwrite: bool) ->
     if paths.df03(root) != df03 or not isinstance(recorded, dict) or recorded.get("model_name") != model_name:
         return None
     same = ("embedder", "z_schema", "include_sigma", "qc_filter", "latent_format", "latents_root")
+    copies = paths.analysis_copy(data_root, model_name, "*")
     run = {"root": root, "data_root": data_root, "model_name": model_name, "export_analysis_copies": True,
-           "overwrite": overwrite, **beside([paths.analysis_copy(data_root, model_name, "*")]),
+           "overwrite": overwrite, **beside(sorted(copies.parent.glob(copies.name))),
            **{k: recorded[k] for k in same if recorded.get(k) is not None}}
     try:
         plan = plan_of(call(run, dry_run=True))

@@ -75,9 +75,11 @@ def plan_experiment(opts: Build06Options, experiment: str, selected: bool, sourc
     recorded_model = record.get("model_fingerprint") if record else None
     stale = bool(exists and recorded_model and model.fingerprint and recorded_model != model.fingerprint)
     action, reason, todo = _action(opts, selected, source.writable, exists, left_out, images, new_images)
-    refused = (None if action != "top-up" else _refused_top_up(latent_path, model)
-               or (f"it changed since {manifest.MANIFEST_NAME} recorded it, and new rows would record the "
-                   "change as this model's" if edited else None))
+    refused = None
+    if action == "top-up":
+        refused = _refused_top_up(latent_path, model) or (
+            f"it changed since {manifest.MANIFEST_NAME} recorded it, and new rows would record the change as "
+            "this model's" if edited else None)
     if refused:  # said now, not found once the images are embedded
         action, reason, todo = "read", f"{len(new_images)} snip(s) without a latent row, not topped up: {refused}", ()
     if bad:

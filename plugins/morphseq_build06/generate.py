@@ -81,7 +81,7 @@ def generate(plan: Build06Plan, registry: Registry,
                 if opts.executor == "dask"
                 else LocalExecutor(embedder, batch_size=opts.batch_size, workers=opts.workers))
     written: list[str] = []
-    skipped: list[str] = refused
+    skipped = list(refused)
     unreadable: list[tuple[str, str]] = []
     embedded, noted = 0, False
     try:

@@ -250,13 +250,20 @@ def _stale_training_joins(opts: Build06Options, now: InputsNow, changing: Mappin
     return warnings
 
 
+def found_beside(tables: Sequence[Path]) -> tuple[list[str], bool]:
+    """What is already beside these tables: the typed formats with a copy there, and whether
+    df03's report is."""
+    fmts = [f for f, suffix in SUFFIX.items() if any(t.with_suffix(suffix).exists() for t in tables)]
+    return fmts, any(t.name == paths.DF03_NAME and (t.parent / REPORT_NAME).exists() for t in tables)
+
+
 def _beside(opts: Build06Options, tables: Sequence[Path]) -> str:
     """The flags that would also update what is beside these tables (typed copies, df03's
     report) and this run does not ask for: advice that leaves nothing behind its table."""
-    fmts = [f for f, suffix in SUFFIX.items() if f not in opts.formats
-            and any(t.with_suffix(suffix).exists() for t in tables)]
-    flags = [f"--formats {','.join([*opts.formats, *fmts])}"] if fmts else []
-    if not opts.report and any(t.name == paths.DF03_NAME and (t.parent / REPORT_NAME).exists() for t in tables):
+    fmts, report = found_beside(tables)
+    missing = [f for f in fmts if f not in opts.formats]
+    flags = [f"--formats {','.join([*opts.formats, *missing])}"] if missing else []
+    if report and not opts.report:
         flags.append("--report")
     return f" (with {' '.join(flags)}, for the copies beside it)" if flags else ""
 

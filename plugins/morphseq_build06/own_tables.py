@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,19 +89,20 @@ def join(table: TextTable, index: LatentIndex, out: Path, overwrite: bool, what:
             return False
         atomic_write(out, write)
     log.info("write.staged", path=str(out), what=what, rows=len(table))
-    left_behind(out, paths.sidecar(out))
+    left_behind(out, load_sidecar(paths.sidecar(out)).get("files", {}))
     return True
 
 
-def left_behind(out: Path, sidecar: Path) -> None:
+def left_behind(out: Path, recorded: Mapping[str, Any]) -> None:
     """Say what a file of the caller's own leaves behind it: typed copies beside it, made
-    from what it replaced, and (when it replaced the stage's own output) the stage's record."""
+    from what it replaced, and (when it replaced the stage's own output, one of the files
+    ``recorded`` in its sidecar) the stage's record."""
     for suffix in SUFFIX.values():
         if (copy := out.with_suffix(suffix)).exists():
             log.warning("own_table.copy_left_behind", path=str(copy),
                         message=f"{copy} is left as it was and no longer matches {out.name}, joined from a table "
                                 "of your own (typed copies are made by the stage only, from a latent store's table)")
-    if out.name in load_sidecar(sidecar).get("files", {}):
+    if out.name in recorded:
         log.warning("own_table.replaced_stage_output", path=str(out),
                     message=f"{out} was the stage's own output; joined from a table of your own, the stage's next "
                             "run calls it not written by this tool")
@@ -160,8 +162,9 @@ def copy_by_experiment(df03: Any, folder: Path, model_name: str, overwrite: bool
                for exp, write in by_experiment(df03).items()}
     todo = {out: write for out, write in writers.items()
             if not (out.exists() and kept(out, bytes_of(write), "analysis copy", overwrite))}
+    recorded = load_sidecar(folder / paths.COPIES_SIDECAR).get("files", {})
     for out, write in todo.items():
         atomic_write(out, write)
         log.info("write.staged", path=str(out), what="analysis")
-        left_behind(out, folder / paths.COPIES_SIDECAR)
+        left_behind(out, recorded)
     return list(writers)
