@@ -308,6 +308,8 @@ def test_a_file_edited_since_its_manifest_entry_is_not_topped_up(tmp_path, cli):
     summary = _run(synth, cli, "--generate-missing-latents")
     assert any(w.startswith(f"{path} is not topped up: it changed since manifest.json recorded it")
                for w in summary["warnings"]), summary["warnings"]
+    assert any(w.startswith(f"{path} changed since manifest.json recorded it") and w.endswith("read as of unknown origin")
+               for w in summary["warnings"]), summary["warnings"]
     assert path.read_bytes() == before and _manifest(synth)["files"][path.name]["sha256"] == recorded
     assert str(path) in summary["generated"]["not_topped_up"]
 
